@@ -1,0 +1,96 @@
+"""Checkpoints with the full training state, written atomically, with a fallback copy.
+
+A checkpoint is one ``torch.save`` dict: model, EMA, optimizer, grad scaler, step, RNG states,
+eval history and the resolved config. Files are written to a temporary name and renamed, so a
+reader never sees half a file; the previous checkpoint is kept as ``*.prev.pt`` and is used if
+the latest one turns out unreadable.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LATEST = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint: one line naming the file and what is wrong with it."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Save ``state`` as ``directory/checkpoint.pt``, keeping the one before as ``.prev.pt``."""
+    directory = Path(directory)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    latest = directory / LATEST
+    if latest.exists():
+        os.replace(latest, directory / PREVIOUS)
+    atomic_write_bytes(latest, buf.getvalue())
+    return latest
+
+
+def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read one checkpoint file; anything unreadable is a :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated zip, garbage bytes, pickle errors...
+        raise CheckpointError(f"checkpoint {str(path)!r} is unreadable ({type(e).__name__})") from None
+    if not isinstance(state, dict) or "step" not in state or "model" not in state:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a fixmatch_ray checkpoint")
+    return state
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
+    """Load a checkpoint file or the latest one of a directory, falling back to the previous.
+
+    Returns the state and the file it came from. A corrupt latest checkpoint with a good
+    previous one is reported on stderr and the previous one is used.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return load_state(path), path
+    latest, previous = path / LATEST, path / PREVIOUS
+    try:
+        return load_state(latest), latest
+    except CheckpointError as err:
+        if not previous.is_file():
+            raise
+        import sys
+
+        print(f"warning: {err}; falling back to {previous}", file=sys.stderr)
+        return load_state(previous), previous
+
+
+def find_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """The checkpoint file a run directory holds, if any."""
+    directory = Path(directory)
+    for name in (LATEST, PREVIOUS):
+        if (directory / name).is_file():
+            return directory / name
+    return None

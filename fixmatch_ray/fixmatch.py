@@ -1,0 +1,53 @@
+"""The FixMatch objective as a pure function (Sohn et al., 2020, eq. 1-4).
+
+No model, optimiser, device or I/O here: logits in, a small typed result out.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+class FixMatchLoss(NamedTuple):
+    """Loss terms of one step; all 0-dim tensors (read them once per epoch, not per step)."""
+
+    loss: torch.Tensor  # loss_x + lambda_u * loss_u, the one to backpropagate
+    loss_x: torch.Tensor  # supervised cross-entropy on the weakly augmented labeled batch
+    loss_u: torch.Tensor  # masked cross-entropy of strong views against pseudo-labels
+    mask: torch.Tensor  # fraction of unlabeled samples whose confidence reached the threshold
+
+
+def pseudo_label(
+    logits_ulb_w: torch.Tensor, T: float = 1.0, threshold: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard pseudo-labels and confidence mask from weak-view logits (no gradient flows back).
+
+    ``T`` is the softmax temperature, ``threshold`` is the paper's τ.
+    """
+    probs = torch.softmax(logits_ulb_w.detach().float() / T, dim=-1)
+    max_probs, targets = probs.max(dim=-1)
+    return targets, max_probs.ge(threshold).float()
+
+
+def fixmatch_loss(
+    logits_x_lb: torch.Tensor,
+    y_lb: torch.Tensor,
+    logits_x_ulb_w: torch.Tensor,
+    logits_x_ulb_s: torch.Tensor,
+    *,
+    lambda_u: float = 1.0,
+    T: float = 1.0,
+    threshold: float = 0.95,
+) -> FixMatchLoss:
+    """The FixMatch loss: ``CE(lb) + λu · mean(mask · CE(strong, pseudo(weak)))``.
+
+    The unlabeled term is averaged over *all* μB samples, masked ones included, as in the
+    official code (not over the confident ones only).
+    """
+    loss_x = F.cross_entropy(logits_x_lb.float(), y_lb, reduction="mean")
+    targets_u, mask = pseudo_label(logits_x_ulb_w, T=T, threshold=threshold)
+    ce_u = F.cross_entropy(logits_x_ulb_s.float(), targets_u, reduction="none")
+    loss_u = (ce_u * mask).mean()
+    return FixMatchLoss(loss_x + lambda_u * loss_u, loss_x, loss_u, mask.mean())

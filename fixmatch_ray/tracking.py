@@ -1,0 +1,53 @@
+"""TensorBoard scalars, written by rank 0 only: the one place the rank is looked at."""
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+
+class Tracker:
+    """Step-indexed TensorBoard scalars in ``logdir``; a no-op on ranks other than 0.
+
+    Curves are indexed by the global optimisation step, so a resumed run continues them where
+    they stopped instead of starting again at 0.
+    """
+
+    def __init__(self, logdir: str | os.PathLike | None, rank: int = 0):
+        self.writer = None
+        if logdir is not None and rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=os.fspath(logdir))
+
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        if self.writer is None:
+            return
+        for tag, value in values.items():
+            if value is not None:
+                self.writer.add_scalar(tag, float(value), global_step=step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+# Which record keys become which TensorBoard tags.
+TB_TAGS = {
+    "train/loss": "train_loss",
+    "train/loss_x": "train_loss_x",
+    "train/loss_u": "train_loss_u",
+    "train/mask": "mask_rate",
+    "train/lr": "lr",
+    "train/images_per_s": "images_per_s",
+    "test/acc": "test_acc",
+    "test/loss": "test_loss",
+    "test/raw_acc": "raw_test_acc",
+    "test/median20_acc": "median20_acc",
+}
+
+
+def record_scalars(record: Mapping[str, float]) -> dict[str, float]:
+    """The TensorBoard scalars of one eval-epoch record (keys absent from it are skipped)."""
+    return {tag: record[key] for tag, key in TB_TAGS.items() if key in record}

@@ -1,0 +1,138 @@
+"""Single-run CLI with the flags of the reference ``train.py`` (kekmodel/FixMatch-pytorch).
+
+    python -m fixmatch_ray.train --dataset cifar10 --num-labeled 4000 --arch wideresnet \
+        --batch-size 64 --lr 0.03 --expand-labels --seed 5 --out results/cifar10@4000.5
+
+Writes ``config.yaml``, ``checkpoint.pt`` (full state, every eval epoch), ``metrics.json`` and
+TensorBoard scalars into ``--out``; ``--resume OUT`` continues exactly where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import AMP_MODES, ConfigError, RunConfig
+from .data import DATASETS
+
+# Flags of the reference that only made sense for apex or torch.distributed.launch.
+IGNORED_FLAGS = {
+    "opt_level": "--opt_level is an apex setting; native AMP is used (--amp)",
+    "local_rank": "--local_rank belongs to torch.distributed.launch; use --ddp-workers N instead",
+    "start_epoch": "--start-epoch is ignored; a resumed run restores its epoch from the checkpoint",
+}
+# What a resumed run may change: how it runs, not what it computes.
+RESUME_OVERRIDABLE = {"num_workers", "device", "data_dir", "download", "eval_batch_size"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m fixmatch_ray.train",
+        description="One FixMatch run (flags of the reference train.py).",
+        argument_default=argparse.SUPPRESS,  # only flags the user gave end up in the namespace
+    )
+    add = p.add_argument
+    add("--dataset", choices=sorted(DATASETS), help="dataset (default cifar10)")
+    add("--data-dir", help="where datasets live / are downloaded (default ./data)")
+    add("--no-download", dest="download", action="store_false", help="never download datasets")
+    add("--num-labeled", type=int, help="number of labeled images, class-balanced (default 4000)")
+    add("--expand-labels", action="store_true", help="repeat labeled images to fill an epoch")
+    add("--arch", choices=["wideresnet", "resnext"], help="network (default wideresnet)")
+    add("--depth", type=int, help="network depth (default: the reference's for the dataset)")
+    add("--width", type=int, help="widen factor k (ResNeXt: base width)")
+    add("--cardinality", type=int, help="ResNeXt cardinality")
+    add("--total-steps", type=int, help="optimisation steps (default 2^20)")
+    add("--eval-step", type=int, help="steps between evaluations (default 1024)")
+    add("--batch-size", type=int, help="labeled batch B per step, global (default 64)")
+    add("--lr", type=float, help="initial learning rate (default 0.03)")
+    add("--warmup", type=float, help="warmup steps (default 0)")
+    add("--wdecay", type=float, help="weight decay (default 5e-4; paper uses 1e-3 on CIFAR-100)")
+    add("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum (default on)")
+    add("--momentum", type=float, help="SGD momentum (default 0.9)")
+    add("--use-ema", action=argparse.BooleanOptionalAction, help="evaluate an EMA model (default on)")
+    add("--ema-decay", type=float, help="EMA decay (default 0.999)")
+    add("--mu", type=int, help="μ: unlabeled batch is μ·B (default 7)")
+    add("--lambda-u", type=float, help="λu: weight of the unlabeled loss (default 1; 0 = supervised)")
+    add("--T", type=float, help="pseudo-label temperature (default 1)")
+    add("--threshold", type=float, help="τ: pseudo-label confidence threshold (default 0.95)")
+    add("--out", help="output directory (default ./result)")
+    add("--resume", help="continue the run in this output directory (or checkpoint file)")
+    add("--seed", type=int, help="random seed (default: drawn and saved)")
+    add("--amp", nargs="?", const="auto", choices=AMP_MODES,
+        help="mixed precision: bare --amp = bf16 where supported, else fp16 + GradScaler")
+    add("--device", help="auto (default), cpu, cuda or cuda:N")
+    add("--gpu-id", type=int, help="CUDA device index (reference flag)")
+    add("--num-workers", type=int, help="data-loading processes (default 4)")
+    add("--eval-batch-size", type=int, help="evaluation batch size (default 512)")
+    add("--no-progress", action="store_true", help="no progress bar")
+    add("--opt_level", "--opt-level", dest="opt_level", help=argparse.SUPPRESS)
+    add("--local_rank", "--local-rank", dest="local_rank", type=int, help=argparse.SUPPRESS)
+    add("--start-epoch", dest="start_epoch", type=int, help=argparse.SUPPRESS)
+    return p
+
+
+def config_from_args(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split the parsed flags into RunConfig fields and run options (resume, progress...)."""
+    given = dict(vars(ns))
+    for flag, note in IGNORED_FLAGS.items():
+        if given.pop(flag, None) is not None:
+            print(f"note: {note}", file=sys.stderr)
+    options = {k: given.pop(k) for k in ("resume", "no_progress") if k in given}
+    gpu = given.pop("gpu_id", None)
+    if gpu is not None and "device" not in given:
+        import torch
+
+        given["device"] = f"cuda:{gpu}" if torch.cuda.is_available() else "cpu"
+    return given, options
+
+
+def prepare(given: dict[str, Any], resume: str | None) -> tuple[RunConfig, dict | None]:
+    """The run's resolved config, and the checkpoint state when resuming."""
+    from .checkpoint import find_checkpoint, load_checkpoint
+
+    if resume is None:
+        cfg = RunConfig.from_dict(given, where="flags").resolved()
+        if find_checkpoint(cfg.out) is not None:
+            raise ConfigError(
+                f"--out {cfg.out!r} already holds a run; continue it with --resume {cfg.out} "
+                "or choose another --out"
+            )
+        return cfg, None
+    state, path = load_checkpoint(resume)
+    saved = RunConfig.from_dict(state["config"], where=str(path))
+    for key, value in given.items():
+        if key not in RESUME_OVERRIDABLE and key != "out" and getattr(saved, key) != value:
+            raise ConfigError(
+                f"--{key.replace('_', '-')} {value} differs from the resumed run's {getattr(saved, key)}; "
+                "a resumed run keeps its config (start a new --out to change it)"
+            )
+    overrides = {k: v for k, v in given.items() if k in RESUME_OVERRIDABLE}
+    return saved.replace(out=str(path.parent), **overrides), state
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        given, options = config_from_args(ns)
+        cfg, state = prepare(given, options.get("resume"))
+        from .runner import run_local
+
+        summary = run_local(cfg, state, progress=not options.get("no_progress", False))
+    except KeyboardInterrupt:
+        print("\ninterrupted; the last eval epoch's checkpoint is kept (continue with --resume)", file=sys.stderr)
+        return 130
+    except Exception as e:  # user-facing errors are one line; bugs keep their traceback
+        from .runner import USER_ERRORS
+
+        if not isinstance(e, USER_ERRORS):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

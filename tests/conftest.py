@@ -1,0 +1,68 @@
+"""Shared test helpers: tiny CIFAR-format datasets written in torchvision's on-disk layout."""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CIFAR_LAYOUT = {
+    # name: (folder, train files, test file, meta file, meta key, label key, classes)
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
+                "batches.meta", "label_names", "labels", 10),
+    "cifar100": ("cifar-100-python", ["train"], "test", "meta", "fine_label_names", "fine_labels", 100),
+}
+
+
+def class_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """32x32 RGB images whose colour and a bright stripe depend on the class: learnable."""
+    n = len(labels)
+    imgs = rng.integers(0, 60, size=(n, 32, 32, 3)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        imgs[i, :, :, c % 3] += np.uint8(80 + 15 * (c % 7))
+        row = (c * 3) % 28
+        imgs[i, row:row + 4, :, :] = 250
+    return imgs
+
+
+def write_cifar(root: Path, name: str = "cifar10", train_per_class: int = 20, test_per_class: int = 5,
+                seed: int = 0) -> Path:
+    """Write a small dataset torchvision's CIFAR10/CIFAR100 classes can read from ``root``."""
+    folder, train_files, test_file, meta_file, meta_key, label_key, k = CIFAR_LAYOUT[name]
+    rng = np.random.default_rng(seed)
+    d = Path(root) / folder
+    d.mkdir(parents=True, exist_ok=True)
+
+    def dump(fname: str, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.permutation(np.repeat(np.arange(k), per_class))
+        imgs = class_images(labels, rng)
+        return imgs, labels
+
+    tr_imgs, tr_labels = dump("train", train_per_class)
+    chunks = np.array_split(np.arange(len(tr_labels)), len(train_files))
+    for fname, idx in zip(train_files, chunks):
+        entry = {"data": tr_imgs[idx].transpose(0, 3, 1, 2).reshape(len(idx), -1),
+                 label_key: tr_labels[idx].tolist()}
+        with open(d / fname, "wb") as f:
+            pickle.dump(entry, f)
+    te_imgs, te_labels = dump("test", test_per_class)
+    with open(d / test_file, "wb") as f:
+        pickle.dump({"data": te_imgs.transpose(0, 3, 1, 2).reshape(len(te_labels), -1),
+                     label_key: te_labels.tolist()}, f)
+    with open(d / meta_file, "wb") as f:
+        pickle.dump({meta_key: [f"class{i}" for i in range(k)]}, f)
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def cifar10_root(tmp_path_factory) -> Path:
+    return write_cifar(tmp_path_factory.mktemp("cifar10"), "cifar10", train_per_class=20, test_per_class=5)
+
+
+@pytest.fixture(autouse=True)
+def _no_network_downloads(monkeypatch):
+    # Tests never reach the internet: a download attempt must fail fast, not hang.
+    monkeypatch.setenv("NO_PROXY", "*")
+    yield
