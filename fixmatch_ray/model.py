@@ -1,0 +1,158 @@
+"""Networks of the FixMatch paper: WideResNet-28-k and ResNeXt, as the official code builds them.
+
+Leaky ReLU with slope 0.1 and BatchNorm momentum 0.001 (PyTorch's convention: the running
+statistics move by 0.1% a step, the official TF decay of 0.999). Depth and width are free so
+tests can use tiny nets.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BN_MOMENTUM = 0.001
+LEAKY_SLOPE = 0.1
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, momentum=BN_MOMENTUM)
+
+
+def _act() -> nn.LeakyReLU:
+    return nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+
+
+class BasicBlock(nn.Module):
+    """Pre-activation residual block; the first block of a WRN activates before the shortcut."""
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int, drop_rate: float = 0.0,
+                 activate_before_residual: bool = False):
+        super().__init__()
+        self.bn1, self.relu1 = _bn(in_planes), _act()
+        self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride, 1, bias=False)
+        self.bn2, self.relu2 = _bn(out_planes), _act()
+        self.conv2 = nn.Conv2d(out_planes, out_planes, 3, 1, 1, bias=False)
+        self.drop_rate = drop_rate
+        self.conv_shortcut = None if in_planes == out_planes else nn.Conv2d(in_planes, out_planes, 1, stride, 0, bias=False)
+        self.activate_before_residual = activate_before_residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # As the official (TF) residual(): the first conv always sees bn+relu of the input; the
+        # shortcut takes the activated input only in the stage's first block. (The PyTorch port
+        # convolves the raw input when channels change, leaving bn1 unused there.)
+        out = self.relu1(self.bn1(x))
+        if self.activate_before_residual:
+            x = out
+        out = self.relu2(self.bn2(self.conv1(out)))
+        if self.drop_rate > 0:
+            out = F.dropout(out, p=self.drop_rate, training=self.training)
+        out = self.conv2(out)
+        return (x if self.conv_shortcut is None else self.conv_shortcut(x)) + out
+
+
+def _stage(n: int, in_planes: int, out_planes: int, stride: int, drop_rate: float, abr: bool) -> nn.Sequential:
+    return nn.Sequential(*[
+        BasicBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1, drop_rate, abr and i == 0)
+        for i in range(n)
+    ])
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-k: 3 stages of (depth-4)/6 blocks, 16k/32k/64k channels."""
+
+    def __init__(self, num_classes: int, depth: int = 28, widen_factor: int = 2, drop_rate: float = 0.0):
+        super().__init__()
+        if depth < 10 or (depth - 4) % 6:
+            raise ValueError(f"wideresnet depth {depth} is invalid: expected 6n+4 with n >= 1 (10, 16, 22, 28, ...)")
+        if widen_factor < 1:
+            raise ValueError(f"wideresnet width {widen_factor} is invalid: expected >= 1")
+        n = (depth - 4) // 6
+        ch = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+        self.conv1 = nn.Conv2d(3, ch[0], 3, 1, 1, bias=False)
+        self.block1 = _stage(n, ch[0], ch[1], 1, drop_rate, True)
+        self.block2 = _stage(n, ch[1], ch[2], 2, drop_rate, False)
+        self.block3 = _stage(n, ch[2], ch[3], 2, drop_rate, False)
+        self.bn1, self.relu = _bn(ch[3]), _act()
+        self.fc = nn.Linear(ch[3], num_classes)
+        _init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block3(self.block2(self.block1(self.conv1(x))))
+        out = self.relu(self.bn1(out))
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+class ResNeXtBottleneck(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, stride: int, cardinality: int, base_width: int, widen_factor: int):
+        super().__init__()
+        d = cardinality * base_width * out_ch // (widen_factor * 64)
+        self.conv_reduce = nn.Conv2d(in_ch, d, 1, 1, 0, bias=False)
+        self.bn_reduce = _bn(d)
+        self.conv_conv = nn.Conv2d(d, d, 3, stride, 1, groups=cardinality, bias=False)
+        self.bn = _bn(d)
+        self.conv_expand = nn.Conv2d(d, out_ch, 1, 1, 0, bias=False)
+        self.bn_expand = _bn(out_ch)
+        self.act = _act()
+        self.shortcut = nn.Sequential()
+        if in_ch != out_ch:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, 0, bias=False), _bn(out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.bn_reduce(self.conv_reduce(x)))
+        out = self.act(self.bn(self.conv_conv(out)))
+        out = self.bn_expand(self.conv_expand(out))
+        return self.act(self.shortcut(x) + out)
+
+
+class CifarResNeXt(nn.Module):
+    """ResNeXt-29 for 32x32 images (the port's alternative ``--arch resnext``)."""
+
+    def __init__(self, cardinality: int, depth: int, num_classes: int, base_width: int, widen_factor: int = 4):
+        super().__init__()
+        if depth < 11 or (depth - 2) % 9:
+            raise ValueError(f"resnext depth {depth} is invalid: expected 9n+2 with n >= 1 (11, 20, 29, ...)")
+        n = (depth - 2) // 9
+        st = [64, 64 * widen_factor, 128 * widen_factor, 256 * widen_factor]
+        self.conv_1_3x3 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.bn_1 = _bn(64)
+        self.act = _act()
+        stages = []
+        for i, stride in enumerate((1, 2, 2)):
+            stages.append(nn.Sequential(*[
+                ResNeXtBottleneck(st[i] if j == 0 else st[i + 1], st[i + 1], stride if j == 0 else 1,
+                                  cardinality, base_width, widen_factor) for j in range(n)
+            ]))
+        self.stage_1, self.stage_2, self.stage_3 = stages
+        self.classifier = nn.Linear(st[3], num_classes)
+        _init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn_1(self.conv_1_3x3(x)))
+        x = self.stage_3(self.stage_2(self.stage_1(x)))
+        return self.classifier(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def _init(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.xavier_normal_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def build_model(arch: str, num_classes: int, depth: int | None = None, width: int | None = None,
+                cardinality: int | None = None, drop_rate: float = 0.0) -> nn.Module:
+    """``wideresnet`` (default WRN-28-2) or ``resnext`` (default ResNeXt-29, 4x4)."""
+    if arch == "wideresnet":
+        return WideResNet(num_classes, depth or 28, width or 2, drop_rate)
+    if arch == "resnext":
+        return CifarResNeXt(cardinality or 4, depth or 29, num_classes, width or 4)
+    raise ValueError(f"unknown arch {arch!r}: expected one of wideresnet, resnext")
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
