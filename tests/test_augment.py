@@ -1,0 +1,165 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageEnhance, ImageOps
+
+from fixmatch_ray.augment import (CUTOUT_FILL, FILL, OP_NAMES, TransformFixMatch, apply_op, cutout,
+                                  draw_rand_augment, magnitude, strong_augment, weak_augment)
+
+
+def image(size: int = 8, seed: int = 0, lo: int = 0, hi: int = 256) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(lo, hi, (size, size, 3)).astype(np.uint8))
+
+
+def arr(img: Image.Image) -> np.ndarray:
+    return np.asarray(img).astype(int)
+
+
+@pytest.mark.parametrize("name, level, expected", [
+    ("Brightness", 10, 1.9), ("Brightness", 5, 1.0), ("Contrast", 1, 0.28), ("Color", 10, 1.9),
+    ("Sharpness", 5, 1.0), ("Posterize", 10, 8), ("Posterize", 1, 4), ("Posterize", 5, 6),
+    ("Rotate", 7, 21), ("Rotate", 10, 30), ("Solarize", 5, 128), ("Solarize", 10, 0), ("Solarize", 1, 231),
+    ("ShearX", 10, 0.3), ("TranslateY", 5, 0.15), ("Identity", 3, None), ("AutoContrast", 3, None),
+])
+def test_magnitudes_hand_computed(name, level, expected):
+    assert magnitude(name, level) == pytest.approx(expected) if expected is not None else magnitude(name, level) is None
+
+
+@pytest.mark.parametrize("name, level", [("Blur", 3), ("Rotate", 0), ("Rotate", 11), ("Rotate", 2.5)])
+def test_bad_op_or_level(name, level):
+    with pytest.raises(ValueError, match=repr(name) if name == "Blur" else str(level)):
+        magnitude(name, level)
+
+
+def test_identity_posterize_solarize_match_numpy():
+    img = image()
+    a = arr(img)
+    assert np.array_equal(arr(apply_op(img, "Identity", 4)), a)
+    assert np.array_equal(arr(apply_op(img, "Posterize", 1)), a & 0xF0)  # 4 bits
+    assert np.array_equal(arr(apply_op(img, "Solarize", 5)), np.where(a >= 128, 255 - a, a))
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_translate_x_moves_pixels(sign):
+    img = image(size=32)
+    a = arr(img)
+    out = arr(apply_op(img, "TranslateX", 10, sign))  # int(0.3 * 32) = 9 px
+    k = 9
+    if sign > 0:  # content moves left, fill enters from the right
+        assert np.array_equal(out[:, :-k], a[:, k:]) and np.all(out[:, -k:] == FILL)
+    else:
+        assert np.array_equal(out[:, k:], a[:, :-k]) and np.all(out[:, :k] == FILL)
+
+
+def test_translate_y_moves_rows():
+    img = image(size=32)
+    out = arr(apply_op(img, "TranslateY", 5))  # int(0.15 * 32) = 4 px up
+    assert np.array_equal(out[:-4], arr(img)[4:]) and np.all(out[-4:] == FILL)
+
+
+def test_geometric_ops_match_pil_with_explicit_parameters():
+    img = image(size=16)
+    assert np.array_equal(arr(apply_op(img, "Rotate", 10, -1)), arr(img.rotate(-30, fillcolor=FILL)))
+    shx = img.transform(img.size, Image.AFFINE, (1, 0.3, 0, 0, 1, 0), fillcolor=FILL)
+    assert np.array_equal(arr(apply_op(img, "ShearX", 10)), arr(shx))
+    shy = img.transform(img.size, Image.AFFINE, (1, 0, 0, -0.15, 1, 0), fillcolor=FILL)
+    assert np.array_equal(arr(apply_op(img, "ShearY", 5, -1)), arr(shy))
+    # a 90-degree rotation of a square is a pure pixel permutation: check against numpy
+    rot = arr(img.rotate(90, fillcolor=FILL))
+    assert np.array_equal(rot, np.rot90(arr(img)))
+
+
+def test_enhancers_use_the_official_factor():
+    gray = Image.new("RGB", (4, 4), (100, 100, 100))
+    assert arr(apply_op(gray, "Brightness", 10))[0, 0, 0] == 190  # 100 * 1.9
+    assert arr(apply_op(gray, "Brightness", 1))[0, 0, 0] == 28  # 100 * 0.28
+    img = image()
+    for name, cls in [("Color", ImageEnhance.Color), ("Contrast", ImageEnhance.Contrast),
+                      ("Sharpness", ImageEnhance.Sharpness)]:
+        assert np.array_equal(arr(apply_op(img, name, 7)), arr(cls(img).enhance(0.1 + 1.8 * 0.7)))
+
+
+def test_autocontrast_and_equalize():
+    # values 50 / 100 / 150 stretch to 0 / 127 / 255: (v - 50) * 255 / 100, truncated
+    a = np.random.default_rng(0).choice([50, 100, 150], size=(8, 8, 3)).astype(np.uint8)
+    a[0, 0], a[0, 1] = 50, 150
+    img = Image.fromarray(a)
+    out = arr(apply_op(img, "AutoContrast", 3))
+    assert np.array_equal(out, (a.astype(int) - 50) * 255 // 100)
+    img = image(lo=50, hi=151)
+    assert np.array_equal(arr(apply_op(img, "Equalize", 3)), arr(ImageOps.equalize(img)))
+
+
+def test_cutout_box():
+    img = image(size=32)
+    before = arr(img).copy()
+    out = arr(cutout(img, 16, np.random.default_rng(3)))
+    assert np.array_equal(arr(img), before)  # input untouched
+    gray = np.all(out == CUTOUT_FILL, axis=-1)
+    ys, xs = np.nonzero(gray & ~np.all(before == CUTOUT_FILL, axis=-1))
+    assert ys.max() - ys.min() + 1 <= 16 and xs.max() - xs.min() + 1 <= 16
+    changed = np.any(out != before, axis=-1)
+    assert np.all(gray[changed])  # only the box changed
+    sizes = set()
+    for s in range(200):
+        g = np.all(arr(cutout(Image.new("RGB", (32, 32)), 16, np.random.default_rng(s))) == CUTOUT_FILL, -1)
+        h, w = g.any(1).sum(), g.any(0).sum()
+        assert h <= 16 and w <= 16 and g.sum() == h * w
+        sizes.add((h, w))
+    assert (16, 16) in sizes  # exactly 16x16 when the box lies inside
+    same = cutout(img, 16, np.random.default_rng(9)), cutout(img, 16, np.random.default_rng(9))
+    assert np.array_equal(arr(same[0]), arr(same[1]))
+
+
+def _is_crop_of(out: np.ndarray, src: np.ndarray, pad: int) -> bool:
+    padded = np.pad(src, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    h, w = src.shape[:2]
+    return any(np.array_equal(out, padded[t:t + h, l:l + w]) for t in range(2 * pad + 1) for l in range(2 * pad + 1))
+
+
+def test_weak_augment_crop_and_flip():
+    img = image(size=16)
+    a = arr(img)
+    flipped = 0
+    for s in range(40):
+        out = arr(weak_augment(img, np.random.default_rng(s), flip=False))
+        assert out.shape == a.shape and _is_crop_of(out, a, 2)
+        out = arr(weak_augment(img, np.random.default_rng(s), flip=True))
+        if not _is_crop_of(out, a, 2):
+            assert _is_crop_of(out, a[:, ::-1], 2)
+            flipped += 1
+    assert 5 < flipped < 35
+
+
+def test_rand_augment_draw_statistics():
+    rng = np.random.default_rng(0)
+    draws = [d for _ in range(10000) for d in draw_rand_augment(rng)]  # 20000 ops
+    n = len(draws)
+    counts = np.array([sum(d.name == op for d in draws) for op in OP_NAMES])
+    p = 1 / 14
+    assert np.all(np.abs(counts - n * p) < 4 * np.sqrt(n * p * (1 - p)))
+    levels = np.bincount([d.level for d in draws], minlength=11)
+    assert levels[0] == 0 and np.all(np.abs(levels[1:] - n / 10) < 4 * np.sqrt(n * 0.1 * 0.9))
+    applied = sum(d.apply for d in draws)
+    assert abs(applied - n / 2) < 4 * np.sqrt(n / 4)
+    assert abs(sum(d.sign for d in draws)) < 4 * np.sqrt(n)
+
+
+def test_strong_augment_is_deterministic_per_seed():
+    img = image(size=32)
+    a = strong_augment(img, np.random.default_rng(5), flip=True)
+    b = strong_augment(img, np.random.default_rng(5), flip=True)
+    c = strong_augment(img, np.random.default_rng(6), flip=True)
+    assert np.array_equal(arr(a), arr(b)) and not np.array_equal(arr(a), arr(c))
+    assert np.any(np.all(arr(a) == CUTOUT_FILL, -1))  # cutout always on
+
+
+def test_transform_normalisation():
+    t = TransformFixMatch((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), flip=True)
+    const = Image.new("RGB", (16, 16), (255, 0, 51))
+    x = t.test(const)
+    assert x.shape == (3, 16, 16) and x.dtype == torch.float32
+    assert torch.allclose(x[:, 0, 0], torch.tensor([2.0, -2.0, (0.2 - 0.5) / 0.25]))
+    w, s = t.unlabeled(const, np.random.default_rng(0))
+    assert w.shape == s.shape == (3, 16, 16)
+    assert torch.allclose(w, x)  # a constant image is unchanged by flips and reflect crops
