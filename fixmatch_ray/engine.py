@@ -174,15 +174,19 @@ def fit(
     on_epoch: Callable[[dict[str, Any]], None] = lambda record: None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
     check_every: int = 50,
+    all_reduce: Callable[[torch.Tensor, str], torch.Tensor] | None = None,
 ) -> list[dict[str, Any]]:
     """Train until ``total_steps``, evaluating every ``eval_step`` steps (and at the end).
 
     After each evaluation ``on_epoch(record)`` receives the epoch's record (also appended to
     ``trainer.history``). ``progress(steps_done, running_means)`` is called every
-    ``check_every`` steps, where the loss is also checked for NaN/inf.
+    ``check_every`` steps, where the loss is also checked for NaN/inf. Under DDP,
+    ``all_reduce(tensor, op)`` (op ``"sum"`` or ``"max"``) combines the ranks' epoch sums and
+    NaN flags, so every rank reports and stops alike.
     """
     cfg = trainer.cfg
-    images_per_step = cfg.batch_size * (1 + 2 * cfg.mu)
+    reduce = all_reduce or (lambda t, op: t)
+    world = int(reduce(torch.ones((), device=trainer.device), "sum").item())
     while trainer.step < cfg.total_steps:
         start = trainer.step
         end = min((start // cfg.eval_step + 1) * cfg.eval_step, cfg.total_steps)
@@ -191,18 +195,22 @@ def fit(
         tic = time.perf_counter()
         for _ in range(end - start):
             step = trainer.step
-            out = trainer.train_step(Batch(**{k: v for k, v in next(batches).items() if k != "y_ulb"}))
+            batch = Batch(**{k: v for k, v in next(batches).items() if k != "y_ulb"})
+            local_images = len(batch.x_lb) + len(batch.x_ulb_w) + len(batch.x_ulb_s)
+            out = trainer.train_step(batch)
             terms = torch.stack([t.detach().float() for t in out])
             sums += terms
             first_bad = (bad_step < 0) & ~torch.isfinite(out.loss.detach())
             bad_step = torch.where(first_bad, torch.full_like(bad_step, step), bad_step)
             done = trainer.step - start
             if done % check_every == 0 or trainer.step == end:
-                _raise_if_bad(bad_step)
+                _raise_if_bad(reduce(bad_step.clone(), "max"))
                 if progress is not None:
                     progress(trainer.step, dict(zip(("loss", "loss_x", "loss_u", "mask"), (sums / done).tolist())))
         seconds = time.perf_counter() - tic
-        means = (sums / (end - start)).tolist()
+        totals = reduce(torch.cat([sums, sums.new_tensor([local_images])]), "sum")
+        means = (totals[:4] / (world * (end - start))).tolist()
+        images_per_step = int(totals[4].item())  # the whole job's, summed over ranks
         record: dict[str, Any] = {
             "step": trainer.step,
             "epoch": len(trainer.history) + 1,
@@ -212,6 +220,7 @@ def fit(
             "train_loss_u": means[2],
             "mask_rate": means[3],
             "images_per_s": images_per_step * (end - start) / max(seconds, 1e-9),
+            "samples_per_step": images_per_step,
         }
         ev = trainer.evaluate(*test, use_ema=True)
         record.update(test_acc=ev["acc"], test_loss=ev["loss"])

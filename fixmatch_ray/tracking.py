@@ -9,15 +9,24 @@ class Tracker:
     """Step-indexed TensorBoard scalars in ``logdir``; a no-op on ranks other than 0.
 
     Curves are indexed by the global optimisation step, so a resumed run continues them where
-    they stopped instead of starting again at 0.
+    they stopped instead of starting again at 0 (a new event file is added beside the old).
+    ``logdir`` may be a URI (``s3://``, ``gs://``): events are then written to a local
+    directory and copied there after every flush.
     """
 
     def __init__(self, logdir: str | os.PathLike | None, rank: int = 0):
         self.writer = None
-        if logdir is not None and rank == 0:
-            from torch.utils.tensorboard import SummaryWriter
+        self.remote: str | None = None
+        if logdir is None or rank != 0:
+            return
+        from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=os.fspath(logdir))
+        logdir = os.fspath(logdir)
+        if "://" in logdir:
+            import tempfile
+
+            self.remote, logdir = logdir, tempfile.mkdtemp(prefix="fixmatch_tb_")
+        self.writer = SummaryWriter(log_dir=logdir)
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
         if self.writer is None:
@@ -26,6 +35,10 @@ class Tracker:
             if value is not None:
                 self.writer.add_scalar(tag, float(value), global_step=step)
         self.writer.flush()
+        if self.remote is not None:
+            import pyarrow.fs
+
+            pyarrow.fs.copy_files(self.writer.log_dir, self.remote)
 
     def close(self) -> None:
         if self.writer is not None:
