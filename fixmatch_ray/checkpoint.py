@@ -66,31 +66,43 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
-    """Load a checkpoint file or the latest one of a directory, falling back to the previous.
+def candidates(directory: str | os.PathLike) -> list[Path]:
+    """Checkpoint files of a run directory, newest first.
 
-    Returns the state and the file it came from. A corrupt latest checkpoint with a good
-    previous one is reported on stderr and the previous one is used.
+    A local run keeps ``checkpoint.pt`` and ``checkpoint.prev.pt``; a Ray Train run keeps
+    ``checkpoint_<timestamp>/checkpoint.pt`` folders (names sort by time).
+    """
+    directory = Path(directory)
+    files = [directory / LATEST, directory / PREVIOUS]
+    files += sorted(directory.glob(f"checkpoint_*/{LATEST}"), key=lambda p: p.parent.name, reverse=True)
+    return [f for f in files if f.is_file()]
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
+    """Load a checkpoint file, or the newest readable one of a run directory.
+
+    Returns the state and the file it came from. A corrupt newest checkpoint is reported on
+    stderr and the one before it is used.
     """
     path = Path(path)
     if not path.is_dir():
         return load_state(path), path
-    latest, previous = path / LATEST, path / PREVIOUS
-    try:
-        return load_state(latest), latest
-    except CheckpointError as err:
-        if not previous.is_file():
-            raise
-        import sys
+    files = candidates(path)
+    if not files:
+        raise CheckpointError(f"no checkpoint in {str(path)!r}")
+    for i, f in enumerate(files):
+        try:
+            return load_state(f), f
+        except CheckpointError as err:
+            if i == len(files) - 1:
+                raise
+            import sys
 
-        print(f"warning: {err}; falling back to {previous}", file=sys.stderr)
-        return load_state(previous), previous
+            print(f"warning: {err}; falling back to {files[i + 1]}", file=sys.stderr)
+    raise AssertionError("unreachable")
 
 
 def find_checkpoint(directory: str | os.PathLike) -> Path | None:
-    """The checkpoint file a run directory holds, if any."""
-    directory = Path(directory)
-    for name in (LATEST, PREVIOUS):
-        if (directory / name).is_file():
-            return directory / name
-    return None
+    """The newest checkpoint file a run directory holds, if any."""
+    files = candidates(directory) if Path(directory).is_dir() else []
+    return files[0] if files else None

@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--num-workers", type=int, help="data-loading processes (default 4)")
     add("--eval-batch-size", type=int, help="evaluation batch size (default 512)")
     add("--no-progress", action="store_true", help="no progress bar")
+    add("--ddp-workers", type=int, help="run through Ray Train on N DDP workers (local Ray if none)")
+    add("--ddp-gpu", action="store_true", help="with --ddp-workers: one GPU per worker (NCCL)")
+    add("--max-failures", type=int, help="with --ddp-workers: worker failures to recover from (3)")
+    add("--address", help="with --ddp-workers: Ray cluster address (default $RAY_ADDRESS or local)")
     add("--opt_level", "--opt-level", dest="opt_level", help=argparse.SUPPRESS)
     add("--local_rank", "--local-rank", dest="local_rank", type=int, help=argparse.SUPPRESS)
     add("--start-epoch", dest="start_epoch", type=int, help=argparse.SUPPRESS)
@@ -79,7 +83,8 @@ def config_from_args(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     for flag, note in IGNORED_FLAGS.items():
         if given.pop(flag, None) is not None:
             print(f"note: {note}", file=sys.stderr)
-    options = {k: given.pop(k) for k in ("resume", "no_progress") if k in given}
+    options = {k: given.pop(k) for k in ("resume", "no_progress", "ddp_workers", "ddp_gpu",
+                                         "max_failures", "address") if k in given}
     gpu = given.pop("gpu_id", None)
     if gpu is not None and "device" not in given:
         import torch
@@ -109,7 +114,25 @@ def prepare(given: dict[str, Any], resume: str | None) -> tuple[RunConfig, dict 
                 "a resumed run keeps its config (start a new --out to change it)"
             )
     overrides = {k: v for k, v in given.items() if k in RESUME_OVERRIDABLE}
-    return saved.replace(out=str(path.parent), **overrides), state
+    out = resume if Path(resume).is_dir() else path.parent
+    return saved.replace(out=str(out), **overrides), state
+
+
+def run_distributed(cfg: RunConfig, options: dict[str, Any]) -> dict[str, Any]:
+    """``--ddp-workers N``: the same run as a Ray Train job (see :mod:`fixmatch_ray.worker`)."""
+    import os
+
+    from .runner import load_run_data
+    from .worker import Resources, run_ray
+
+    resources = Resources(workers=options["ddp_workers"], use_gpu=options.get("ddp_gpu", False))
+    resources.check(cfg)
+    load_run_data(cfg)  # a missing dataset or an impossible split fails here, before Ray starts
+    # workers run in other directories: give them absolute paths
+    cfg = cfg.replace(data_dir=os.path.abspath(cfg.data_dir))
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    cfg.save(Path(cfg.out) / "config.yaml")
+    return run_ray(cfg, resources, options.get("max_failures", 3), options.get("address"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,9 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         given, options = config_from_args(ns)
         cfg, state = prepare(given, options.get("resume"))
-        from .runner import run_local
+        if "ddp_workers" in options:
+            summary = run_distributed(cfg, options)
+        else:
+            from .runner import run_local
 
-        summary = run_local(cfg, state, progress=not options.get("no_progress", False))
+            summary = run_local(cfg, state, progress=not options.get("no_progress", False))
     except KeyboardInterrupt:
         print("\ninterrupted; the last eval epoch's checkpoint is kept (continue with --resume)", file=sys.stderr)
         return 130

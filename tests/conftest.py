@@ -66,3 +66,16 @@ def _no_network_downloads(monkeypatch):
     # Tests never reach the internet: a download attempt must fail fast, not hang.
     monkeypatch.setenv("NO_PROXY", "*")
     yield
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for every test that needs it (start-up costs ~10-30 s here)."""
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    import ray
+
+    from fixmatch_ray.worker import ensure_ray
+
+    ensure_ray(min_cpus=3)
+    yield ray
+    ray.shutdown()
