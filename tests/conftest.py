@@ -71,7 +71,6 @@ def _no_network_downloads(monkeypatch):
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for every test that needs it (start-up costs ~10-30 s here)."""
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     import ray
 
     from fixmatch_ray.worker import ensure_ray
