@@ -97,3 +97,23 @@ def test_killed_single_worker_resumes_exactly(ray_session, tmp_path):
 def test_batch_must_divide_over_workers():
     with pytest.raises(ConfigError, match="batch_size = 8 is not divisible by 3 DDP workers"):
         Resources(workers=3).check(CFG)
+
+
+def test_cli_ddp_workers(ray_session, tmp_path, capsys):
+    import json
+
+    from fixmatch_ray.train import main
+
+    out = tmp_path / "cli"
+    args = ["--dataset", "digits", "--num-labeled", "20", "--batch-size", "8", "--mu", "2", "--total-steps", "8",
+            "--eval-step", "4", "--depth", "10", "--width", "1", "--num-workers", "0", "--seed", "3",
+            "--out", str(out)]
+    assert main(args + ["--ddp-workers", "3"]) == 2
+    assert "not divisible by 3 DDP workers" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(args + ["--ddp-workers", "2"]) == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert [h["step"] for h in doc["history"]] == [4, 8] and doc["history"][0]["samples_per_step"] == 40
+    assert (out / "config.yaml").is_file() and list((out / "tensorboard").glob("events.*"))
+    assert main(args + ["--ddp-workers", "2"]) == 2  # refuses to overwrite
+    assert "already holds a run" in capsys.readouterr().err
