@@ -151,6 +151,10 @@ def normalize_storage(path: str | os.PathLike) -> str:
 # a poll: measured here, 1.9 s a report, 23 % of a paper-length WRN-28-2 run on an H100.
 # 0.2 s costs 0.2 s a report (3 %); a user's own setting wins.
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+# Custom resource that sweep trial drivers (which only wait on their Train run) hold instead of a
+# CPU or GPU; cluster.yaml gives it to the head node, a local Ray gets it automatically.
+DRIVER_RESOURCE = "fixmatch_driver"
+LOCAL_DRIVER_SLOTS = 1000
 HEALTH_CHECK_DEFAULT_S = "0.2"
 
 
@@ -175,7 +179,8 @@ def ensure_ray(address: str | None = None, min_cpus: float = 1) -> None:
         ray.init(address=address, runtime_env=runtime_env)
         return
     cpus = max(os.cpu_count() or 1, int(min_cpus + 1.999))
-    ray.init(num_cpus=cpus, dashboard_host="127.0.0.1", include_dashboard=True, runtime_env=runtime_env)
+    ray.init(num_cpus=cpus, resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS}, dashboard_host="127.0.0.1",
+             include_dashboard=True, runtime_env=runtime_env)
 
 
 def user_error(err: BaseException) -> BaseException | None:
