@@ -133,6 +133,11 @@ def render_progress(trials, latest: dict[str, dict[str, Any]], n: int) -> str:
     return "\n".join([f"[sweep] {head} of {n} trials | ETA {eta}", *rows])
 
 
+def trial_name(trial) -> str:
+    """Readable, unique trial directory names: ``<setting>.s<seed>_<trial id>``."""
+    return f"{trial.config['trial']['name']}_{trial.trial_id}"
+
+
 def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool):
     """A new or restored Tuner over the sweep's trials."""
     import ray
@@ -147,7 +152,8 @@ def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool):
     return tune.Tuner(
         trainable,
         param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=False),
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=False,
+                                    trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=spec.storage, verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.trial_retries),

@@ -1,6 +1,7 @@
 """The sweep service: strict sweep files, a real smoke sweep, SIGINT + resume."""
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -127,6 +128,13 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path, capsys):
     assert "| digits@20 | 2 |" in table and "digits@20 | 2 |" in capsys.readouterr().out
     tb = list((exp / "train").glob("*/tensorboard/events.*"))
     assert len(tb) == 2
+    # the report at the end, from the real result files
+    doc = json.loads((exp / "results.json").read_text())
+    (row,) = doc["settings"]
+    assert row["n"] == 2 and row["seeds"] == [1, 2] and row["paper_error"] is None
+    finals = [t.final["median20_acc"] for t in trials]
+    assert row["median20_acc"]["mean"] == pytest.approx(sum(finals) / 2)
+    assert all((exp / f).is_file() for f in ("results.csv", "results.tex", "acc_vs_step.png", "mask_vs_step.png"))
     # re-running a finished experiment resumes it and reruns nothing
     results = {p: p.read_text() for p in exp.glob("*/result.json")}
     assert len(results) == 2
