@@ -94,10 +94,12 @@ def cutout(img: Image.Image, size: int, rng: np.random.Generator) -> Image.Image
 
 @dataclass(frozen=True)
 class OpDraw:
+    """One RandAugmentMC op as drawn: which op, its level, whether it fires, its direction."""
+
     name: str
-    level: int
-    apply: bool
-    sign: int
+    level: int  # 1..m
+    apply: bool  # the p = 0.5 coin
+    sign: int  # ±1; only signed ops use it, but it is drawn for every op
 
 
 def draw_rand_augment(rng: np.random.Generator, n: int = 2, m: int = MAX_LEVEL) -> list[OpDraw]:
@@ -106,6 +108,8 @@ def draw_rand_augment(rng: np.random.Generator, n: int = 2, m: int = MAX_LEVEL) 
     Draw order (fixed, 4 draws per op): op index uniform over the 14, level uniform in 1..m,
     the p = 0.5 apply coin, the ±1 sign (drawn for every op so the count never varies).
     """
+    if n < 0 or not 1 <= m <= MAX_LEVEL:  # fail here, not later inside magnitude()
+        raise ValueError(f"need n >= 0 and m in 1..{MAX_LEVEL}, got n={n!r}, m={m!r}")
     draws = []
     for _ in range(n):
         name = OP_NAMES[int(rng.integers(len(OP_NAMES)))]
@@ -136,12 +140,13 @@ def weak_augment(img: Image.Image, rng: np.random.Generator, flip: bool) -> Imag
         arr = arr[:, ::-1]
     h, w = arr.shape[:2]
     pad = int(0.125 * w)
-    padded = np.pad(arr, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    padded = np.pad(arr, ((pad, pad), (pad, pad)) + ((0, 0),) * (arr.ndim - 2), mode="reflect")
     top, left = int(rng.integers(0, 2 * pad + 1)), int(rng.integers(0, 2 * pad + 1))
     return Image.fromarray(np.ascontiguousarray(padded[top:top + h, left:left + w]))
 
 
 def strong_augment(img: Image.Image, rng: np.random.Generator, flip: bool) -> Image.Image:
+    """Weak augmentation, then RandAugmentMC (with its Cutout), all from ``rng`` in that order."""
     return rand_augment_mc(weak_augment(img, rng, flip), rng)
 
 
@@ -158,12 +163,15 @@ class TransformFixMatch:
         self.mean, self.std, self.flip = tuple(mean), tuple(std), flip
 
     def labeled(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
+        """Weakly augmented, normalised."""
         return to_tensor(weak_augment(img, rng, self.flip), self.mean, self.std)
 
     def unlabeled(self, img: Image.Image, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weak, strong) views; weak draws first, and strong does its own independent weak step."""
         weak = weak_augment(img, rng, self.flip)
         strong = strong_augment(img, rng, self.flip)
         return to_tensor(weak, self.mean, self.std), to_tensor(strong, self.mean, self.std)
 
     def test(self, img: Image.Image) -> torch.Tensor:
+        """No augmentation, just normalised."""
         return to_tensor(img, self.mean, self.std)

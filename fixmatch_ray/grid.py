@@ -24,7 +24,7 @@ from .config import ConfigError, RunConfig, load_yaml
 
 SWEEP_KEYS = ("name", "storage", "base", "grid", "seeds", "axes", "resources", "max_concurrent_trials",
               "trial_retries", "worker_retries")
-RESOURCE_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker")
+RESOURCE_KEYS = ("workers", "cpus_per_worker", "gpus_per_worker", "custom_per_worker")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@=-]*$")
 
 
@@ -33,6 +33,8 @@ class TrialResources:
     workers: int = 1  # DDP workers per trial
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0  # 0: CPU training; a fraction lets small trials share a GPU
+    # custom Ray resources per worker, e.g. {"accelerator_type:A100": 0.001} to pin a GPU type
+    custom_per_worker: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,12 @@ def _parse_resources(doc: Any, where: str) -> TrialResources:
         _fail(f"{where}.cpus_per_worker", f"expected a number > 0, got {cpus}")
     if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
         _fail(f"{where}.gpus_per_worker", f"expected 0, a fraction of one GPU, or a whole number, got {gpus}")
-    return TrialResources(workers, float(cpus), float(gpus))
+    custom = doc.get("custom_per_worker", {})
+    _expect(custom, dict, f"{where}.custom_per_worker", "a mapping of resource name to amount")
+    for k, v in custom.items():
+        if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            _fail(f"{where}.custom_per_worker", f"expected resource name: amount > 0, got {k!r}: {v!r}")
+    return TrialResources(workers, float(cpus), float(gpus), {k: float(v) for k, v in custom.items()})
 
 
 def _expand(spec: SweepSpec, where: str) -> list[Trial]:

@@ -51,7 +51,8 @@ def trial_config(spec: SweepSpec, trial: Trial, experiment: str) -> dict[str, An
         "name": trial.name, "label": trial.label, "seed": trial.seed, "setting": trial.setting,
         "run": trial.run.to_dict(), "experiment": experiment, "worker_retries": spec.worker_retries,
         "resources": {"workers": r.workers, "use_gpu": r.gpus_per_worker > 0,
-                      "cpus_per_worker": r.cpus_per_worker, "gpus_per_worker": r.gpus_per_worker or 1.0},
+                      "cpus_per_worker": r.cpus_per_worker, "gpus_per_worker": r.gpus_per_worker or 1.0,
+                      "custom": tuple(sorted(r.custom_per_worker.items()))},
     }
 
 
@@ -61,17 +62,17 @@ def check_capacity(spec: SweepSpec, autoscaling: bool) -> int:
 
     have = ray.cluster_resources()
     r = spec.resources
-    need = {"CPU": r.workers * r.cpus_per_worker, "GPU": r.workers * r.gpus_per_worker}
+    per_worker = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker, **r.custom_per_worker}
     fits = []
-    for res, amount in need.items():
+    for res, each in per_worker.items():
+        amount = r.workers * each
         if amount <= 0:
             continue
         total = have.get(res, 0.0)
         if total < amount and not autoscaling:
             raise ConfigError(
-                f"resources: a trial needs {amount:g} {res} ({r.workers} workers x "
-                f"{r.cpus_per_worker if res == 'CPU' else r.gpus_per_worker:g}) but the cluster has "
-                f"{total:g}; lower the request, or pass --autoscaling if nodes will be added"
+                f"resources: a trial needs {amount:g} {res} ({r.workers} workers x {each:g}) but the "
+                f"cluster has {total:g}; lower the request, or pass --autoscaling if nodes will be added"
             )
         fits.append(math.floor(total / amount + 1e-9) if total >= amount else 1)
     return max(1, min(fits))

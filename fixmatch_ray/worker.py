@@ -33,6 +33,7 @@ class Resources:
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 1.0  # < 1: several small runs share one GPU
+    custom: tuple[tuple[str, float], ...] = ()  # extra Ray resources per worker
 
     def check(self, cfg: RunConfig) -> None:
         """Batch sizes must split evenly over the workers."""
@@ -49,6 +50,7 @@ class Resources:
         res = {"CPU": self.cpus_per_worker}
         if self.use_gpu:
             res["GPU"] = self.gpus_per_worker
+        res.update(dict(self.custom))
         return res
 
 

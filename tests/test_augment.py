@@ -1,10 +1,14 @@
+"""augment.py against hand-computed (numpy) or independently PIL-computed expectations."""
+import copy
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from fixmatch_ray.augment import (CUTOUT_FILL, FILL, OP_NAMES, TransformFixMatch, apply_op, cutout,
-                                  draw_rand_augment, magnitude, strong_augment, weak_augment)
+from fixmatch_ray.augment import (CUTOUT_FILL, FILL, OP_NAMES, SIGNED_OPS, OpDraw, TransformFixMatch, apply_op,
+                                  cutout, draw_rand_augment, magnitude, rand_augment_mc, strong_augment,
+                                  weak_augment)
 
 
 def image(size: int = 8, seed: int = 0, lo: int = 0, hi: int = 256) -> Image.Image:
@@ -20,12 +24,23 @@ def arr(img: Image.Image) -> np.ndarray:
     ("Sharpness", 5, 1.0), ("Posterize", 10, 8), ("Posterize", 1, 4), ("Posterize", 5, 6),
     ("Rotate", 7, 21), ("Rotate", 10, 30), ("Solarize", 5, 128), ("Solarize", 10, 0), ("Solarize", 1, 231),
     ("ShearX", 10, 0.3), ("TranslateY", 5, 0.15), ("Identity", 3, None), ("AutoContrast", 3, None),
+    ("Equalize", 10, None),
 ])
 def test_magnitudes_hand_computed(name, level, expected):
-    assert magnitude(name, level) == pytest.approx(expected) if expected is not None else magnitude(name, level) is None
+    if expected is None:
+        assert magnitude(name, level) is None
+    else:
+        assert magnitude(name, level) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("name, level", [("Blur", 3), ("Rotate", 0), ("Rotate", 11), ("Rotate", 2.5)])
+def test_op_table():
+    assert len(OP_NAMES) == 14 and len(set(OP_NAMES)) == 14
+    assert SIGNED_OPS == {"Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"} <= set(OP_NAMES)
+    assert int(magnitude("TranslateX", 10) * 32) == 9  # 9 px on a 32 px image
+
+
+@pytest.mark.parametrize("name, level", [("Blur", 3), ("Rotate", 0), ("Rotate", 11), ("Rotate", 2.5),
+                                         ("Posterize", -1)])
 def test_bad_op_or_level(name, level):
     with pytest.raises(ValueError, match=repr(name) if name == "Blur" else str(level)):
         magnitude(name, level)
@@ -37,6 +52,7 @@ def test_identity_posterize_solarize_match_numpy():
     assert np.array_equal(arr(apply_op(img, "Identity", 4)), a)
     assert np.array_equal(arr(apply_op(img, "Posterize", 1)), a & 0xF0)  # 4 bits
     assert np.array_equal(arr(apply_op(img, "Solarize", 5)), np.where(a >= 128, 255 - a, a))
+    assert np.array_equal(arr(apply_op(img, "Solarize", 1, sign=-1)), np.where(a >= 231, 255 - a, a))  # unsigned
 
 
 @pytest.mark.parametrize("sign", [1, -1])
@@ -57,9 +73,29 @@ def test_translate_y_moves_rows():
     assert np.array_equal(out[:-4], arr(img)[4:]) and np.all(out[-4:] == FILL)
 
 
+@pytest.mark.parametrize("name, level, sign", [("ShearX", 10, 1), ("ShearX", 3, -1), ("ShearY", 10, -1),
+                                               ("ShearY", 7, 1)])
+def test_shear_matches_hand_computed_nearest_sampling(name, level, sign):
+    # PIL's affine maps each output pixel centre to the input and takes the nearest pixel:
+    # ShearX samples input column floor(x + .5 + s*(y + .5)); ShearY the same with x and y swapped.
+    img = image(size=16, seed=1)
+    a = arr(img)
+    s = sign * level * 0.03
+    a_t = a if name == "ShearX" else a.transpose(1, 0, 2)
+    exp = np.empty_like(a)
+    for y in range(16):
+        for x in range(16):
+            src = int(np.floor(x + 0.5 + s * (y + 0.5)))
+            exp[y, x] = a_t[y, src] if 0 <= src < 16 else FILL
+    if name == "ShearY":
+        exp = exp.transpose(1, 0, 2)
+    assert np.array_equal(arr(apply_op(img, name, level, sign)), exp)
+
+
 def test_geometric_ops_match_pil_with_explicit_parameters():
     img = image(size=16)
     assert np.array_equal(arr(apply_op(img, "Rotate", 10, -1)), arr(img.rotate(-30, fillcolor=FILL)))
+    assert np.array_equal(arr(apply_op(img, "Rotate", 7)), arr(img.rotate(21, fillcolor=FILL)))
     shx = img.transform(img.size, Image.AFFINE, (1, 0.3, 0, 0, 1, 0), fillcolor=FILL)
     assert np.array_equal(arr(apply_op(img, "ShearX", 10)), arr(shx))
     shy = img.transform(img.size, Image.AFFINE, (1, 0, 0, -0.15, 1, 0), fillcolor=FILL)
@@ -73,6 +109,8 @@ def test_enhancers_use_the_official_factor():
     gray = Image.new("RGB", (4, 4), (100, 100, 100))
     assert arr(apply_op(gray, "Brightness", 10))[0, 0, 0] == 190  # 100 * 1.9
     assert arr(apply_op(gray, "Brightness", 1))[0, 0, 0] == 28  # 100 * 0.28
+    img = image()
+    assert np.array_equal(arr(apply_op(img, "Brightness", 5)), arr(img))  # factor 1.0 is the identity
     img = image()
     for name, cls in [("Color", ImageEnhance.Color), ("Contrast", ImageEnhance.Contrast),
                       ("Sharpness", ImageEnhance.Sharpness)]:
@@ -131,6 +169,20 @@ def test_weak_augment_crop_and_flip():
     assert 5 < flipped < 35
 
 
+def test_weak_augment_matches_torchvision_pad_and_crop():
+    tvf = pytest.importorskip("torchvision.transforms.functional")
+    img = image(size=32)
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        replay = copy.deepcopy(rng)
+        out = weak_augment(img, rng, flip=True)
+        # replay the documented draw order: flip coin, then top, then left offset in 0..8
+        ref = tvf.hflip(img) if replay.random() < 0.5 else img
+        top, left = int(replay.integers(0, 9)), int(replay.integers(0, 9))
+        ref = tvf.crop(tvf.pad(ref, 4, padding_mode="reflect"), top, left, 32, 32)
+        assert out.size == (32, 32) and np.array_equal(arr(out), arr(ref))
+
+
 def test_rand_augment_draw_statistics():
     rng = np.random.default_rng(0)
     draws = [d for _ in range(10000) for d in draw_rand_augment(rng)]  # 20000 ops
@@ -143,6 +195,34 @@ def test_rand_augment_draw_statistics():
     applied = sum(d.apply for d in draws)
     assert abs(applied - n / 2) < 4 * np.sqrt(n / 4)
     assert abs(sum(d.sign for d in draws)) < 4 * np.sqrt(n)
+    assert set(d.sign for d in draws) == {-1, 1}
+
+
+def test_rand_augment_draw_order_is_fixed():
+    rng, replay = np.random.default_rng(11), np.random.default_rng(11)
+    draws = draw_rand_augment(rng, n=3)
+    expected = []
+    for _ in range(3):  # op, level, apply coin, sign: 4 draws per op whatever the op is
+        name, level = OP_NAMES[int(replay.integers(14))], int(replay.integers(1, 11))
+        expected.append(OpDraw(name, level, bool(replay.random() < 0.5), 1 if replay.random() < 0.5 else -1))
+    assert draws == expected and rng.random() == replay.random()
+    assert draw_rand_augment(np.random.default_rng(0), n=0) == []
+    with pytest.raises(ValueError, match="m=11"):
+        draw_rand_augment(np.random.default_rng(0), m=11)
+
+
+def test_rand_augment_mc_applies_drawn_ops_then_cutout():
+    img = image(size=16)
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        replay = copy.deepcopy(rng)
+        out = rand_augment_mc(img, rng)
+        exp = img
+        for d in draw_rand_augment(replay):
+            if d.apply:
+                exp = apply_op(exp, d.name, d.level, d.sign)
+        exp = cutout(exp, 8, replay)  # half of 16 px
+        assert np.array_equal(arr(out), arr(exp))
 
 
 def test_strong_augment_is_deterministic_per_seed():
@@ -161,5 +241,32 @@ def test_transform_normalisation():
     assert x.shape == (3, 16, 16) and x.dtype == torch.float32
     assert torch.allclose(x[:, 0, 0], torch.tensor([2.0, -2.0, (0.2 - 0.5) / 0.25]))
     w, s = t.unlabeled(const, np.random.default_rng(0))
-    assert w.shape == s.shape == (3, 16, 16)
+    assert w.shape == s.shape == (3, 16, 16) and w.dtype == s.dtype == torch.float32
+    assert torch.allclose(t.labeled(const, np.random.default_rng(1)), x)
     assert torch.allclose(w, x)  # a constant image is unchanged by flips and reflect crops
+
+
+def test_cutout_exact_box_from_replayed_draws():
+    black = Image.new("RGB", (32, 32))
+    for seed in range(30):
+        replay = np.random.default_rng(seed)
+        cx, cy = replay.uniform(0, 32), replay.uniform(0, 32)
+        x0, y0 = int(max(0, cx - 8)), int(max(0, cy - 8))
+        exp = np.zeros((32, 32), bool)
+        exp[y0:min(32, y0 + 16), x0:min(32, x0 + 16)] = True  # right/bottom exclusive
+        out = arr(cutout(black, 16, np.random.default_rng(seed)))
+        assert np.array_equal(np.all(out == CUTOUT_FILL, -1), exp)
+
+
+def test_unlabeled_draws_weak_then_strong():
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    t = TransformFixMatch(mean, std, flip=True)
+    img = image(size=16, seed=4)
+    w, s = t.unlabeled(img, np.random.default_rng(8))
+    replay = np.random.default_rng(8)
+    exp_w = weak_augment(img, replay, flip=True)
+    exp_s = strong_augment(img, replay, flip=True)
+    for got, exp in ((w, exp_w), (s, exp_s)):
+        ref = (torch.tensor(arr(exp), dtype=torch.float32).permute(2, 0, 1) / 255
+               - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+        assert torch.allclose(got, ref, atol=1e-6)
