@@ -90,16 +90,19 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
     files = candidates(path)
     if not files:
         raise CheckpointError(f"no checkpoint in {str(path)!r}")
-    for i, f in enumerate(files):
+    errors = []
+    for f in files:
         try:
-            return load_state(f), f
+            state = load_state(f)
         except CheckpointError as err:
-            if i == len(files) - 1:
-                raise
+            errors.append(str(err))
+            continue
+        if errors:
             import sys
 
-            print(f"warning: {err}; falling back to {files[i + 1]}", file=sys.stderr)
-    raise AssertionError("unreachable")
+            print(f"warning: {'; '.join(errors)}; falling back to {f}", file=sys.stderr)
+        return state, f
+    raise CheckpointError(f"no readable checkpoint in {str(path)!r}: " + "; ".join(errors))
 
 
 def find_checkpoint(directory: str | os.PathLike) -> Path | None:

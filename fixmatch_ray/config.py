@@ -53,6 +53,7 @@ class RunConfig:
     depth: int | None = None  # None: the reference depth for (arch, dataset)
     width: int | None = None  # widen factor k of WRN-28-k (ResNeXt: base width)
     cardinality: int | None = None  # ResNeXt only
+    bn_momentum: float = 0.001  # the official 0.999 decay; short demo runs need a faster one
     total_steps: int = 2**20
     eval_step: int = 1024
     batch_size: int = 64  # B, labeled images per step
@@ -204,6 +205,7 @@ def _check_values(c: RunConfig) -> None:
     _require(0 <= c.ema_decay < 1, f"ema_decay: must be in [0, 1), got {c.ema_decay}")
     _require(c.lambda_u >= 0, f"lambda_u: must be >= 0, got {c.lambda_u}")
     _require(c.T > 0, f"T: must be > 0, got {c.T}")
+    _require(0 < c.bn_momentum <= 1, f"bn_momentum: must be in (0, 1], got {c.bn_momentum}")
     _require(0 <= c.threshold <= 1, f"threshold: must be in [0, 1], got {c.threshold}")
     _require(c.seed is None or c.seed >= 0, f"seed: must be >= 0, got {c.seed}")
     spec = DATASETS[c.dataset]

@@ -98,7 +98,14 @@ def _load_cifar(name: str, root: str, train: bool, download: bool) -> ImageData:
 
     where = os.path.join(root, base.base_folder)
     try:
-        ds = Present(root, train=train, download=download)
+        if download:  # several workers of one node may start at once: one downloads, the rest wait
+            from filelock import FileLock
+
+            os.makedirs(root, exist_ok=True)
+            with FileLock(os.path.join(root, f".{name}.lock")):
+                ds = Present(root, train=train, download=True)
+        else:
+            ds = Present(root, train=train, download=False)
     except RuntimeError:
         raise DataError(
             f"{name} not found: expected the extracted '{base.base_folder}' folder of "

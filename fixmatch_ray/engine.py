@@ -66,7 +66,8 @@ class Trainer:
         # The initial weights depend on the seed only, without touching the global RNG.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            net = build_model(cfg.arch, cfg.num_classes, cfg.depth, cfg.width, cfg.cardinality)
+            net = build_model(cfg.arch, cfg.num_classes, cfg.depth, cfg.width, cfg.cardinality,
+                              bn_momentum=cfg.bn_momentum)
         self.net = net.to(device, memory_format=torch.channels_last)
         self.model = wrap(self.net) if wrap else self.net  # e.g. DistributedDataParallel
         self.ema = ModelEMA(self.net, cfg.ema_decay) if cfg.use_ema else None

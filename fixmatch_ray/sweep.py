@@ -78,6 +78,18 @@ def check_capacity(spec: SweepSpec, autoscaling: bool) -> int:
     return max(1, min(fits))
 
 
+def check_data(spec: SweepSpec) -> None:
+    """Load each dataset the trials use once (downloading it if allowed): a missing dataset
+    is one line here instead of failing every trial."""
+    from .data import DataError, load_dataset
+
+    for name, root, download in sorted({(t.run.dataset, t.run.data_dir, t.run.download) for t in spec.trials}):
+        try:
+            load_dataset(name, root, train=True, download=download)
+        except DataError as e:
+            raise ConfigError(str(e)) from None
+
+
 def check_storage(storage: str) -> None:
     if "://" in storage:
         return
@@ -238,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = load_sweep(args.sweep_file, overrides)
         spec = _absolute_paths(spec)
         check_storage(spec.storage)
+        if not (args.address or os.environ.get("RAY_ADDRESS")):
+            check_data(spec)  # local: the data this machine's trials will read must be there
         r = spec.resources
         ensure_ray(args.address, min_cpus=r.workers * r.cpus_per_worker)
         fits = check_capacity(spec, args.autoscaling)

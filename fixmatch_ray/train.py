@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--depth", type=int, help="network depth (default: the reference's for the dataset)")
     add("--width", type=int, help="widen factor k (ResNeXt: base width)")
     add("--cardinality", type=int, help="ResNeXt cardinality")
+    add("--bn-momentum", type=float, help="BatchNorm momentum (default 0.001, the official 0.999 decay)")
     add("--total-steps", type=int, help="optimisation steps (default 2^20)")
     add("--eval-step", type=int, help="steps between evaluations (default 1024)")
     add("--batch-size", type=int, help="labeled batch B per step, global (default 64)")

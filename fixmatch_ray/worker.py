@@ -171,18 +171,21 @@ def ensure_ray(address: str | None = None, min_cpus: float = 1) -> None:
     2-core machine cannot deadlock waiting for CPUs its workers hold. The dashboard, which frees
     the resources of crashed runs, listens on 127.0.0.1 only.
     """
+    import logging
+
     import ray
 
     if ray.is_initialized():
         return
+    quiet = {"logging_level": logging.WARNING}  # Ray's start-up chatter would bury our output
     runtime_env = {"env_vars": job_env()}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env=runtime_env)
+        ray.init(address=address, runtime_env=runtime_env, **quiet)
         return
     cpus = max(os.cpu_count() or 1, int(min_cpus + 1.999))
     ray.init(num_cpus=cpus, resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS}, dashboard_host="127.0.0.1",
-             include_dashboard=True, runtime_env=runtime_env)
+             include_dashboard=True, runtime_env=runtime_env, **quiet)
 
 
 def user_error(err: BaseException) -> BaseException | None:

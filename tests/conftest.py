@@ -69,12 +69,29 @@ def _no_network_downloads(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray for every test that needs it (start-up costs ~10-30 s here)."""
+def ray_cluster():
+    """One local Ray for every test that needs it (start-up costs ~10-30 s here).
+
+    A ``ray.cluster_utils.Cluster`` whose head has 4 logical CPUs and the trial-driver
+    resource, so fault tests can add and remove worker nodes (same machine, own raylets).
+    """
+    from ray.cluster_utils import Cluster
+
+    from fixmatch_ray.worker import DRIVER_RESOURCE, ensure_ray
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 4, "resources": {DRIVER_RESOURCE: 1000}, "include_dashboard": True,
+        "dashboard_host": "127.0.0.1"})
+    ensure_ray(address=cluster.address)
+    yield cluster
     import ray
 
-    from fixmatch_ray.worker import ensure_ray
-
-    ensure_ray(min_cpus=3)
-    yield ray
     ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_session(ray_cluster):
+    import ray
+
+    yield ray

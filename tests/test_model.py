@@ -52,3 +52,8 @@ def test_resnext_tiny():
 def test_bad_shapes(args, match):
     with pytest.raises(ValueError, match=match):
         build_model(*args)
+
+
+def test_bn_momentum_override():
+    net = build_model("wideresnet", 10, 10, 1, bn_momentum=0.01)
+    assert {m.momentum for m in net.modules() if isinstance(m, nn.BatchNorm2d)} == {0.01}

@@ -1,0 +1,141 @@
+"""Faults with real processes on a local multi-node cluster (fake-GPU custom resource).
+
+Each test asserts from the result files that every setting has its full n and that no trial
+went back to step 0 (its eval steps strictly increase and end at total_steps).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fixmatch_ray.report import read_trials
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE_GPU = "fake_gpu"
+
+
+def sweep_file(tmp_path: Path, seeds: list[int], total: int = 40) -> Path:
+    doc = yaml.safe_load((ROOT / "sweeps" / "smoke.yaml").read_text())
+    doc["name"] = "faults"
+    doc["base"].update(total_steps=total, eval_step=4)
+    doc["seeds"] = seeds
+    doc["resources"] = {"workers": 1, "cpus_per_worker": 1, "custom_per_worker": {FAKE_GPU: 1}}
+    doc["max_concurrent_trials"] = len(seeds)
+    p = tmp_path / "faults.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def start_sweep(path: Path, store: Path) -> subprocess.Popen:
+    import ray
+
+    cmd = [sys.executable, "-m", "fixmatch_ray.sweep", str(path), "--storage", str(store), "--no-report",
+           "--address", ray.get_runtime_context().gcs_address]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(pred, proc: subprocess.Popen, what: str, timeout: float = 300):
+    deadline = time.time() + timeout
+    while not pred():
+        if proc.poll() is not None:
+            raise AssertionError(f"sweep exited before {what}:\n{proc.stdout.read()[-4000:]}")
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def check_complete(exp: Path, seeds: list[int], total: int) -> dict[str, list[int]]:
+    trials = read_trials(exp)
+    assert sorted(t.seed for t in trials) == seeds  # the full n of the one setting
+    out = {}
+    for t in trials:
+        steps = [h["step"] for h in t.history]
+        assert t.status == "finished", (t.name, steps)
+        assert steps == sorted(set(steps)) and steps[-1] == total, (t.name, steps)  # never back to 0
+        out[t.name] = steps
+    return out
+
+
+def live_train_workers() -> list:
+    from ray.util.state import list_actors
+
+    return list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+
+
+def train_checkpoints(exp: Path) -> int:
+    return len(list(exp.glob("train/*/checkpoint_*/checkpoint.pt")))
+
+
+def test_node_loss_and_worker_kill_mid_sweep(ray_cluster, tmp_path):
+    """(a) the node running one trial's worker is removed; (b) the other trial's training worker
+    process is SIGKILLed. Both trials resume from their last checkpoints elsewhere and finish."""
+    import psutil
+
+    nodes = [ray_cluster.add_node(num_cpus=1, resources={FAKE_GPU: 1}) for _ in range(3)]  # one spare
+    ray_cluster.wait_for_nodes()
+    store, seeds = tmp_path / "store", [1, 2]
+    exp = store / "faults"
+    proc = start_sweep(sweep_file(tmp_path, seeds), store)
+    try:
+        wait_for(lambda: len(live_train_workers()) == 2 and len({
+            p.parent.parent.name for p in exp.glob("train/*/checkpoint_*/checkpoint.pt")}) == 2,
+            proc, "both trials to checkpoint")
+        workers = live_train_workers()
+        by_id = {n.node_id: n for n in nodes}
+        victim_node = next(by_id[w.node_id] for w in workers if w.node_id in by_id)
+        other = next(w for w in workers if by_id.get(w.node_id) is not victim_node)
+        ray_cluster.remove_node(victim_node, allow_graceful=False)  # (a) a node is lost
+        os.kill(other.pid, signal.SIGKILL)  # (b) a training worker process dies
+        assert not psutil.pid_exists(other.pid) or psutil.Process(other.pid).status() == psutil.STATUS_ZOMBIE
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-4000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for n in nodes:
+            if n in ray_cluster.list_all_nodes():
+                ray_cluster.remove_node(n)
+    check_complete(exp, seeds, 40)
+    assert "Error count: 1" in out or "failed" in out.lower()  # the failures did happen and were recovered
+
+
+def test_killed_sweep_driver_resumes(ray_cluster, tmp_path):
+    """(c) SIGKILL the sweep driver mid-sweep; the same command resumes: the finished trial is
+    not rerun and the unfinished ones continue from their checkpoints."""
+    node = ray_cluster.add_node(num_cpus=1, resources={FAKE_GPU: 1})
+    ray_cluster.wait_for_nodes()
+    store, seeds = tmp_path / "store", [1, 2, 3]
+    exp = store / "faults"
+    path = sweep_file(tmp_path, seeds, total=24)
+    proc = start_sweep(path, store)  # one fake GPU: trials run one after another
+    try:
+        def one_done_one_started() -> bool:
+            trials = read_trials(exp) if exp.exists() else []
+            return any(t.status == "finished" for t in trials) and any(
+                t.status == "running" and t.history for t in trials)
+
+        wait_for(one_done_one_started, proc, "a finished and a running trial")
+        before = {t.name: [h["step"] for h in t.history] for t in read_trials(exp)}
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        rerun = start_sweep(path, store)
+        out, _ = rerun.communicate(timeout=600)
+        assert rerun.returncode == 0 and "resuming faults" in out, out[-4000:]
+    finally:
+        for p in (proc, locals().get("rerun")):
+            if p is not None and p.poll() is None:
+                p.kill()
+        ray_cluster.remove_node(node)
+    after = check_complete(exp, seeds, 24)
+    finished_before = [n for n, s in before.items() if s and s[-1] == 24]
+    assert finished_before and all(after[n] == before[n] for n in finished_before)  # not rerun
+    for n, s in before.items():  # continued: what was reported before the kill is a prefix
+        assert after[n][:len(s)] == s
