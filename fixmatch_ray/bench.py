@@ -1,4 +1,9 @@
-"""Benchmarks that print figures (and write JSON): ``python -m fixmatch_ray.bench ray``.
+"""Benchmarks that print figures (and write JSON): ``python -m fixmatch_ray.bench {aug,step,ray}``.
+
+``aug``: CPU seconds of augmentation per FixMatch step (64 weak + 448 weak + 448 strong 32x32
+images), the per-image PIL reference against the batched tensor path, side by side in one run.
+``step``: time of a full FixMatch step (data + forward/backward + optimiser + EMA) per model on
+the device present (CUDA if any), images/s.
 
 ``ray``: Ray Train's start-up cost and its cost per ``ray.train.report`` (each eval epoch),
 measured as the difference between a plain in-process run and the same run through a
@@ -66,12 +71,119 @@ def bench_ray(steps: int = 40, repeats: int = 1) -> dict[str, Any]:
             "timings_s": med, "paper_overhead_percent": projection}
 
 
+B, MU, SIZE = 64, 7, 32
+
+
+def _cifar_like(n: int, seed: int = 0):
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+
+
+def bench_aug(steps: int = 3) -> dict[str, Any]:
+    """CPU seconds per step of the PIL path and the batched path (torch threads as configured)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from .augment import TransformFixMatch
+    from .batch_augment import BatchAugmenter
+    from .data import DATASETS
+
+    spec = DATASETS["cifar10"]
+    imgs = _cifar_like(B + MU * B)
+    pil = TransformFixMatch(spec.mean, spec.std, flip=True)
+    tic = time.process_time()
+    for s in range(steps):
+        for i in range(B):
+            pil.labeled(Image.fromarray(imgs[i]), np.random.default_rng([s, 0, i]))
+        for i in range(B, B + MU * B):
+            pil.unlabeled(Image.fromarray(imgs[i]), np.random.default_rng([s, 1, i]))
+    pil_s = (time.process_time() - tic) / steps
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
+    aug, gen = BatchAugmenter(spec.mean, spec.std, flip=True), torch.Generator().manual_seed(0)
+    aug(x[:B], gen, strong=True)  # warm-up
+    tic = time.process_time()
+    for _ in range(steps * 3):
+        aug(x[:B], gen, strong=False), aug(x[B:], gen, strong=False), aug(x[B:], gen, strong=True)
+    batch_s = (time.process_time() - tic) / (steps * 3)
+    return {"images_per_step": B + 2 * MU * B, "pil_cpu_s_per_step": pil_s, "batched_cpu_s_per_step": batch_s,
+            "ratio": pil_s / batch_s, "torch_threads": torch.get_num_threads()}
+
+
+def bench_step(models: list[str], steps: int, warmup: int, backend: str) -> dict[str, Any]:
+    """Seconds per full FixMatch step per model on the present device (batched augmentation)."""
+    import torch
+
+    from .engine import Batch, Trainer, resolve_device
+    from .batch_augment import BatchAugmenter
+    from .data import DATASETS
+
+    device = resolve_device("auto")
+    shapes = {"tiny (WRN-10-1)": ("cifar10", 10, 1), "WRN-28-2": ("cifar10", 28, 2), "WRN-28-8": ("cifar100", 28, 8)}
+    out: dict[str, Any] = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
+    x = torch.from_numpy(_cifar_like(B + MU * B)).permute(0, 3, 1, 2).contiguous().to(device)
+    y = torch.randint(0, 10, (B,), device=device)
+    for name in models:
+        ds, depth, width = shapes[name]
+        cfg = RunConfig(dataset=ds, num_labeled=400, depth=depth, width=width, seed=0, total_steps=10**6,
+                        amp="auto" if device.type == "cuda" else "off", compile=backend == "compile")
+        trainer = Trainer(cfg, device)
+        spec = DATASETS[ds]
+        aug, gen = BatchAugmenter(spec.mean, spec.std, flip=True), torch.Generator(device=device).manual_seed(0)
+
+        def one_step():
+            batch = Batch(aug(x[:B], gen, strong=False), y, aug(x[B:], gen, strong=False), aug(x[B:], gen, strong=True))
+            return trainer.train_step(batch)
+
+        for _ in range(warmup):
+            one_step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        tic = time.perf_counter()
+        for _ in range(steps):
+            one_step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        sec = (time.perf_counter() - tic) / steps
+        out[name] = {"ms_per_step": 1000 * sec, "images_per_s": (B + 2 * MU * B) / sec, "steps_timed": steps}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fixmatch_ray.bench")
-    p.add_argument("what", choices=["ray"], help="which benchmark")
+    p.add_argument("what", choices=["aug", "step", "ray"], help="which benchmark")
     p.add_argument("--json", default="bench_results.json", help="where to write the figures")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default 20 on GPU, 1 on CPU)")
+    p.add_argument("--models", default=None, help="comma-separated: tiny,wrn-28-2,wrn-28-8 "
+                   "(default all on GPU; tiny,wrn-28-2 on CPU, where WRN-28-8 takes minutes a step)")
+    p.add_argument("--compile", action="store_true", help="step: torch.compile the model")
     args = p.parse_args(argv)
+    if args.what == "aug":
+        res = bench_aug()
+        print(f"augmentation per step ({res['images_per_step']} images, 32x32), CPU seconds "
+              f"[{res['torch_threads']} torch threads]:")
+        print(f"  PIL per image:   {res['pil_cpu_s_per_step']:.3f} s")
+        print(f"  batched tensors: {res['batched_cpu_s_per_step']:.4f} s")
+        print(f"  ratio:           {res['ratio']:.1f}x less CPU time")
+        Path(args.json).write_text(json.dumps({"aug": res}, indent=1))
+        return 0
+    if args.what == "step":
+        import torch
+
+        cuda = torch.cuda.is_available()
+        names = {"tiny": "tiny (WRN-10-1)", "wrn-28-2": "WRN-28-2", "wrn-28-8": "WRN-28-8"}
+        chosen = args.models.split(",") if args.models else (list(names) if cuda else ["tiny", "wrn-28-2"])
+        steps = args.steps or (20 if cuda else 1)
+        res = bench_step([names[m] for m in chosen], steps, warmup=5 if cuda else 1,
+                         backend="compile" if args.compile else "eager")
+        print(f"full FixMatch step ({B}+{MU * B}+{MU * B} images) on {res['device']}:")
+        for k, v in res.items():
+            if isinstance(v, dict):
+                print(f"  {k:<16} {v['ms_per_step']:10.1f} ms/step  {v['images_per_s']:10.0f} images/s")
+        Path(args.json).write_text(json.dumps({"step": res}, indent=1))
+        return 0
     res = bench_ray(repeats=args.repeats)
     print(f"controller poll interval (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S): {res['health_check_interval_s']} s")
     print(f"ray.init (local, this machine):      {res['ray_init_s']:.1f} s")

@@ -22,7 +22,7 @@ from .data import DATASETS
 
 ARCHS = ("wideresnet", "resnext")
 AMP_MODES = ("off", "auto", "bf16", "fp16")
-AUG_BACKENDS = ("pil",)
+AUG_BACKENDS = ("pil", "tensor")
 
 
 class ConfigError(ValueError):
@@ -70,7 +70,8 @@ class RunConfig:
     threshold: float = 0.95  # τ, confidence threshold
     seed: int | None = None  # None: drawn once and saved, so the run can be repeated
     amp: str = "off"
-    aug_backend: str = "pil"
+    aug_backend: str = "pil"  # pil: per-image reference on CPU workers; tensor: batched on the device
+    compile: bool = False  # torch.compile the model
     num_workers: int = 4  # data-loading processes
     eval_batch_size: int = 512
     device: str = "auto"

@@ -70,6 +70,8 @@ class Trainer:
                               bn_momentum=cfg.bn_momentum)
         self.net = net.to(device, memory_format=torch.channels_last)
         self.model = wrap(self.net) if wrap else self.net  # e.g. DistributedDataParallel
+        if cfg.compile:
+            self.model = torch.compile(self.model)
         self.ema = ModelEMA(self.net, cfg.ema_decay) if cfg.use_ema else None
         self.optimizer = build_optimizer(self.net, cfg.lr, cfg.wdecay, cfg.momentum, cfg.nesterov)
         self.dtype = amp_dtype(cfg.amp, device)

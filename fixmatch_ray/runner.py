@@ -48,9 +48,12 @@ def load_run_data(cfg: RunConfig) -> RunData:
 
 
 def step_batches(
-    cfg: RunConfig, data: RunData, start_step: int, rank: int = 0, world_size: int = 1
+    cfg: RunConfig, data: RunData, start_step: int, rank: int = 0, world_size: int = 1,
+    device: torch.device | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """This rank's batches from ``start_step`` on (a pure function of the config and step)."""
+    if cfg.aug_backend == "tensor":
+        return DeviceBatches(cfg, data, start_step, device or torch.device("cpu"), rank, world_size)
     loader = train_loader(
         data.train, data.spec, data.labeled_idx,
         batch_size=cfg.batch_size, ulb_batch_size=cfg.unlabeled_batch_size, seed=cfg.seed,
@@ -58,6 +61,57 @@ def step_batches(
         rank=rank, world_size=world_size,
     )
     return iter(loader)
+
+
+class DeviceBatches:
+    """``aug_backend: tensor``: the training set lives on the device as uint8 and each step's
+    batch is augmented there, per sample, by :mod:`fixmatch_ray.batch_augment`.
+
+    The step's indices come from the same :class:`data.StepBatchSampler` as the PIL path; the
+    augmentation generator is seeded from ``(seed, step)``, so a resumed run continues the same
+    stream. Every rank augments the whole global batch and keeps its slice, so the samples do
+    not depend on the number of workers.
+    """
+
+    def __init__(self, cfg: RunConfig, data: RunData, start_step: int, device: torch.device,
+                 rank: int = 0, world_size: int = 1):
+        from .batch_augment import BatchAugmenter
+        from .data import LABELED, StepBatchSampler
+
+        self.cfg, self.device, self.step = cfg, device, start_step
+        self.images = torch.from_numpy(data.train.images).permute(0, 3, 1, 2).contiguous().to(device)
+        self.targets = torch.from_numpy(data.train.targets).to(device)
+        self.sampler = StepBatchSampler(data.labeled_idx, len(data.train), cfg.batch_size,
+                                        cfg.unlabeled_batch_size, cfg.seed, start_step, cfg.total_steps)
+        self.augment = BatchAugmenter(data.spec.mean, data.spec.std, flip=data.spec.flip)
+        self.gen = torch.Generator(device=device)
+        self.rank, self.world, self.labeled = rank, world_size, LABELED
+        if cfg.batch_size % world_size or cfg.unlabeled_batch_size % world_size:
+            raise ValueError(f"batches of {cfg.batch_size}/{cfg.unlabeled_batch_size} do not divide over {world_size} workers")
+
+    def __iter__(self) -> "DeviceBatches":
+        return self
+
+    def _slice(self, x: torch.Tensor) -> torch.Tensor:
+        n = len(x) // self.world
+        return x[self.rank * n:(self.rank + 1) * n]
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if self.step >= self.cfg.total_steps:
+            raise StopIteration
+        keys = self.sampler.keys(self.step)
+        lb = torch.tensor([k[3] for k in keys if k[0] == self.labeled]).to(self.device, non_blocking=True)
+        ulb = torch.tensor([k[3] for k in keys if k[0] != self.labeled]).to(self.device, non_blocking=True)
+        self.gen.manual_seed(int(np.random.SeedSequence([self.cfg.seed, 0xA06, self.step]).generate_state(1)[0]))
+        self.step += 1
+        x_lb, x_ulb = self.images[lb], self.images[ulb]
+        return {
+            "x_lb": self._slice(self.augment(x_lb, self.gen, strong=False)),
+            "y_lb": self._slice(self.targets[lb]),
+            "x_ulb_w": self._slice(self.augment(x_ulb, self.gen, strong=False)),
+            "x_ulb_s": self._slice(self.augment(x_ulb, self.gen, strong=True)),
+            "y_ulb": self._slice(self.targets[ulb]),
+        }
 
 
 def format_record(rec: dict[str, Any], total_steps: int) -> str:
@@ -102,7 +156,7 @@ def run_local(cfg: RunConfig, state: dict[str, Any] | None = None, progress: boo
         bar.write(format_record(rec, cfg.total_steps), file=sys.stderr)
 
     try:
-        batches = step_batches(cfg, data, trainer.step)
+        batches = step_batches(cfg, data, trainer.step, device=device)
         fit(trainer, batches, (data.x_test, data.y_test), on_epoch, on_progress,
             check_every=min(50, cfg.eval_step))
     finally:

@@ -24,7 +24,7 @@ IGNORED_FLAGS = {
     "start_epoch": "--start-epoch is ignored; a resumed run restores its epoch from the checkpoint",
 }
 # What a resumed run may change: how it runs, not what it computes.
-RESUME_OVERRIDABLE = {"num_workers", "device", "data_dir", "download", "eval_batch_size"}
+RESUME_OVERRIDABLE = {"num_workers", "device", "data_dir", "download", "eval_batch_size", "compile"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--gpu-id", type=int, help="CUDA device index (reference flag)")
     add("--num-workers", type=int, help="data-loading processes (default 4)")
     add("--eval-batch-size", type=int, help="evaluation batch size (default 512)")
+    add("--aug-backend", choices=["pil", "tensor"],
+        help="pil: per-image PIL on data-loader processes (reference); tensor: batched on the device")
+    add("--compile", action="store_true", help="torch.compile the model")
     add("--no-progress", action="store_true", help="no progress bar")
     add("--ddp-workers", type=int, help="run through Ray Train on N DDP workers (local Ray if none)")
     add("--ddp-gpu", action="store_true", help="with --ddp-workers: one GPU per worker (NCCL)")

@@ -98,7 +98,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
 
     try:
-        batches = step_batches(cfg, data, trainer.step, rank, world)
+        batches = step_batches(cfg, data, trainer.step, rank, world, device)
         fit(trainer, batches, (data.x_test, data.y_test), on_epoch,
             check_every=min(50, cfg.eval_step), all_reduce=_all_reduce if world > 1 else None)
     finally:
