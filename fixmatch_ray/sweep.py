@@ -102,11 +102,35 @@ def check_storage(storage: str) -> None:
         raise ConfigError(f"storage: cannot write to {storage!r} ({e.strerror or e}); choose a writable path") from None
 
 
+def reap_orphan_placement_groups() -> int:
+    """Remove placement groups still held by jobs that are over; the number removed.
+
+    A sweep driver killed at the wrong moment can leave its Train run's placement group behind
+    (its controller creates one just as the job is torn down: seen here with Ray 2.60), and the
+    resumed sweep then waits forever for the GPUs it holds. Detached groups are left alone.
+    """
+    import ray
+    from ray.util.placement_group import PlacementGroup
+    from ray.util.state import list_jobs, list_placement_groups
+
+    try:
+        live = {j.job_id for j in list_jobs() if j.status == "RUNNING" and j.job_id}
+        groups = list_placement_groups(detail=True, limit=10000)
+    except Exception:  # no dashboard/state API: nothing we can check
+        return 0
+    removed = 0
+    for g in groups:
+        if g.state in ("CREATED", "PENDING", "RESCHEDULING") and not g.is_detached and g.creator_job_id not in live:
+            ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(g.placement_group_id)))
+            removed += 1
+    return removed
+
+
 class ProgressTable(tune.Callback):
     """A live table of running trials (status, step, accuracy, images/s) and the sweep's ETA."""
 
     def __init__(self, n: int, every_s: float = 15.0):
-        self.n, self.every_s, self.last = n, every_s, 0.0
+        self.n, self.every_s, self.last, self.last_reap = n, every_s, 0.0, time.time()
         self.latest: dict[str, dict[str, Any]] = {}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -116,6 +140,11 @@ class ProgressTable(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.show(trials)
+
+    def on_step_end(self, iteration, trials, **info):
+        if time.time() - self.last_reap >= 30:  # cheap (one state-API call) and only every 30 s
+            self.last_reap = time.time()
+            reap_orphan_placement_groups()
 
     def show(self, trials) -> None:
         self.last = time.time()
@@ -256,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ensure_ray(args.address, min_cpus=r.workers * r.cpus_per_worker)
         fits = check_capacity(spec, args.autoscaling)
         restore = prepare_experiment(spec, args.sweep_file, args.fresh)
+        if restore and (n := reap_orphan_placement_groups()):
+            print(f"freed {n} placement group(s) left by an earlier, dead driver", file=sys.stderr)
         concurrent = min(spec.max_concurrent_trials or fits, len(spec.trials))
         verb = "resuming" if restore else "starting"
         print(f"{verb} {spec.name}: {len(spec.trials)} trials, up to {concurrent} at once, "

@@ -149,17 +149,18 @@ def test_sigint_then_resume(ray_session, tmp_path):
     import ray
 
     doc = yaml.safe_load(SMOKE.read_text())
-    doc["base"].update(total_steps=24, eval_step=4)
+    doc["base"].update(total_steps=160, eval_step=8)  # long enough to be caught mid-trial
     doc["seeds"] = [1, 2, 3]
     sweep = write(tmp_path, doc, "resume.yaml")
     store = tmp_path / "store"
     cmd = [sys.executable, "-m", "fixmatch_ray.sweep", str(sweep), "--storage", str(store),
            "--address", ray.get_runtime_context().gcs_address, "--no-report"]
     exp = store / "smoke"
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = open(tmp_path / "sweep.log", "w")  # a file, not a pipe: nobody drains it while we poll
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     while True:
-        assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()[-3000:]
+        assert proc.poll() is None and time.time() < deadline, (tmp_path / "sweep.log").read_text()[-3000:]
         trials = read_trials(exp) if exp.exists() else []
         finished = [t for t in trials if t.status == "finished"]
         started = [t for t in trials if t.status == "running" and t.history]
@@ -174,10 +175,10 @@ def test_sigint_then_resume(ray_session, tmp_path):
     after = {t.name: t for t in read_trials(exp)}
     assert len(after) == 3 and all(t.status == "finished" for t in after.values())
     for t in finished:  # never rerun: its result rows are exactly as before
-        assert steps(after[t.name]) == rows_before[t.name] == list(range(4, 25, 4))
+        assert steps(after[t.name]) == rows_before[t.name] == list(range(8, 161, 8))
     for t in after.values():  # nobody went back to step 0: steps strictly increase
         s = steps(t)
-        assert s == sorted(set(s)) and s[-1] == 24, (t.name, s)
+        assert s == sorted(set(s)) and s[-1] == 160, (t.name, s)
     interrupted = [t for t in started if t.name in after]
     assert interrupted and all(steps(after[t.name])[:len(rows_before[t.name])] == rows_before[t.name]
                                for t in interrupted)
