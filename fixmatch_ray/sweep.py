@@ -291,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         verb = "resuming" if restore else "starting"
         print(f"{verb} {spec.name}: {len(spec.trials)} trials, up to {concurrent} at once, "
               f"in {spec.experiment_path()}", flush=True)
-        build_tuner(spec, concurrent, restore).fit()
+        results = build_tuner(spec, concurrent, restore).fit()
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -302,6 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .report import report_experiment
 
         report_experiment(spec.experiment_path())
+    if results.num_errors:
+        print(f"error: {results.num_errors} of {len(results)} trials failed for good (their error.txt "
+              f"under {spec.experiment_path()} says why); re-run the command to retry them", file=sys.stderr)
+        return 1
     return 0
 
 

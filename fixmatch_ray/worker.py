@@ -7,6 +7,7 @@ writes TensorBoard. A restarted worker group resumes from ``ray.train.get_checkp
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -61,12 +62,27 @@ def _all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
     return t
 
 
+def _quiet_train_logs() -> None:
+    """Ray Train logs two INFO lines per report from every rank (the metrics dict, the checkpoint
+    path); the sweep's progress table says it better. Private module paths: best effort."""
+    names = ["ray.train.v2._internal.execution.storage"]
+    try:
+        import ray.train.v2._internal.execution.context as train_context  # logs under its file path
+
+        names.append(train_context.__file__)
+    except ImportError:
+        pass
+    for name in names:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point: ``config = {"run": RunConfig dict, "tensorboard": dir or URI}``."""
     import ray.train
     import ray.train.torch
     from torch.nn.parallel import DistributedDataParallel
 
+    _quiet_train_logs()
     cfg = RunConfig.from_dict(config["run"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
