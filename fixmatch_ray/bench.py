@@ -81,7 +81,8 @@ def _cifar_like(n: int, seed: int = 0):
 
 
 def bench_aug(steps: int = 3) -> dict[str, Any]:
-    """CPU seconds per step of the PIL path and the batched path (torch threads as configured)."""
+    """CPU seconds per step of the PIL path and the batched path, both on one thread (PIL is
+    single-threaded per image; idle OpenMP threads would otherwise count spinning as work)."""
     import numpy as np
     import torch
     from PIL import Image
@@ -90,6 +91,7 @@ def bench_aug(steps: int = 3) -> dict[str, Any]:
     from .batch_augment import BatchAugmenter
     from .data import DATASETS
 
+    torch.set_num_threads(1)
     spec = DATASETS["cifar10"]
     imgs = _cifar_like(B + MU * B)
     pil = TransformFixMatch(spec.mean, spec.std, flip=True)

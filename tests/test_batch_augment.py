@@ -1,0 +1,131 @@
+"""The batched tensor augmentation against the PIL reference (the oracle), op by op."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fixmatch_ray.augment import CUTOUT_FILL, OP_NAMES, apply_op, cutout
+from fixmatch_ray.batch_augment import (BatchAugmenter, _apply_dense, apply_ops, cutout_batch, draw_ops,
+                                        strong_batch, weak_batch)
+
+
+def images(n=16, size=32, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, (n, size, size, 3)).astype(np.uint8)
+    a[n // 2:] = a[n // 2:] // 4 + 60  # low-contrast half: AutoContrast/Equalize/Contrast do real work
+    return a
+
+
+def to_t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a).permute(0, 3, 1, 2).float()
+
+
+def to_np(x: torch.Tensor) -> np.ndarray:
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+# Stated tolerances (measured: geometric ops ≥ 94.1 % of pixels identical at their worst level,
+# AutoContrast ≥ 99.88 % with |diff| ≤ 1). Geometric: PIL accumulates its affine coordinates
+# incrementally in C, so at exact half-pixel ties a pixel comes from the neighbouring source.
+# AutoContrast: PIL's double-precision LUT rounds a few 254.9999.. values differently. Every
+# other op is bit-exact.
+GEOMETRIC_MIN_EQUAL = 0.94
+TOLERANCE = {"Rotate": (GEOMETRIC_MIN_EQUAL, 255), "ShearX": (GEOMETRIC_MIN_EQUAL, 255),
+             "ShearY": (GEOMETRIC_MIN_EQUAL, 255), "AutoContrast": (0.998, 1)}
+
+
+@pytest.mark.parametrize("fn", [apply_ops, _apply_dense], ids=["cpu-subset", "dense(cuda path)"])
+@pytest.mark.parametrize("size", [32, 16])
+@pytest.mark.parametrize("name", OP_NAMES)
+def test_each_op_matches_pil(fn, size, name):
+    """Every op, every level 1..10, both signs, against PIL on the same images."""
+    a = images(size=size)
+    n = len(a)
+    min_equal, max_diff = TOLERANCE.get(name, (1.0, 0))
+    for level in range(1, 11):
+        for sign in (1, -1):
+            out = to_np(fn(to_t(a), torch.full((n,), OP_NAMES.index(name)), torch.full((n,), level),
+                           torch.full((n,), sign), torch.ones(n, dtype=torch.bool)))
+            ref = np.stack([np.asarray(apply_op(Image.fromarray(img), name, level, sign)) for img in a])
+            equal = (out == ref).all(-1).mean()
+            assert equal >= min_equal and np.abs(out - ref).max() <= max_diff, (name, level, sign, equal)
+
+
+def test_mixed_ops_and_inactive_samples():
+    a = images(n=28)
+    x = to_t(a)
+    op = torch.arange(28) % 14
+    level = torch.arange(28) % 10 + 1
+    sign = torch.where(torch.arange(28) % 3 == 0, -1, 1)
+    active = torch.arange(28) % 4 != 0
+    out = apply_ops(x, op, level, sign, active)
+    assert torch.equal(out, _apply_dense(x, op, level, sign, active))
+    for i in range(28):
+        ref = apply_op(Image.fromarray(a[i]), OP_NAMES[op[i]], int(level[i]), int(sign[i])) if active[i] else a[i]
+        min_equal = TOLERANCE.get(OP_NAMES[op[i]], (1.0, 0))[0] if active[i] else 1.0
+        assert (to_np(out[i:i + 1])[0] == np.asarray(ref)).all(-1).mean() >= min_equal, i
+    assert torch.equal(out[~active], x[~active])  # inactive: bit-identical
+
+
+def test_cutout_matches_pil_box():
+    a = images(n=8)
+    rng = np.random.default_rng(5)
+    cx, cy = rng.uniform(0, 32, 8), rng.uniform(0, 32, 8)
+    out = cutout_batch(to_t(a), 16, torch.tensor(cx), torch.tensor(cy))
+
+    class Fixed:  # replays the centre drawn above
+        def __init__(self, x, y):
+            self.v = [x, y]
+
+        def uniform(self, lo, hi):
+            return self.v.pop(0)
+
+    for i in range(8):
+        ref = cutout(Image.fromarray(a[i]), 16, Fixed(cx[i], cy[i]))
+        assert np.array_equal(to_np(out[i:i + 1])[0], np.asarray(ref))
+    assert (to_np(out) == CUTOUT_FILL[0]).all(-1).sum() > 8 * 64
+
+
+def test_weak_is_a_reflect_crop_and_flips_half_the_time():
+    a = images(n=60)
+    g = torch.Generator().manual_seed(1)
+    for flip in (False, True):
+        out = weak_batch(torch.from_numpy(a).permute(0, 3, 1, 2), g, flip).permute(0, 2, 3, 1).numpy()
+        flipped = 0
+        for i in range(60):
+            p = np.pad(a[i], ((4, 4), (4, 4), (0, 0)), mode="reflect")
+            hits = [k for k, cand in enumerate((p, p[:, ::-1])) for t in range(9) for l in range(9)
+                    if np.array_equal(cand[t:t + 32, l:l + 32], out[i])]
+            assert hits, i
+            flipped += hits[0] == 1
+        assert flipped == 0 if not flip else 15 < flipped < 45
+
+
+def test_draw_statistics():
+    g = torch.Generator().manual_seed(0)
+    op, level, sign, active = draw_ops(10000, g, torch.device("cpu"))  # 20000 op draws
+    n = op.numel()
+    counts = torch.bincount(op.flatten(), minlength=14).numpy()
+    p = 1 / 14
+    assert np.all(np.abs(counts - n * p) < 4 * np.sqrt(n * p * (1 - p)))
+    lv = torch.bincount(level.flatten(), minlength=11).numpy()
+    assert lv[0] == 0 and np.all(np.abs(lv[1:] - n / 10) < 4 * np.sqrt(n * 0.09))
+    assert abs(active.float().mean().item() - 0.5) < 4 * 0.5 / np.sqrt(n)
+    assert set(sign.unique().tolist()) == {-1, 1}
+
+
+def test_strong_determinism_and_shapes():
+    x = torch.from_numpy(images(n=32)).permute(0, 3, 1, 2).contiguous()
+    aug = BatchAugmenter((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), flip=True)
+    a = aug(x, torch.Generator().manual_seed(3), strong=True)
+    b = aug(x, torch.Generator().manual_seed(3), strong=True)
+    c = aug(x, torch.Generator().manual_seed(4), strong=True)
+    assert a.shape == (32, 3, 32, 32) and a.dtype == torch.float32
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    gray = (CUTOUT_FILL[0] / 255 - 0.5) / 0.25
+    assert all(((a[i] - gray).abs() < 1e-6).all(0).any() for i in range(32))  # cutout always on
+    const = torch.full((2, 3, 16, 16), 255, dtype=torch.uint8)
+    w = aug(const, torch.Generator().manual_seed(0), strong=False)
+    assert torch.allclose(w, torch.full_like(w, (1 - 0.5) / 0.25))
+    s = strong_batch(x.float(), torch.Generator().manual_seed(3), True)
+    assert s.min() >= 0 and s.max() <= 255 and torch.equal(s, s.round())
