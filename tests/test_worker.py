@@ -117,3 +117,11 @@ def test_cli_ddp_workers(ray_session, tmp_path, capsys):
     assert (out / "config.yaml").is_file() and list((out / "tensorboard").glob("events.*"))
     assert main(args + ["--ddp-workers", "2"]) == 2  # refuses to overwrite
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_tensor_backend_under_ddp(ray_session, tmp_path):
+    """aug_backend: tensor on 2 DDP workers: each rank augments its slice of the global batch."""
+    cfg = CFG.replace(aug_backend="tensor", total_steps=8, eval_step=4)
+    result = build_trainer(cfg, Resources(workers=2), str(tmp_path), "tensor2", max_failures=0).fit()
+    assert result.metrics["step"] == 8 and result.metrics["samples_per_step"] == 40
+    assert result.metrics["world_size"] == 2 and 0 <= result.metrics["test_acc"] <= 100
