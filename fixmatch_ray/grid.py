@@ -192,12 +192,13 @@ def _label(setting: dict[str, Any]) -> str:
 
 
 def _check_workers(spec: SweepSpec, trials: list[Trial], where: str) -> None:
-    g = spec.resources.workers
+    from .worker import Resources  # the one divisibility check, shared with the train CLI
+
     for t in trials:
-        for name, b in (("batch_size", t.run.batch_size), ("mu * batch_size", t.run.unlabeled_batch_size)):
-            if b % g:
-                _fail(f"{where}: resources.workers", f"{name} = {b} of {t.label} is not divisible by {g} "
-                      "DDP workers (batch sizes are global: each worker takes 1/G of every step)")
+        try:
+            Resources(workers=spec.resources.workers).check(t.run)
+        except ConfigError as e:
+            _fail(f"{where}: resources.workers", f"{t.label}: {e}")
 
 
 def load_sweep(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> SweepSpec:

@@ -74,7 +74,7 @@ BAD = [
     ({**GOOD, "grid": [{"dataset": "digits", "num_labeled": [20], "arch": "vit"}]}, "arch: unknown 'vit'"),
     ({**GOOD, "base": {"learning_rate": 0.1}}, "unknown key 'learning_rate'"),
     ({**GOOD, "axes": {"lambda_u": 0.0}}, "axes.lambda_u: expected a non-empty list"),
-    ({**GOOD, "resources": {"workers": 3}}, "batch_size = 64 of digits@20 is not divisible by 3 DDP workers"),
+    ({**GOOD, "resources": {"workers": 3}}, "digits@20: batch_size = 64 is not divisible by 3 DDP workers"),
     ({**GOOD, "resources": {"gpus": 1}}, "unknown key 'gpus'"),
     ({**GOOD, "resources": {"gpus_per_worker": 1.5}}, "gpus_per_worker: expected 0, a fraction"),
     ({**GOOD, "max_concurrent_trials": 0}, "max_concurrent_trials: expected a positive integer"),
