@@ -66,8 +66,14 @@ def read_trials(experiment: str) -> list[TrialResult]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:  # a row being written right now
                 pass
-        history = [r for r in rows if "test_acc" in r]
         total = trial["run"]["total_steps"]
+        history = []
+        for r in rows:
+            if "test_acc" not in r:
+                continue
+            if history and r["step"] == history[-1]["step"] == total:
+                continue  # a run restored at its end reports its final result once more
+            history.append(r)
         done = bool(history) and history[-1]["step"] >= total
         failed = not done and store.read_text(f"{sub}/error.txt") is not None
         status = "finished" if done else ("failed" if failed else "running")

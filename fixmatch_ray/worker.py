@@ -113,6 +113,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 tracker.scalars(record_scalars(rec), rec["step"])
             ray.train.report(metrics, checkpoint=checkpoint)
 
+    if trainer.step >= cfg.total_steps and trainer.history:
+        # Restored at its very end (the driver died between the last checkpoint and Tune seeing
+        # the report): report the final result again, or Tune's last row would stay one behind.
+        on_epoch(trainer.history[-1])
     try:
         batches = step_batches(cfg, data, trainer.step, rank, world, device)
         fit(trainer, batches, (data.x_test, data.y_test), on_epoch,

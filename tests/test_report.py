@@ -102,3 +102,18 @@ def test_missing_experiment(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main([str(tmp_path)]) == 2
     assert "holds no sweep trials" in capsys.readouterr().err
+
+
+def test_final_row_reported_twice_counts_once_but_a_restart_shows(tmp_path):
+    exp = tmp_path / "exp"
+    c10 = {"dataset": "cifar10", "num_labeled": 40}
+    fake_trial(exp, "cifar10@40", c10, 1, [50.0, 60.0, 70.0, 80.0], total=8)
+    fake_trial(exp, "cifar10@40", c10, 2, [50.0, 60.0, 70.0, 80.0], total=8)
+    d1 = next(exp.glob("*s1_*"))
+    rows = (d1 / "result.json").read_text().splitlines()
+    (d1 / "result.json").write_text("\n".join(rows + [rows[-1]]) + "\n")  # the final report again
+    d2 = next(exp.glob("*s2_*"))
+    (d2 / "result.json").write_text("\n".join(rows[:2] + rows) + "\n")  # a restart from step 0
+    trials = {t.seed: [h["step"] for h in t.history] for t in read_trials(exp)}
+    assert trials[1] == [2, 4, 6, 8]
+    assert trials[2] == [2, 4, 2, 4, 6, 8]  # not hidden
