@@ -21,6 +21,7 @@ from ray import tune
 
 from .config import ConfigError
 from .grid import SweepSpec, Trial, load_sweep
+from .storage import Store
 from .worker import DRIVER_RESOURCE, Resources, build_trainer, ensure_ray, join_storage, normalize_storage
 
 SPEC_FILE = "sweep.yaml"  # the sweep file as given, saved in the experiment directory
@@ -211,7 +212,7 @@ def prepare_experiment(spec: SweepSpec, sweep_file: str, fresh: bool) -> bool:
     the old experiment aside (nothing is deleted) and starts again.
     """
     experiment = spec.experiment_path()
-    saved = join_storage(experiment, SPEC_FILE)
+    store = Store(experiment)
     text = Path(sweep_file).read_text(encoding="utf-8")
     if "://" in experiment:
         exists = tune.Tuner.can_restore(experiment)
@@ -227,35 +228,15 @@ def prepare_experiment(spec: SweepSpec, sweep_file: str, fresh: bool) -> bool:
     if exists:
         if not tune.Tuner.can_restore(experiment):
             raise ConfigError(f"{experiment} exists but holds no Tune experiment; use --fresh or another name")
-        old = _read(saved)
+        old = store.read_text(SPEC_FILE)
         if old is not None and old != text:
             raise ConfigError(
                 f"{sweep_file} differs from the one {experiment} was started with; resume with the "
                 f"same file, or pass --fresh (the old experiment is moved aside) or another --name"
             )
         return True
-    _write(saved, text)
+    store.write_bytes(SPEC_FILE, text.encode())
     return False
-
-
-def _read(uri: str) -> str | None:
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(uri if "://" in uri else os.path.abspath(uri))
-    try:
-        with fs.open_input_stream(path) as f:
-            return f.read().decode()
-    except (FileNotFoundError, OSError):
-        return None
-
-
-def _write(uri: str, text: str) -> None:
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(uri if "://" in uri else os.path.abspath(uri))
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(text.encode())
 
 
 def build_parser() -> argparse.ArgumentParser:
