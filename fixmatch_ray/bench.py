@@ -80,9 +80,13 @@ def _cifar_like(n: int, seed: int = 0):
     return np.random.default_rng(seed).integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
 
 
-def bench_aug(steps: int = 3) -> dict[str, Any]:
+def bench_aug(steps: int = 3, repeats: int = 5) -> dict[str, Any]:
     """CPU seconds per step of the PIL path and the batched path, both on one thread (PIL is
-    single-threaded per image; idle OpenMP threads would otherwise count spinning as work)."""
+    single-threaded per image; idle OpenMP threads would otherwise count spinning as work).
+
+    The two are timed alternately, ``repeats`` times, and each reports its median: a shared
+    machine's noise then falls on both sides alike.
+    """
     import numpy as np
     import torch
     from PIL import Image
@@ -95,22 +99,34 @@ def bench_aug(steps: int = 3) -> dict[str, Any]:
     spec = DATASETS["cifar10"]
     imgs = _cifar_like(B + MU * B)
     pil = TransformFixMatch(spec.mean, spec.std, flip=True)
-    tic = time.process_time()
-    for s in range(steps):
+    aug, gen = BatchAugmenter(spec.mean, spec.std, flip=True), torch.Generator().manual_seed(0)
+    store = aug.store(torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous())  # resident, built once per run
+    lb, ulb = torch.arange(B), torch.arange(B, B + MU * B)
+
+    def pil_step(s: int) -> None:
         for i in range(B):
             pil.labeled(Image.fromarray(imgs[i]), np.random.default_rng([s, 0, i]))
         for i in range(B, B + MU * B):
             pil.unlabeled(Image.fromarray(imgs[i]), np.random.default_rng([s, 1, i]))
-    pil_s = (time.process_time() - tic) / steps
-    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
-    aug, gen = BatchAugmenter(spec.mean, spec.std, flip=True), torch.Generator().manual_seed(0)
-    aug(x[:B], gen, strong=True)  # warm-up
-    tic = time.process_time()
-    for _ in range(steps * 3):
-        aug(x[:B], gen, strong=False), aug(x[B:], gen, strong=False), aug(x[B:], gen, strong=True)
-    batch_s = (time.process_time() - tic) / (steps * 3)
-    return {"images_per_step": B + 2 * MU * B, "pil_cpu_s_per_step": pil_s, "batched_cpu_s_per_step": batch_s,
-            "ratio": pil_s / batch_s, "torch_threads": torch.get_num_threads()}
+
+    def batched_step(s: int) -> None:
+        aug.weak(store, lb, gen), aug.weak(store, ulb, gen), aug.strong(store, ulb, gen)
+
+    def cpu_seconds(step, n: int) -> float:
+        tic = time.process_time()
+        for s in range(n):
+            step(s)
+        return (time.process_time() - tic) / n
+
+    batched_step(0)  # warm-up: builds the op tables
+    pil_s, batch_s = [], []
+    for _ in range(repeats):
+        pil_s.append(cpu_seconds(pil_step, steps))
+        batch_s.append(cpu_seconds(batched_step, steps * 10))
+    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+    return {"images_per_step": B + 2 * MU * B, "pil_cpu_s_per_step": med(pil_s), "batched_cpu_s_per_step": med(batch_s),
+            "ratio": med(pil_s) / med(batch_s), "torch_threads": torch.get_num_threads(),
+            "pil_runs_s": pil_s, "batched_runs_s": batch_s}
 
 
 def bench_step(models: list[str], steps: int, warmup: int, backend: str) -> dict[str, Any]:
@@ -126,6 +142,7 @@ def bench_step(models: list[str], steps: int, warmup: int, backend: str) -> dict
     out: dict[str, Any] = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
     x = torch.from_numpy(_cifar_like(B + MU * B)).permute(0, 3, 1, 2).contiguous().to(device)
     y = torch.randint(0, 10, (B,), device=device)
+    lb, ulb = torch.arange(B, device=device), torch.arange(B, B + MU * B, device=device)
     for name in models:
         ds, depth, width = shapes[name]
         cfg = RunConfig(dataset=ds, num_labeled=400, depth=depth, width=width, seed=0, total_steps=10**6,
@@ -133,9 +150,10 @@ def bench_step(models: list[str], steps: int, warmup: int, backend: str) -> dict
         trainer = Trainer(cfg, device)
         spec = DATASETS[ds]
         aug, gen = BatchAugmenter(spec.mean, spec.std, flip=True), torch.Generator(device=device).manual_seed(0)
+        store = aug.store(x)
 
         def one_step():
-            batch = Batch(aug(x[:B], gen, strong=False), y, aug(x[B:], gen, strong=False), aug(x[B:], gen, strong=True))
+            batch = Batch(aug.weak(store, lb, gen), y, aug.weak(store, ulb, gen), aug.strong(store, ulb, gen))
             return trainer.train_step(batch)
 
         for _ in range(warmup):
@@ -156,16 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fixmatch_ray.bench")
     p.add_argument("what", choices=["aug", "step", "ray"], help="which benchmark")
     p.add_argument("--json", default="bench_results.json", help="where to write the figures")
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=1, help="ray: runs per figure; aug: alternating runs (at least 5)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 20 on GPU, 1 on CPU)")
     p.add_argument("--models", default=None, help="comma-separated: tiny,wrn-28-2,wrn-28-8 "
                    "(default all on GPU; tiny,wrn-28-2 on CPU, where WRN-28-8 takes minutes a step)")
     p.add_argument("--compile", action="store_true", help="step: torch.compile the model")
     args = p.parse_args(argv)
     if args.what == "aug":
-        res = bench_aug()
-        print(f"augmentation per step ({res['images_per_step']} images, 32x32), CPU seconds "
-              f"[{res['torch_threads']} torch threads]:")
+        res = bench_aug(repeats=max(args.repeats, 5))
+        print(f"augmentation per step ({res['images_per_step']} images, 32x32), CPU seconds, median of "
+              f"{len(res['pil_runs_s'])} alternating runs [{res['torch_threads']} torch threads]:")
         print(f"  PIL per image:   {res['pil_cpu_s_per_step']:.3f} s")
         print(f"  batched tensors: {res['batched_cpu_s_per_step']:.4f} s")
         print(f"  ratio:           {res['ratio']:.1f}x less CPU time")

@@ -64,8 +64,9 @@ def step_batches(
 
 
 class DeviceBatches:
-    """``aug_backend: tensor``: the training set lives on the device as uint8 and each step's
-    batch is augmented there, per sample, by :mod:`fixmatch_ray.batch_augment`.
+    """``aug_backend: tensor``: the training set lives on the device as uint8 (in the crop
+    layout of :class:`batch_augment.CropStore`) and each step's batch is augmented there, per
+    sample, by :mod:`fixmatch_ray.batch_augment`.
 
     The step's indices come from the same :class:`data.StepBatchSampler` as the PIL path; the
     augmentation generator is seeded from ``(seed, step)``, so a resumed run continues the same
@@ -79,11 +80,13 @@ class DeviceBatches:
         from .data import LABELED, StepBatchSampler
 
         self.cfg, self.device, self.step = cfg, device, start_step
-        self.images = torch.from_numpy(data.train.images).permute(0, 3, 1, 2).contiguous().to(device)
+        images = torch.from_numpy(data.train.images).permute(0, 3, 1, 2).contiguous().to(device)
         self.targets = torch.from_numpy(data.train.targets).to(device)
         self.sampler = StepBatchSampler(data.labeled_idx, len(data.train), cfg.batch_size,
                                         cfg.unlabeled_batch_size, cfg.seed, start_step, cfg.total_steps)
         self.augment = BatchAugmenter(data.spec.mean, data.spec.std, flip=data.spec.flip)
+        self.store = self.augment.store(images)
+        del images
         self.gen = torch.Generator(device=device)
         self.rank, self.world, self.labeled = rank, world_size, LABELED
         if cfg.batch_size % world_size or cfg.unlabeled_batch_size % world_size:
@@ -104,12 +107,12 @@ class DeviceBatches:
         ulb = torch.tensor([k[3] for k in keys if k[0] != self.labeled]).to(self.device, non_blocking=True)
         self.gen.manual_seed(int(np.random.SeedSequence([self.cfg.seed, 0xA06, self.step]).generate_state(1)[0]))
         self.step += 1
-        x_lb, x_ulb = self.images[lb], self.images[ulb]
+        aug, store, gen = self.augment, self.store, self.gen
         return {
-            "x_lb": self._slice(self.augment(x_lb, self.gen, strong=False)),
+            "x_lb": self._slice(aug.weak(store, lb, gen)),
             "y_lb": self._slice(self.targets[lb]),
-            "x_ulb_w": self._slice(self.augment(x_ulb, self.gen, strong=False)),
-            "x_ulb_s": self._slice(self.augment(x_ulb, self.gen, strong=True)),
+            "x_ulb_w": self._slice(aug.weak(store, ulb, gen)),
+            "x_ulb_s": self._slice(aug.strong(store, ulb, gen)),
             "y_ulb": self._slice(self.targets[ulb]),
         }
 

@@ -5,8 +5,8 @@ import torch
 from PIL import Image
 
 from fixmatch_ray.augment import CUTOUT_FILL, OP_NAMES, apply_op, cutout
-from fixmatch_ray.batch_augment import (BatchAugmenter, _apply_dense, apply_ops, cutout_batch, draw_ops,
-                                        strong_batch, weak_batch)
+from fixmatch_ray.batch_augment import (BatchAugmenter, CropStore, apply_ops, cutout_batch, draw_ops, strong_batch,
+                                        weak_batch)
 
 
 def images(n=16, size=32, seed=0) -> np.ndarray:
@@ -17,11 +17,12 @@ def images(n=16, size=32, seed=0) -> np.ndarray:
 
 
 def to_t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(a).permute(0, 3, 1, 2).float()
+    return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
 
 
 def to_np(x: torch.Tensor) -> np.ndarray:
-    return x.permute(0, 2, 3, 1).numpy()
+    assert x.dtype == torch.uint8
+    return x.permute(0, 2, 3, 1).numpy().astype(int)
 
 
 # Stated tolerances (measured: geometric ops ≥ 94.1 % of pixels identical at their worst level,
@@ -34,18 +35,18 @@ TOLERANCE = {"Rotate": (GEOMETRIC_MIN_EQUAL, 255), "ShearX": (GEOMETRIC_MIN_EQUA
              "ShearY": (GEOMETRIC_MIN_EQUAL, 255), "AutoContrast": (0.998, 1)}
 
 
-@pytest.mark.parametrize("fn", [apply_ops, _apply_dense], ids=["cpu-subset", "dense(cuda path)"])
+@pytest.mark.parametrize("dense", [False, True], ids=["cpu-subset", "dense(cuda path)"])
 @pytest.mark.parametrize("size", [32, 16])
 @pytest.mark.parametrize("name", OP_NAMES)
-def test_each_op_matches_pil(fn, size, name):
+def test_each_op_matches_pil(dense, size, name):
     """Every op, every level 1..10, both signs, against PIL on the same images."""
     a = images(size=size)
     n = len(a)
     min_equal, max_diff = TOLERANCE.get(name, (1.0, 0))
     for level in range(1, 11):
         for sign in (1, -1):
-            out = to_np(fn(to_t(a), torch.full((n,), OP_NAMES.index(name)), torch.full((n,), level),
-                           torch.full((n,), sign), torch.ones(n, dtype=torch.bool)))
+            out = to_np(apply_ops(to_t(a), torch.full((n,), OP_NAMES.index(name)), torch.full((n,), level),
+                                  torch.full((n,), sign), torch.ones(n, dtype=torch.bool), dense=dense))
             ref = np.stack([np.asarray(apply_op(Image.fromarray(img), name, level, sign)) for img in a])
             equal = (out == ref).all(-1).mean()
             assert equal >= min_equal and np.abs(out - ref).max() <= max_diff, (name, level, sign, equal)
@@ -59,7 +60,7 @@ def test_mixed_ops_and_inactive_samples():
     sign = torch.where(torch.arange(28) % 3 == 0, -1, 1)
     active = torch.arange(28) % 4 != 0
     out = apply_ops(x, op, level, sign, active)
-    assert torch.equal(out, _apply_dense(x, op, level, sign, active))
+    assert torch.equal(out, apply_ops(x, op, level, sign, active, dense=True))
     for i in range(28):
         ref = apply_op(Image.fromarray(a[i]), OP_NAMES[op[i]], int(level[i]), int(sign[i])) if active[i] else a[i]
         min_equal = TOLERANCE.get(OP_NAMES[op[i]], (1.0, 0))[0] if active[i] else 1.0
@@ -86,19 +87,40 @@ def test_cutout_matches_pil_box():
     assert (to_np(out) == CUTOUT_FILL[0]).all(-1).sum() > 8 * 64
 
 
-def test_weak_is_a_reflect_crop_and_flips_half_the_time():
-    a = images(n=60)
+def reflect_crops(img: np.ndarray, pad: int) -> list[np.ndarray]:
+    """Every weak view of ``img``: the two mirrors × every crop of the reflect-padded image."""
+    h, w = img.shape[:2]
+    p = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    return [cand[t:t + h, l:l + w] for cand in (p, p[:, ::-1]) for t in range(2 * pad + 1) for l in range(2 * pad + 1)]
+
+
+@pytest.mark.parametrize("size,tabulated", [(32, True), (32, False), (16, True), (20, True), (20, False)])
+def test_weak_is_a_reflect_crop_and_flips_half_the_time(size, tabulated):
+    """Crops of images picked from a larger store (as in training), through both crop layouts."""
+    data = images(n=90, size=size)
+    index = torch.arange(5, 85)
     g = torch.Generator().manual_seed(1)
+    pad = size // 8
     for flip in (False, True):
-        out = weak_batch(torch.from_numpy(a).permute(0, 3, 1, 2), g, flip).permute(0, 2, 3, 1).numpy()
-        flipped = 0
-        for i in range(60):
-            p = np.pad(a[i], ((4, 4), (4, 4), (0, 0)), mode="reflect")
-            hits = [k for k, cand in enumerate((p, p[:, ::-1])) for t in range(9) for l in range(9)
-                    if np.array_equal(cand[t:t + 32, l:l + 32], out[i])]
+        store = CropStore(to_t(data), flip, max_bytes=1 << 30 if tabulated else 0)
+        assert store.tabulated == tabulated
+        out = store.crop(index, g).permute(0, 2, 3, 1).numpy()
+        flipped, offsets = 0, set()
+        for i, k in enumerate(index.tolist()):
+            views = reflect_crops(data[k], pad)
+            hits = [j for j, v in enumerate(views) if np.array_equal(v, out[i])]
             assert hits, i
-            flipped += hits[0] == 1
-        assert flipped == 0 if not flip else 15 < flipped < 45
+            flipped += hits[0] >= len(views) // 2
+            offsets.add(hits[0] % (2 * pad + 1))
+        assert flipped == 0 if not flip else 20 < flipped < 60
+        assert offsets == set(range(2 * pad + 1))  # every column offset
+
+
+def test_weak_batch_is_the_crop_of_every_image():
+    x = to_t(images(n=12))
+    a = weak_batch(x, torch.Generator().manual_seed(7), True)
+    b = CropStore(x, True).crop(torch.arange(12), torch.Generator().manual_seed(7))
+    assert a.dtype == torch.uint8 and torch.equal(a, b)
 
 
 def test_draw_statistics():
@@ -127,5 +149,5 @@ def test_strong_determinism_and_shapes():
     const = torch.full((2, 3, 16, 16), 255, dtype=torch.uint8)
     w = aug(const, torch.Generator().manual_seed(0), strong=False)
     assert torch.allclose(w, torch.full_like(w, (1 - 0.5) / 0.25))
-    s = strong_batch(x.float(), torch.Generator().manual_seed(3), True)
-    assert s.min() >= 0 and s.max() <= 255 and torch.equal(s, s.round())
+    s = strong_batch(x, torch.Generator().manual_seed(3), True)
+    assert s.dtype == torch.uint8 and s.shape == x.shape

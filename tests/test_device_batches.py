@@ -43,3 +43,22 @@ def test_train_cli_with_tensor_backend(tmp_path, capsys):
     assert main(args) == 0
     doc = json.loads((out / "metrics.json").read_text())
     assert [h["step"] for h in doc["history"]] == [5, 10] and doc["config"]["aug_backend"] == "tensor"
+
+
+def test_weak_views_are_crops_of_the_sampled_images():
+    """The resident crop store is indexed by dataset position: each x_lb is a weak view of the
+    labeled image the sampler picked for it (and carries that image's label)."""
+    import numpy as np
+
+    from test_batch_augment import reflect_crops
+
+    data = load_run_data(CFG)
+    it = DeviceBatches(CFG, data, 0, torch.device("cpu"))
+    keys = it.sampler.keys(0)
+    lb = [k[3] for k in keys if k[0] == it.labeled]
+    batch = next(it)
+    mean, std = torch.tensor(data.spec.mean).view(1, 3, 1, 1), torch.tensor(data.spec.std).view(1, 3, 1, 1)
+    pixels = torch.round((batch["x_lb"] * std + mean) * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for i, k in enumerate(lb):
+        assert any(np.array_equal(v, pixels[i]) for v in reflect_crops(data.train.images[k], 2)), i
+        assert int(batch["y_lb"][i]) == int(data.train.targets[k])
