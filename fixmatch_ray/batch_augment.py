@@ -318,6 +318,12 @@ class CropStore:
         self.flip, self.pad, self.device = flip, int(0.125 * self.w), images.device
         self.offsets = 2 * self.pad + 1
         self.variants = self.offsets * (2 if flip else 1)
+        # (offsets, C·H): for each vertical offset, the source row (through the reflect padding)
+        # of every output row of every channel, within one image variant
+        top = torch.arange(self.offsets, device=self.device).view(-1, 1)
+        rows = _reflect(top + torch.arange(self.h, device=self.device) - self.pad, self.h)
+        chan = torch.arange(self.c, device=self.device).view(1, self.c, 1) * self.h
+        self.row_table = (chan + rows.view(self.offsets, 1, self.h)).view(self.offsets, self.c * self.h)
         self.tabulated = images.numel() * self.variants <= max_bytes
         if not self.tabulated:
             self.data = images.contiguous()
@@ -337,19 +343,16 @@ class CropStore:
     def crop(self, index: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Weak augmentation of images ``index``: flip with p=0.5 (if allowed), reflect-pad by 1/8
         of the side, random crop back; uint8 (N, C, H, W)."""
-        n, c, h, w, pad, dev = len(index), self.c, self.h, self.w, self.pad, self.device
-        coin = (torch.rand(n, generator=gen, device=dev) < 0.5).long() if self.flip else 0
-        top = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=dev)
-        left = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=dev)
+        n, c, h, w, dev = len(index), self.c, self.h, self.w, self.device
+        coin = torch.randint(0, 2, (n,), generator=gen, device=dev) if self.flip else 0
+        top, left = torch.randint(0, self.offsets, (2, n), generator=gen, device=dev)
         variant = coin * self.offsets + left
-        rows = _reflect(top.view(n, 1) + torch.arange(h, device=dev) - pad, h).view(n, 1, h)
-        chan = torch.arange(c, device=dev).view(1, c, 1)
         image = index * self.variants + variant if self.tabulated else index
         flat = self.data.view(-1, w)
         if w % 8 == 0:  # move rows as 8-byte words
             flat = flat.view(torch.int64)
-        out = flat.index_select(0, ((image.view(n, 1, 1) * c + chan) * h + rows).flatten())
-        out = out.view(torch.uint8).view(n, c, h, w)
+        rows = self.row_table.index_select(0, top) + (image * (c * h)).view(n, 1)
+        out = flat.index_select(0, rows.view(-1)).view(torch.uint8).view(n, c, h, w)
         if self.tabulated:
             return out
         cols = self._cols(variant)
