@@ -41,11 +41,6 @@ PART = tuple(0 if n in GEOMETRIC else 1 if n in LUT_OPS else 2 if n == "Color" e
              for n in OP_NAMES)
 
 
-def _code(op: torch.Tensor, level: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
-    """Row of the geometry table for (op, level, sign)."""
-    return (op * (MAX_LEVEL + 1) + level) * 2 + (sign > 0).long()
-
-
 @functools.lru_cache(maxsize=None)
 def _magnitudes(device: torch.device) -> torch.Tensor:
     """(14, 11) table: magnitude(op, level) for levels 0..10 (0 and parameterless ops: 0)."""
@@ -224,6 +219,15 @@ def _sharpness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return _blend(_smooth(xf), xf, f.float().view(-1, 1, 1, 1)).to(torch.uint8)
 
 
+def _prepare(op: torch.Tensor, level: torch.Tensor, sign: torch.Tensor, active: torch.Tensor):
+    """Per-sample (op, level, magnitude, geometry code), any shape; an inactive op is Identity."""
+    op = torch.where(active, op, OP["Identity"])
+    level = level.clamp(0, MAX_LEVEL)
+    flat = op * (MAX_LEVEL + 1) + level
+    mag = _magnitudes(op.device).view(-1).index_select(0, flat.view(-1)).view(op.shape)
+    return op, level, mag, flat * 2 + (sign > 0)
+
+
 def apply_ops(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, sign: torch.Tensor,
               active: torch.Tensor, dense: bool | None = None) -> torch.Tensor:
     """Apply sample i's op ``OP_NAMES[op[i]]`` at ``level[i]`` where ``active[i]``; uint8 in and out.
@@ -233,11 +237,11 @@ def apply_ops(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, sign: torc
     nothing and every call's overhead counts) the samples are sorted by op once, each part runs
     on its contiguous slice, and one copy puts them back.
     """
-    dense = x.is_cuda if dense is None else dense
-    op = torch.where(active, op, OP["Identity"])
-    level = level.clamp(0, MAX_LEVEL)
-    mag = _magnitudes(x.device).view(-1).index_select(0, op * (MAX_LEVEL + 1) + level)
-    code = _code(op, level, sign)
+    return _round(x, *_prepare(op, level, sign, active), dense=x.is_cuda if dense is None else dense)
+
+
+def _round(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, mag: torch.Tensor, code: torch.Tensor,
+           dense: bool) -> torch.Tensor:
     if dense:
         one = torch.ones_like(mag)
         x = _geometric(x, code)
@@ -249,8 +253,8 @@ def apply_ops(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, sign: torc
     perm = torch.argsort(key, stable=True)
     counts = torch.bincount(key, minlength=5 * n_ops).tolist()
     xs = _words(x).index_select(0, perm).view(torch.uint8).view(x.shape)
-    op_s, level_s = op.index_select(0, perm), level.index_select(0, perm)
-    mag_s, code_s = mag.index_select(0, perm), code.index_select(0, perm)
+    op_s, level_s, code_s = torch.stack([op, level, code]).index_select(1, perm)
+    mag_s = mag.index_select(0, perm)
     bounds = [0]
     for k in counts:
         bounds.append(bounds[-1] + k)
@@ -280,19 +284,28 @@ def _words(x: torch.Tensor) -> torch.Tensor:
     return flat.view(torch.int64) if flat.shape[1] % 8 == 0 else flat
 
 
+@functools.lru_cache(maxsize=None)
+def _cutout_tables(h: int, w: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H·W, H·W) uint8 each, row y0·W + x0: 1 − inside and FILL·inside of the box at (x0, y0)."""
+    y0, x0 = torch.arange(h).view(h, 1, 1), torch.arange(w).view(1, w, 1)
+    rows, cols = torch.arange(h).view(1, 1, h, 1), torch.arange(w).view(1, 1, 1, w)
+    inside = ((rows >= y0.unsqueeze(-1)) & (rows < (y0 + size).clamp(max=h).unsqueeze(-1))
+              & (cols >= x0.unsqueeze(-1)) & (cols < (x0 + size).clamp(max=w).unsqueeze(-1)))
+    inside = inside.view(h * w, h * w).to(torch.uint8)
+    return (1 - inside).to(device), (inside * CUTOUT_FILL[0]).to(device)
+
+
 def cutout_batch(x: torch.Tensor, size: int, cx: torch.Tensor, cy: torch.Tensor) -> torch.Tensor:
     """Gray square per sample: box [int(max(0, c − size/2)), min(W, that + size)), as the PIL path.
 
-    uint8 arithmetic, x·(1 − inside) + FILL·inside, no bool mask over the images."""
+    The box's masks come from a table indexed by its corner; uint8 arithmetic, x·keep + fill."""
     n, _, h, w = x.shape
-    x0 = torch.clamp(cx - size / 2, min=0).floor().view(n, 1)
-    y0 = torch.clamp(cy - size / 2, min=0).floor().view(n, 1)
-    cols = torch.arange(w, device=x.device).view(1, w)
-    rows = torch.arange(h, device=x.device).view(1, h)
-    col_in = ((cols >= x0) & (cols < (x0 + size).clamp(max=w))).to(torch.uint8).view(n, 1, 1, w)
-    row_in = ((rows >= y0) & (rows < (y0 + size).clamp(max=h))).to(torch.uint8).view(n, 1, h, 1)
-    inside = row_in * col_in
-    return (x * (1 - inside)).add_(inside * CUTOUT_FILL[0])
+    x0 = torch.clamp(cx - size / 2, min=0).long()
+    y0 = torch.clamp(cy - size / 2, min=0).long()
+    keep, fill = _cutout_tables(h, w, size, x.device)
+    corner = y0 * w + x0
+    keep, fill = keep.index_select(0, corner).view(n, 1, h, w), fill.index_select(0, corner).view(n, 1, h, w)
+    return (x * keep).add_(fill)
 
 
 def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
@@ -382,9 +395,9 @@ def draw_ops(n_images: int, gen: torch.Generator, device: torch.device, n: int =
 def rand_augment_batch(x: torch.Tensor, gen: torch.Generator, n: int = 2, m: int = MAX_LEVEL,
                        cutout_frac: float = 0.5) -> torch.Tensor:
     """``n`` RandAugmentMC rounds, then an always-on Cutout of ``cutout_frac`` of the side (uint8)."""
-    op, level, sign, active = draw_ops(len(x), gen, x.device, n, m)
+    op, level, mag, code = _prepare(*draw_ops(len(x), gen, x.device, n, m))
     for r in range(n):
-        x = apply_ops(x, op[r], level[r], sign[r], active[r])
+        x = _round(x, op[r], level[r], mag[r], code[r], dense=x.is_cuda)
     h, w = x.shape[-2:]
     cx = torch.rand(len(x), generator=gen, device=x.device) * w
     cy = torch.rand(len(x), generator=gen, device=x.device) * h
