@@ -5,8 +5,8 @@ import torch
 from PIL import Image
 
 from fixmatch_ray.augment import CUTOUT_FILL, OP_NAMES, apply_op, cutout
-from fixmatch_ray.batch_augment import (BatchAugmenter, CropStore, apply_ops, cutout_batch, draw_ops, strong_batch,
-                                        weak_batch)
+from fixmatch_ray.batch_augment import BatchAugmenter, CropStore, strong_batch, weak_batch
+from fixmatch_ray.batch_ops import apply_ops, cutout_batch, draw_ops
 
 
 def images(n=16, size=32, seed=0) -> np.ndarray:
