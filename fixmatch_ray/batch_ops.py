@@ -118,12 +118,12 @@ def _blend(deg: torch.Tensor, img: torch.Tensor, f: torch.Tensor) -> torch.Tenso
     return ((img - deg) * f).add_(deg).trunc_().clamp_(0, 255)
 
 
-STATIC_LUT_OPS = ("Brightness", "Posterize", "Solarize")  # tables that depend on the level only
-STATS_LUT_OPS = ("AutoContrast", "Contrast", "Equalize")  # tables that depend on the image too
+STATS_LUT_OPS = ("AutoContrast", "Contrast", "Equalize")  # tables that depend on the image, not only the level
 
 
 def _static_lut(name: str, mag: torch.Tensor) -> torch.Tensor:
-    """(N, 256) table of a level-only op, in PIL's arithmetic (float32 blend, integer masks)."""
+    """(N, 256) table of Brightness, Posterize or Solarize (which depend on the level only), in
+    PIL's arithmetic (float32 blend, integer masks); the identity for any other op."""
     v = torch.arange(256, dtype=torch.float32).view(1, 256)
     f = mag.float().view(-1, 1)
     if name == "Brightness":
