@@ -85,8 +85,19 @@ def bench_aug(steps: int = 3, repeats: int = 5) -> dict[str, Any]:
     single-threaded per image; idle OpenMP threads would otherwise count spinning as work).
 
     The two are timed alternately, ``repeats`` times, and each reports its median: a shared
-    machine's noise then falls on both sides alike.
+    machine's noise then falls on both sides alike. The caller's thread count is restored.
     """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _time_aug(steps, repeats)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _time_aug(steps: int, repeats: int) -> dict[str, Any]:
     import numpy as np
     import torch
     from PIL import Image
@@ -95,7 +106,6 @@ def bench_aug(steps: int = 3, repeats: int = 5) -> dict[str, Any]:
     from .batch_augment import BatchAugmenter
     from .data import DATASETS
 
-    torch.set_num_threads(1)
     spec = DATASETS["cifar10"]
     imgs = _cifar_like(B + MU * B)
     pil = TransformFixMatch(spec.mean, spec.std, flip=True)
