@@ -82,8 +82,9 @@ class CropStore:
 
 
 def crop_batch(images: torch.Tensor, index: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
-    """:meth:`CropStore.crop` of ``images[index]`` (builds the store: for one-off use and tests)."""
-    return CropStore(images, flip).crop(index, gen)
+    """:meth:`CropStore.crop` of ``images[index]``, for one-off use: the store keeps the images as
+    they are (tabulating 18 variants to crop once would cost more than the column gather)."""
+    return CropStore(images, flip, max_bytes=0).crop(index, gen)
 
 
 def weak_batch(x: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
@@ -127,6 +128,6 @@ class BatchAugmenter:
         return normalize(rand_augment_batch(store.crop(index, gen), gen), self.mean, self.std)
 
     def __call__(self, x_u8: torch.Tensor, gen: torch.Generator, strong: bool) -> torch.Tensor:
-        """The whole uint8 batch ``x_u8`` (builds a store for it)."""
-        store, index = self.store(x_u8), torch.arange(len(x_u8), device=x_u8.device)
+        """The whole uint8 batch ``x_u8``, once (an untabulated store, as :func:`crop_batch`)."""
+        store, index = CropStore(x_u8, self.flip, max_bytes=0), torch.arange(len(x_u8), device=x_u8.device)
         return self.strong(store, index, gen) if strong else self.weak(store, index, gen)

@@ -23,6 +23,7 @@ and each part runs only on its slice; the results are identical (tested).
 from __future__ import annotations
 
 import functools
+import itertools
 
 import torch
 
@@ -250,9 +251,7 @@ def _round(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, mag: torch.Te
     xs = _words(x).index_select(0, perm).view(torch.uint8).view(x.shape)
     op_s, level_s, code_s = torch.stack([op, level, code]).index_select(1, perm)
     mag_s = mag.index_select(0, perm)
-    bounds = [0]
-    for k in counts:
-        bounds.append(bounds[-1] + k)
+    bounds = [0, *itertools.accumulate(counts)]
     part = lambda p: slice(bounds[p * n_ops], bounds[(p + 1) * n_ops])  # noqa: E731
     g, lk, co, sh = part(0), part(1), part(2), part(3)
     if g.stop > g.start:
