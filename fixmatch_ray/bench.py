@@ -25,7 +25,7 @@ PAPER_STEPS, PAPER_EVAL = 2**20, 1024
 
 
 def _local_seconds(cfg: RunConfig) -> float:
-    from .runner import run_local
+    from .training.loop import run_local
 
     tic = time.perf_counter()
     run_local(cfg, progress=False)
@@ -33,7 +33,7 @@ def _local_seconds(cfg: RunConfig) -> float:
 
 
 def _ray_seconds(cfg: RunConfig, storage: str, name: str) -> float:
-    from .worker import Resources, build_trainer
+    from .launch.worker import Resources, build_trainer
 
     tic = time.perf_counter()
     build_trainer(cfg, Resources(workers=1), storage, name, max_failures=0).fit()
@@ -42,7 +42,7 @@ def _ray_seconds(cfg: RunConfig, storage: str, name: str) -> float:
 
 def bench_ray(steps: int = 40, repeats: int = 1) -> dict[str, Any]:
     """Start-up and per-report overhead of Ray Train on this machine (tiny net on digits)."""
-    from .worker import HEALTH_CHECK_ENV, ensure_ray, job_env
+    from .launch.cluster import HEALTH_CHECK_ENV, ensure_ray, job_env
 
     tic = time.perf_counter()
     ensure_ray(min_cpus=2)
@@ -102,9 +102,9 @@ def _time_aug(steps: int, repeats: int) -> dict[str, Any]:
     import torch
     from PIL import Image
 
-    from .augment import TransformFixMatch
-    from .batch_augment import BatchAugmenter
-    from .data import DATASETS
+    from .data.batched import BatchAugmenter
+    from .data.datasets import DATASETS
+    from .data.policies.randaugment import TransformFixMatch
 
     spec = DATASETS["cifar10"]
     imgs = _cifar_like(B + MU * B)
@@ -143,9 +143,9 @@ def bench_step(models: list[str], steps: int, warmup: int, backend: str) -> dict
     """Seconds per full FixMatch step per model on the present device (batched augmentation)."""
     import torch
 
-    from .engine import Batch, Trainer, resolve_device
-    from .batch_augment import BatchAugmenter
-    from .data import DATASETS
+    from .data.batched import BatchAugmenter
+    from .data.datasets import DATASETS
+    from .training.engine import Batch, Trainer, resolve_device
 
     device = resolve_device("auto")
     shapes = {"tiny (WRN-10-1)": ("cifar10", 10, 1), "WRN-28-2": ("cifar10", 28, 2), "WRN-28-8": ("cifar100", 28, 8)}

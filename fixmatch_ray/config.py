@@ -18,26 +18,12 @@ from typing import Any, Mapping
 
 import yaml
 
-from .data import DATASETS
+from .data.datasets import DATASETS
+from .errors import ConfigError
 
 ARCHS = ("wideresnet", "resnext")
 AMP_MODES = ("off", "auto", "bf16", "fp16")
 AUG_BACKENDS = ("pil", "tensor")
-
-
-class ConfigError(ValueError):
-    """A user mistake in a configuration: printed as one line, never as a traceback."""
-
-
-# Network shape per (arch, dataset) as the reference code picks it; digits uses small nets.
-ARCH_DEFAULTS: dict[tuple[str, str], dict[str, int]] = {
-    ("wideresnet", "cifar10"): {"depth": 28, "width": 2},
-    ("wideresnet", "cifar100"): {"depth": 28, "width": 8},
-    ("wideresnet", "digits"): {"depth": 10, "width": 1},
-    ("resnext", "cifar10"): {"depth": 29, "width": 4, "cardinality": 4},
-    ("resnext", "cifar100"): {"depth": 29, "width": 64, "cardinality": 8},
-    ("resnext", "digits"): {"depth": 11, "width": 4, "cardinality": 2},
-}
 
 
 @dataclass(frozen=True)
@@ -104,7 +90,7 @@ class RunConfig:
         changes: dict[str, Any] = {}
         if self.seed is None:
             changes["seed"] = random.SystemRandom().randrange(2**31)
-        for key, value in ARCH_DEFAULTS[(self.arch, self.dataset)].items():
+        for key, value in DATASETS[self.dataset].arch_defaults.get(self.arch, {}).items():
             if getattr(self, key) is None:
                 changes[key] = value
         return dataclasses.replace(self, **changes)
@@ -118,7 +104,7 @@ class RunConfig:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write as YAML atomically (a reader never sees half a file)."""
-        from .checkpoint import atomic_write_bytes
+        from .training.checkpoint import atomic_write_bytes
 
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         atomic_write_bytes(Path(path), text.encode())
@@ -210,16 +196,8 @@ def _check_values(c: RunConfig) -> None:
     _require(0 <= c.threshold <= 1, f"threshold: must be in [0, 1], got {c.threshold}")
     _require(c.seed is None or c.seed >= 0, f"seed: must be >= 0, got {c.seed}")
     spec = DATASETS[c.dataset]
-    n = c.num_labeled
-    _require(n > 0, f"num_labeled: must be a positive multiple of {spec.num_classes}, got {n}")
-    _require(
-        n % spec.num_classes == 0,
-        f"num_labeled: {n} is not divisible by the {spec.num_classes} classes of {c.dataset} "
-        "(the split is class-balanced)",
-    )
-    _require(
-        n // spec.num_classes <= spec.min_class_count,
-        f"num_labeled: {n} asks for {n // spec.num_classes} labels per class but {c.dataset} has "
-        f"only {spec.min_class_count} training images in its smallest class "
-        f"(at most {spec.min_class_count * spec.num_classes})",
-    )
+    problem = spec.check_num_labeled(c.num_labeled)
+    _require(problem is None, f"num_labeled: {problem}")
+    missing = [k for k in ("depth", "width") if getattr(c, k) is None and k not in spec.arch_defaults.get(c.arch, {})]
+    _require(not missing, f"{'/'.join(missing)}: {c.arch} has no default shape for {c.dataset}; set "
+             f"{' and '.join(missing)} (e.g. depth: 28, width: 2)")

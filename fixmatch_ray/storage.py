@@ -48,7 +48,7 @@ class Store:
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         if not self.remote:
-            from .checkpoint import atomic_write_bytes
+            from .training.checkpoint import atomic_write_bytes
 
             atomic_write_bytes(Path(self.root) / rel, data)
             return

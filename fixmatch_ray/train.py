@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import AMP_MODES, ConfigError, RunConfig
-from .data import DATASETS
+from .data.datasets import DATASETS
 
 # Flags of the reference that only made sense for apex or torch.distributed.launch.
 IGNORED_FLAGS = {
@@ -99,7 +99,7 @@ def config_from_args(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
 
 def prepare(given: dict[str, Any], resume: str | None) -> tuple[RunConfig, dict | None]:
     """The run's resolved config, and the checkpoint state when resuming."""
-    from .checkpoint import find_checkpoint, load_checkpoint
+    from .training.checkpoint import find_checkpoint, load_checkpoint
 
     if resume is None:
         cfg = RunConfig.from_dict(given, where="flags").resolved()
@@ -123,11 +123,11 @@ def prepare(given: dict[str, Any], resume: str | None) -> tuple[RunConfig, dict 
 
 
 def run_distributed(cfg: RunConfig, options: dict[str, Any]) -> dict[str, Any]:
-    """``--ddp-workers N``: the same run as a Ray Train job (see :mod:`fixmatch_ray.worker`)."""
+    """``--ddp-workers N``: the same run as a Ray Train job (see :mod:`.launch.worker`)."""
     import os
 
-    from .runner import load_run_data
-    from .worker import Resources, run_ray
+    from .launch.worker import Resources, run_ray
+    from .training.loop import load_run_data
 
     resources = Resources(workers=options["ddp_workers"], use_gpu=options.get("ddp_gpu", False))
     resources.check(cfg)
@@ -147,16 +147,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "ddp_workers" in options:
             summary = run_distributed(cfg, options)
         else:
-            from .runner import run_local
+            from .training.loop import run_local
 
             summary = run_local(cfg, state, progress=not options.get("no_progress", False))
     except KeyboardInterrupt:
         print("\ninterrupted; the last eval epoch's checkpoint is kept (continue with --resume)", file=sys.stderr)
         return 130
     except Exception as e:  # user-facing errors are one line; bugs keep their traceback
-        from .runner import USER_ERRORS
+        from .errors import UserError
 
-        if not isinstance(e, USER_ERRORS):
+        if not isinstance(e, UserError):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1

@@ -77,7 +77,7 @@ def ray_cluster():
     """
     from ray.cluster_utils import Cluster
 
-    from fixmatch_ray.worker import DRIVER_RESOURCE, ensure_ray
+    from fixmatch_ray.launch.cluster import DRIVER_RESOURCE, ensure_ray
 
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 4, "resources": {DRIVER_RESOURCE: 1000}, "include_dashboard": True,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from fixmatch_ray.augment import (CUTOUT_FILL, FILL, OP_NAMES, SIGNED_OPS, OpDraw, TransformFixMatch, apply_op,
+from fixmatch_ray.data.policies.randaugment import (CUTOUT_FILL, FILL, OP_NAMES, SIGNED_OPS, OpDraw, TransformFixMatch, apply_op,
                                   cutout, draw_rand_augment, magnitude, rand_augment_mc, strong_augment,
                                   weak_augment)
 

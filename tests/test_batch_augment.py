@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fixmatch_ray.augment import CUTOUT_FILL, OP_NAMES, apply_op, cutout
-from fixmatch_ray.batch_augment import BatchAugmenter, CropStore, strong_batch, weak_batch
-from fixmatch_ray.batch_ops import apply_ops, cutout_batch, draw_ops
+from fixmatch_ray.data.policies.randaugment import CUTOUT_FILL, OP_NAMES, apply_op, cutout
+from fixmatch_ray.data.batched import BatchAugmenter, CropStore, strong_batch, weak_batch
+from fixmatch_ray.data.policies.randaugment_batched import apply_ops, cutout_batch, draw_ops
 
 
 def images(n=16, size=32, seed=0) -> np.ndarray:

@@ -4,8 +4,10 @@ import sys
 import numpy as np
 import pytest
 
-from fixmatch_ray.data import (DATASETS, LABELED, UNLABELED, DataError, StepBatchSampler, expand_labeled,
-                               load_dataset, split_labeled, stream_positions)
+from fixmatch_ray.data.datasets import DATASETS, load_dataset
+from fixmatch_ray.data.sampling import LABELED, UNLABELED, StepBatchSampler, stream_positions
+from fixmatch_ray.data.splits import expand_labeled, split_labeled
+from fixmatch_ray.errors import DataError
 
 
 def test_split_is_class_balanced_and_deterministic():
@@ -18,7 +20,7 @@ def test_split_is_class_balanced_and_deterministic():
 
 
 def test_split_is_identical_in_another_process():
-    code = ("import numpy as np; from fixmatch_ray.data import split_labeled; "
+    code = ("import numpy as np; from fixmatch_ray.data.splits import split_labeled; "
             "t = np.arange(1000) % 10; print(split_labeled(t, 250 - 50, 7).tolist())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert eval(out) == split_labeled(np.arange(1000) % 10, 200, 7).tolist()
@@ -65,7 +67,7 @@ def test_ranks_share_out_the_one_worker_batch():
 
 
 def test_digits_split_and_stats():
-    train, test = load_dataset("digits", "unused", True), load_dataset("digits", "unused", False)
+    train, test = load_dataset("digits", "unused", "train"), load_dataset("digits", "unused", "test")
     assert len(train) + len(test) == 1797 and len(test) == 364
     assert train.images.shape[1:] == (16, 16, 3) and train.images.dtype == np.uint8
     assert np.bincount(train.targets).min() == DATASETS["digits"].min_class_count
@@ -77,15 +79,15 @@ def test_digits_split_and_stats():
 def test_cifar_files_through_torchvision(cifar10_root, tmp_path):
     from conftest import write_cifar
 
-    train = load_dataset("cifar10", cifar10_root, train=True, download=False)
-    test = load_dataset("cifar10", cifar10_root, train=False, download=False)
+    train = load_dataset("cifar10", cifar10_root, "train", download=False)
+    test = load_dataset("cifar10", cifar10_root, "test", download=False)
     assert train.images.shape == (200, 32, 32, 3) and len(test) == 50
     assert np.bincount(train.targets).tolist() == [20] * 10
     c100 = write_cifar(tmp_path / "c100", "cifar100", train_per_class=2, test_per_class=1)
-    assert len(load_dataset("cifar100", c100, train=True, download=False)) == 200
+    assert len(load_dataset("cifar100", c100, "train", download=False)) == 200
 
 
 def test_missing_cifar_offline_names_the_folder(tmp_path):
     with pytest.raises(DataError, match="cifar-10-batches-py") as e:
-        load_dataset("cifar10", tmp_path, train=True, download=False)
+        load_dataset("cifar10", tmp_path, "train", download=False)
     assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)

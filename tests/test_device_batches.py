@@ -4,7 +4,8 @@ import json
 import torch
 
 from fixmatch_ray.config import RunConfig
-from fixmatch_ray.runner import DeviceBatches, load_run_data
+from fixmatch_ray.data.sampling import LABELED
+from fixmatch_ray.training.loop import load_run_data, step_batches
 from fixmatch_ray.train import main
 
 CFG = RunConfig(dataset="digits", num_labeled=20, batch_size=8, mu=2, total_steps=10, eval_step=5, seed=3,
@@ -14,8 +15,8 @@ CFG = RunConfig(dataset="digits", num_labeled=20, batch_size=8, mu=2, total_step
 def test_ranks_share_out_the_one_worker_batch():
     data = load_run_data(CFG)
     cpu = torch.device("cpu")
-    one = DeviceBatches(CFG, data, 2, cpu)
-    halves = [DeviceBatches(CFG, data, 2, cpu, rank=r, world_size=2) for r in range(2)]
+    one = step_batches(CFG, data, 2, device=cpu)
+    halves = [step_batches(CFG, data, 2, r, 2, cpu) for r in range(2)]
     for _ in range(3):
         full, a, b = next(one), next(halves[0]), next(halves[1])
         for key in ("x_lb", "y_lb", "x_ulb_w", "x_ulb_s", "y_ulb"):
@@ -27,10 +28,10 @@ def test_ranks_share_out_the_one_worker_batch():
 def test_a_step_is_the_same_whatever_the_start():
     data = load_run_data(CFG)
     cpu = torch.device("cpu")
-    it = DeviceBatches(CFG, data, 0, cpu)
+    it = step_batches(CFG, data, 0, device=cpu)
     for _ in range(4):
         next(it)
-    fifth, again = next(it), next(DeviceBatches(CFG, data, 4, cpu))
+    fifth, again = next(it), next(step_batches(CFG, data, 4, device=cpu))
     assert all(torch.equal(fifth[k], again[k]) for k in fifth)
     assert not torch.equal(fifth["x_ulb_s"], fifth["x_ulb_w"])  # strong differs from weak
 
@@ -53,9 +54,9 @@ def test_weak_views_are_crops_of_the_sampled_images():
     from test_batch_augment import reflect_crops
 
     data = load_run_data(CFG)
-    it = DeviceBatches(CFG, data, 0, torch.device("cpu"))
+    it = step_batches(CFG, data, 0, device=torch.device("cpu"))
     keys = it.sampler.keys(0)
-    lb = [k[3] for k in keys if k[0] == it.labeled]
+    lb = [k[3] for k in keys if k[0] == LABELED]
     batch = next(it)
     mean, std = torch.tensor(data.spec.mean).view(1, 3, 1, 1), torch.tensor(data.spec.std).view(1, 3, 1, 1)
     pixels = torch.round((batch["x_lb"] * std + mean) * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from fixmatch_ray.model import BN_MOMENTUM, build_model, count_params
+from fixmatch_ray.models.wideresnet import BN_MOMENTUM, build_model, count_params
 
 
 def test_paper_param_counts():

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from fixmatch_ray.optim import ModelEMA, build_optimizer, lr_at, param_groups
+from fixmatch_ray.training.optim import ModelEMA, build_optimizer, lr_at, param_groups
 
 
 def test_cosine_schedule_hand_computed():

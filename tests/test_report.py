@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fixmatch_ray.config import RunConfig
-from fixmatch_ray.report import aggregate, main, read_trials, report_experiment
+from fixmatch_ray.results.report import aggregate, main, read_trials, report_experiment
 
 
 def fake_trial(exp: Path, label: str, setting: dict, seed: int, accs: list[float], total: int,

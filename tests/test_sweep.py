@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixmatch_ray.grid import parse_sweep
-from fixmatch_ray.report import read_trials
+from fixmatch_ray.launch.grid import parse_sweep
+from fixmatch_ray.results.report import read_trials
 from fixmatch_ray.sweep import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_grid_expansion():
 
 
 def test_paper_grid():
-    from fixmatch_ray.grid import load_sweep
+    from fixmatch_ray.launch.grid import load_sweep
 
     spec = load_sweep(ROOT / "sweeps" / "paper.yaml")
     assert len(spec.trials) == 6 * 5

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fixmatch_ray.checkpoint import load_checkpoint
+from fixmatch_ray.training.checkpoint import load_checkpoint
 from fixmatch_ray.train import main
 
 TINY = ["--depth", "10", "--width", "1", "--num-workers", "0", "--no-progress"]

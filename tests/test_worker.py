@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fixmatch_ray.checkpoint import load_checkpoint
+from fixmatch_ray.training.checkpoint import load_checkpoint
 from fixmatch_ray.config import ConfigError, RunConfig
-from fixmatch_ray.worker import CHECKPOINTS_KEPT, Resources, build_trainer
+from fixmatch_ray.launch.worker import CHECKPOINTS_KEPT, Resources, build_trainer
 
 pytestmark = pytest.mark.ray
 

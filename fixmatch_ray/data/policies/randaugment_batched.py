@@ -1,6 +1,6 @@
 """RandAugmentMC and Cutout on a whole uint8 batch (N, C, H, W), each sample its own draws.
 
-The same ops, levels and probabilities as the PIL reference in :mod:`fixmatch_ray.augment`
+The same ops, levels and probabilities as the PIL reference in :mod:`.randaugment`
 (the oracle the tests compare against). torchvision v2 and kornia draw one op set per batch,
 which is not RandAugmentMC. How it stays cheap (each point replaced a slower formulation,
 measured with ``python -m fixmatch_ray.bench aug``):
@@ -27,7 +27,7 @@ import itertools
 
 import torch
 
-from .augment import CUTOUT_FILL, FILL, MAX_LEVEL, OP_NAMES, magnitude
+from .randaugment import CUTOUT_FILL, FILL, MAX_LEVEL, OP_NAMES, magnitude
 
 OP = {name: i for i, name in enumerate(OP_NAMES)}
 GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")

@@ -16,16 +16,13 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .config import RunConfig
-from .fixmatch import FixMatchLoss, fixmatch_loss
-from .model import build_model
+from ..config import RunConfig
+from ..errors import NonFiniteLossError
+from ..fixmatch import FixMatchLoss, fixmatch_loss
+from ..models import build_model
 from .optim import ModelEMA, build_optimizer, lr_at, set_lr
 
 MEDIAN_OF_LAST = 20  # the paper's number: median test accuracy of the last 20 evaluations
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the message names the step."""
 
 
 def resolve_device(name: str = "auto") -> torch.device:

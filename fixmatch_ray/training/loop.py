@@ -13,15 +13,16 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, atomic_write_bytes, save_checkpoint
-from .config import ConfigError, RunConfig
-from .data import (DATASETS, DataError, DatasetSpec, ImageData, expand_labeled, load_dataset,
-                   normalized_tensor, split_labeled, train_loader)
-from .engine import NonFiniteLossError, Trainer, fit, resolve_device, summarize
-from .tracking import Tracker, record_scalars
+from ..config import RunConfig
+from ..data.batched import BatchAugmenter, DeviceBatches, normalized_tensor
+from ..data.datasets import DatasetSpec, ImageData, get_spec, load_dataset
+from ..data.sampling import StepBatchSampler, train_loader
+from ..data.splits import expand_labeled, split_labeled
+from ..errors import ConfigError
+from ..tracking.tensorboard import Tracker, record_scalars
+from .checkpoint import atomic_write_bytes, save_checkpoint
+from .engine import Trainer, fit, resolve_device, summarize
 
-# Errors that are the user's to fix: the CLIs print them as one line, without a traceback.
-USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteLossError)
 METRICS_FILE = "metrics.json"
 
 
@@ -36,9 +37,9 @@ class RunData:
 
 def load_run_data(cfg: RunConfig) -> RunData:
     """Datasets and the labeled split of ``cfg`` (the same on every process)."""
-    spec = DATASETS[cfg.dataset]
-    train = load_dataset(cfg.dataset, cfg.data_dir, train=True, download=cfg.download)
-    test = load_dataset(cfg.dataset, cfg.data_dir, train=False, download=cfg.download)
+    spec = get_spec(cfg.dataset)
+    train = load_dataset(cfg.dataset, cfg.data_dir, "train", download=cfg.download)
+    test = load_dataset(cfg.dataset, cfg.data_dir, "test", download=cfg.download)
     try:
         labeled = split_labeled(train.targets, cfg.num_labeled, cfg.seed)
     except ValueError as e:
@@ -53,7 +54,10 @@ def step_batches(
 ) -> Iterator[dict[str, torch.Tensor]]:
     """This rank's batches from ``start_step`` on (a pure function of the config and step)."""
     if cfg.aug_backend == "tensor":
-        return DeviceBatches(cfg, data, start_step, device or torch.device("cpu"), rank, world_size)
+        sampler = StepBatchSampler(data.labeled_idx, len(data.train), cfg.batch_size, cfg.unlabeled_batch_size,
+                                   cfg.seed, start_step, cfg.total_steps)
+        augmenter = BatchAugmenter(data.spec.mean, data.spec.std, flip=data.spec.flip)
+        return DeviceBatches(data.train, sampler, augmenter, cfg.seed, device or torch.device("cpu"), rank, world_size)
     loader = train_loader(
         data.train, data.spec, data.labeled_idx,
         batch_size=cfg.batch_size, ulb_batch_size=cfg.unlabeled_batch_size, seed=cfg.seed,
@@ -61,60 +65,6 @@ def step_batches(
         rank=rank, world_size=world_size,
     )
     return iter(loader)
-
-
-class DeviceBatches:
-    """``aug_backend: tensor``: the training set lives on the device as uint8 (in the crop
-    layout of :class:`batch_augment.CropStore`) and each step's batch is augmented there, per
-    sample, by :mod:`fixmatch_ray.batch_augment`.
-
-    The step's indices come from the same :class:`data.StepBatchSampler` as the PIL path; the
-    augmentation generator is seeded from ``(seed, step)``, so a resumed run continues the same
-    stream. Every rank augments the whole global batch and keeps its slice, so the samples do
-    not depend on the number of workers.
-    """
-
-    def __init__(self, cfg: RunConfig, data: RunData, start_step: int, device: torch.device,
-                 rank: int = 0, world_size: int = 1):
-        from .batch_augment import BatchAugmenter
-        from .data import LABELED, StepBatchSampler
-
-        self.cfg, self.device, self.step = cfg, device, start_step
-        images = torch.from_numpy(data.train.images).permute(0, 3, 1, 2).contiguous().to(device)
-        self.targets = torch.from_numpy(data.train.targets).to(device)
-        self.sampler = StepBatchSampler(data.labeled_idx, len(data.train), cfg.batch_size,
-                                        cfg.unlabeled_batch_size, cfg.seed, start_step, cfg.total_steps)
-        self.augment = BatchAugmenter(data.spec.mean, data.spec.std, flip=data.spec.flip)
-        self.store = self.augment.store(images)
-        del images
-        self.gen = torch.Generator(device=device)
-        self.rank, self.world, self.labeled = rank, world_size, LABELED
-        if cfg.batch_size % world_size or cfg.unlabeled_batch_size % world_size:
-            raise ValueError(f"batches of {cfg.batch_size}/{cfg.unlabeled_batch_size} do not divide over {world_size} workers")
-
-    def __iter__(self) -> "DeviceBatches":
-        return self
-
-    def _slice(self, x: torch.Tensor) -> torch.Tensor:
-        n = len(x) // self.world
-        return x[self.rank * n:(self.rank + 1) * n]
-
-    def __next__(self) -> dict[str, torch.Tensor]:
-        if self.step >= self.cfg.total_steps:
-            raise StopIteration
-        keys = self.sampler.keys(self.step)
-        lb = torch.tensor([k[3] for k in keys if k[0] == self.labeled]).to(self.device, non_blocking=True)
-        ulb = torch.tensor([k[3] for k in keys if k[0] != self.labeled]).to(self.device, non_blocking=True)
-        self.gen.manual_seed(int(np.random.SeedSequence([self.cfg.seed, 0xA06, self.step]).generate_state(1)[0]))
-        self.step += 1
-        aug, store, gen = self.augment, self.store, self.gen
-        return {
-            "x_lb": self._slice(aug.weak(store, lb, gen)),
-            "y_lb": self._slice(self.targets[lb]),
-            "x_ulb_w": self._slice(aug.weak(store, ulb, gen)),
-            "x_ulb_s": self._slice(aug.strong(store, ulb, gen)),
-            "y_ulb": self._slice(self.targets[ulb]),
-        }
 
 
 def format_record(rec: dict[str, Any], total_steps: int) -> str:

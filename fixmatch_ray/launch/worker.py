@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import ConfigError, RunConfig
-from .engine import Trainer, fit, summarize
-from .runner import load_run_data, step_batches
-from .tracking import Tracker, record_scalars
+from ..config import ConfigError, RunConfig
+from ..tracking.tensorboard import Tracker, record_scalars
+from ..training.checkpoint import load_checkpoint, save_checkpoint
+from ..training.engine import Trainer, fit, summarize
+from ..training.loop import load_run_data, step_batches
+from .cluster import ensure_ray, join_storage, normalize_storage, user_error
 
 TB_DIR = "tensorboard"
 CHECKPOINTS_KEPT = 3  # a corrupt latest one still leaves older ones to resume from
@@ -158,71 +159,6 @@ def build_trainer(
     )
 
 
-def join_storage(storage_path: str, *parts: str) -> str:
-    """Join path parts onto a local path or a URI (``s3://bucket/x``)."""
-    return "/".join([storage_path.rstrip("/"), *parts])
-
-
-def normalize_storage(path: str | os.PathLike) -> str:
-    """URIs stay as they are; local paths become absolute (Ray requires it)."""
-    path = os.fspath(path)
-    return path if "://" in path else str(Path(path).expanduser().resolve())
-
-
-# Ray Train's controller polls workers every 2 s by default and each ray.train.report waits for
-# a poll: measured here, 1.9 s a report, 23 % of a paper-length WRN-28-2 run on an H100.
-# 0.2 s costs 0.2 s a report (3 %); a user's own setting wins.
-HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
-# Custom resource that sweep trial drivers (which only wait on their Train run) hold instead of a
-# CPU or GPU; cluster.yaml gives it to the head node, a local Ray gets it automatically.
-DRIVER_RESOURCE = "fixmatch_driver"
-LOCAL_DRIVER_SLOTS = 1000
-HEALTH_CHECK_DEFAULT_S = "0.2"
-
-
-def job_env() -> dict[str, str]:
-    return {HEALTH_CHECK_ENV: os.environ.get(HEALTH_CHECK_ENV, HEALTH_CHECK_DEFAULT_S)}
-
-
-def ensure_ray(address: str | None = None, min_cpus: float = 1) -> None:
-    """Join ``address`` / ``RAY_ADDRESS`` if given, else start a local Ray sized for the job.
-
-    A local Ray gets at least ``min_cpus`` logical CPUs (and one more for the driver side), so a
-    2-core machine cannot deadlock waiting for CPUs its workers hold. The dashboard, which frees
-    the resources of crashed runs, listens on 127.0.0.1 only.
-    """
-    import logging
-
-    import ray
-
-    if ray.is_initialized():
-        return
-    quiet = {"logging_level": logging.WARNING}  # Ray's start-up chatter would bury our output
-    runtime_env = {"env_vars": job_env()}
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, runtime_env=runtime_env, **quiet)
-        return
-    cpus = max(os.cpu_count() or 1, int(min_cpus + 1.999))
-    ray.init(num_cpus=cpus, resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS}, dashboard_host="127.0.0.1",
-             include_dashboard=True, runtime_env=runtime_env, **quiet)
-
-
-def user_error(err: BaseException) -> BaseException | None:
-    """The user-facing error (bad config, missing data, divergence) behind a failed Train run."""
-    from .runner import USER_ERRORS
-
-    failures = getattr(err, "worker_failures", None) or {}
-    for exc in [*failures.values(), err]:
-        seen = 0
-        while exc is not None and seen < 10:
-            if isinstance(exc, USER_ERRORS):
-                return exc
-            exc = getattr(exc, "cause", None) or exc.__cause__
-            seen += 1
-    return None
-
-
 def run_ray(cfg: RunConfig, resources: Resources, max_failures: int = 3,
             address: str | None = None) -> dict[str, Any]:
     """Run ``cfg`` as a Ray Train job stored at ``cfg.out`` (a directory or URI); its summary.
@@ -231,7 +167,7 @@ def run_ray(cfg: RunConfig, resources: Resources, max_failures: int = 3,
     """
     import ray.train
 
-    from .runner import write_metrics
+    from ..training.loop import write_metrics
 
     resources.check(cfg)
     out = normalize_storage(cfg.out)

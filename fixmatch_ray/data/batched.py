@@ -3,7 +3,7 @@
 The training set stays resident as uint8 in a :class:`CropStore`: all 18 column variants of a
 32×32 weak crop (9 offsets × mirror), so a weak view of any image is one copy of whole rows
 (``index_select``, 8 bytes at a time), the reflect padding folded into the row index. The
-strong view adds RandAugmentMC and Cutout (:mod:`fixmatch_ray.batch_ops`); both are
+strong view adds RandAugmentMC and Cutout (:mod:`.policies.randaugment_batched`); both are
 normalised to float32 at the end. The same code runs on CPU and CUDA.
 """
 from __future__ import annotations
@@ -12,8 +12,12 @@ import functools
 
 import torch
 
-from .augment import MAX_LEVEL
-from .batch_ops import rand_augment_batch
+import numpy as np
+
+from .datasets import DatasetSpec, ImageData
+from .policies.randaugment import MAX_LEVEL
+from .policies.randaugment_batched import rand_augment_batch
+from .sampling import LABELED, StepBatchSampler
 
 
 def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
@@ -131,3 +135,59 @@ class BatchAugmenter:
         """The whole uint8 batch ``x_u8``, once (an untabulated store, as :func:`crop_batch`)."""
         store, index = CropStore(x_u8, self.flip, max_bytes=0), torch.arange(len(x_u8), device=x_u8.device)
         return self.strong(store, index, gen) if strong else self.weak(store, index, gen)
+
+
+def normalized_tensor(data: ImageData, spec: DatasetSpec) -> torch.Tensor:
+    """The whole set as a normalised float32 ``(N, 3, H, W)`` tensor (for evaluation)."""
+    x = torch.from_numpy(data.images).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class DeviceBatches:
+    """``aug_backend: tensor``: the training set lives on the device as uint8 (in the layout of
+    :class:`CropStore`) and each step's batch is augmented there, per sample.
+
+    The step's indices come from ``sampler`` (the global keys of :class:`StepBatchSampler`, as
+    the PIL path); the augmentation generator is seeded from ``(seed, step)``, so a resumed run
+    continues the same stream. Every rank augments the whole global batch and keeps its slice,
+    so the samples do not depend on the number of workers.
+    """
+
+    def __init__(self, data: ImageData, sampler: StepBatchSampler, augmenter: BatchAugmenter, seed: int,
+                 device: torch.device, rank: int = 0, world_size: int = 1):
+        if sampler.b % world_size or sampler.ub % world_size:
+            raise ValueError(f"batches of {sampler.b}/{sampler.ub} do not divide over {world_size} workers")
+        self.sampler, self.augment, self.seed, self.device = sampler, augmenter, seed, device
+        self.step, self.total = sampler.start, sampler.total
+        images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous().to(device)
+        self.targets = torch.from_numpy(data.targets).to(device)
+        self.store = augmenter.store(images)
+        del images
+        self.gen = torch.Generator(device=device)
+        self.rank, self.world = rank, world_size
+
+    def __iter__(self) -> "DeviceBatches":
+        return self
+
+    def _slice(self, x: torch.Tensor) -> torch.Tensor:
+        n = len(x) // self.world
+        return x[self.rank * n:(self.rank + 1) * n]
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if self.step >= self.total:
+            raise StopIteration
+        keys = self.sampler.keys(self.step)
+        lb = torch.tensor([k[3] for k in keys if k[0] == LABELED]).to(self.device, non_blocking=True)
+        ulb = torch.tensor([k[3] for k in keys if k[0] != LABELED]).to(self.device, non_blocking=True)
+        self.gen.manual_seed(int(np.random.SeedSequence([self.seed, 0xA06, self.step]).generate_state(1)[0]))
+        self.step += 1
+        aug, store, gen = self.augment, self.store, self.gen
+        return {
+            "x_lb": self._slice(aug.weak(store, lb, gen)),
+            "y_lb": self._slice(self.targets[lb]),
+            "x_ulb_w": self._slice(aug.weak(store, ulb, gen)),
+            "x_ulb_s": self._slice(aug.strong(store, ulb, gen)),
+            "y_ulb": self._slice(self.targets[ulb]),
+        }

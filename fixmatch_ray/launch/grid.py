@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .config import ConfigError, RunConfig, load_yaml
+from ..config import ConfigError, RunConfig, load_yaml
 
 SWEEP_KEYS = ("name", "storage", "base", "grid", "seeds", "axes", "resources", "max_concurrent_trials",
               "trial_retries", "worker_retries")

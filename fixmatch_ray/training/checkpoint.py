@@ -15,12 +15,10 @@ from typing import Any
 
 import torch
 
+from ..errors import CheckpointError
+
 LATEST = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
-
-
-class CheckpointError(RuntimeError):
-    """No usable checkpoint: one line naming the file and what is wrong with it."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

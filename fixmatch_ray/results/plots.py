@@ -9,7 +9,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from .report import TrialResult
-    from .storage import Store
+    from ..storage import Store
 
 PLOTS = {"acc_vs_step.png": ("test_acc", "EMA test accuracy (%)"), "mask_vs_step.png": ("mask_rate", "mask rate")}
 HPARAMS_DIR = "hparams"

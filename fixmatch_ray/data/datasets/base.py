@@ -1,0 +1,56 @@
+"""What a dataset is to the project: a torch-free spec, and its images as one uint8 array.
+
+A spec says everything the rest of the code needs to know (classes, image size, mean/std, whether
+weak augmentation may flip, the network the paper uses, how labels are split) and how to load
+each split. Specs import no torch, so the config can validate names and label counts cheaply;
+the loaders import torchvision only when called.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+
+from ..splits import split_labeled
+
+SPLITS = ("train", "test", "unlabeled")
+
+
+@dataclass(frozen=True)
+class ImageData:
+    images: np.ndarray  # uint8 (N, H, W, 3)
+    targets: np.ndarray  # int64 (N,); -1 where unlabeled
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    num_classes: int
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    flip: bool  # horizontal flips keep the label (not for digits: a mirrored 3 is no 3)
+    min_class_count: int  # training images in the smallest class (bounds num_labeled)
+    load: Callable[[str, str, bool], ImageData]  # (root, split, download) -> images
+    # network shape per arch as the reference code picks it, e.g. {"wideresnet": {"depth": 28, "width": 2}}
+    arch_defaults: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    # the labeled split: (train targets, num_labeled, seed) -> indices; class-balanced by default
+    split: Callable[[np.ndarray, int, int], np.ndarray] = split_labeled
+    extra_unlabeled: bool = False  # the unlabeled set is the train set plus the "unlabeled" split
+
+    def check_num_labeled(self, n: int) -> str | None:
+        """Why ``n`` labels cannot be split (class-balanced rule), or None."""
+        c = self.num_classes
+        if n <= 0:
+            return f"must be a positive multiple of {c}, got {n}"
+        if n % c:
+            return f"{n} is not divisible by the {c} classes of {self.name} (the split is class-balanced)"
+        if n // c > self.min_class_count:
+            return (f"{n} asks for {n // c} labels per class but {self.name} has only "
+                    f"{self.min_class_count} training images in its smallest class "
+                    f"(at most {self.min_class_count * c})")
+        return None

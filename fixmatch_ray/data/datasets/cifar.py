@@ -1,0 +1,65 @@
+"""CIFAR-10 and CIFAR-100 through torchvision's own classes (its on-disk format, its download)."""
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+
+from ...errors import DataError
+from .base import DatasetSpec, ImageData
+
+
+def load_cifar(name: str, root: str, split: str, download: bool) -> ImageData:
+    """The train or test set of ``cifar10``/``cifar100`` under ``root``; downloaded if allowed."""
+    from torchvision import datasets
+
+    if split not in ("train", "test"):
+        raise DataError(f"{name} has no {split!r} split; expected train or test")
+    train = split == "train"
+    base = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+
+    class Present(base):  # type: ignore[misc, valid-type]
+        # torchvision checks the md5 of every file at each load; presence is what matters here
+        # (the archive's md5 is still checked when it is downloaded).
+        def _check_integrity(self) -> bool:
+            files = [f for f, _ in self.train_list + self.test_list] + [self.meta["filename"]]
+            return all(os.path.isfile(os.path.join(self.root, self.base_folder, f)) for f in files)
+
+        def _load_meta(self) -> None:
+            pass
+
+    where = os.path.join(root, base.base_folder)
+    try:
+        if download:  # several workers of one node may start at once: one downloads, the rest wait
+            from filelock import FileLock
+
+            os.makedirs(root, exist_ok=True)
+            with FileLock(os.path.join(root, f".{name}.lock")):
+                ds = Present(root, train=train, download=True)
+        else:
+            ds = Present(root, train=train, download=False)
+    except RuntimeError:
+        raise DataError(
+            f"{name} not found: expected the extracted '{base.base_folder}' folder of "
+            f"{base.filename} at {where} (or run with download on)"
+        ) from None
+    except Exception as e:  # network errors of the download, in whatever form
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(
+            f"{name} not found at {where} and the download failed ({reason}); put the extracted "
+            f"'{base.base_folder}' folder of {base.filename} there"
+        ) from None
+    return ImageData(np.ascontiguousarray(ds.data), np.asarray(ds.targets, dtype=np.int64))
+
+
+SPECS = (
+    DatasetSpec("cifar10", 10, 32, (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616), True, 5000,
+                functools.partial(load_cifar, "cifar10"),
+                arch_defaults={"wideresnet": {"depth": 28, "width": 2},
+                               "resnext": {"depth": 29, "width": 4, "cardinality": 4}}),
+    DatasetSpec("cifar100", 100, 32, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), True, 500,
+                functools.partial(load_cifar, "cifar100"),
+                arch_defaults={"wideresnet": {"depth": 28, "width": 8},
+                               "resnext": {"depth": 29, "width": 64, "cardinality": 8}}),
+)

@@ -1,0 +1,1 @@
+"""Augmentation policies: the per-image reference and the batched device path of each."""

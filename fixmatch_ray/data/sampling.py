@@ -1,0 +1,151 @@
+"""The per-step sampling of FixMatch and the per-image (PIL) data-loader path.
+
+Images are kept as one uint8 array ``(N, H, W, 3)``; augmentation happens per sample in
+:class:`StepDataset`. Everything random here is a pure function of ``(seed, step, position)``:
+the split, the order in which samples are drawn and each sample's augmentation. So every DDP
+rank sees the same split, a run with G workers draws exactly the samples of a 1-worker run,
+and a resumed run needs nothing but its step counter to continue the same stream.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .datasets import DatasetSpec, ImageData
+
+# -- per-step sampling --------------------------------------------------------------------------
+LABELED, UNLABELED = 0, 1
+
+
+@functools.lru_cache(maxsize=8)
+def _epoch_permutation(seed: int, stream: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, stream, epoch]).permutation(n)
+
+
+def stream_positions(seed: int, stream: int, n: int, step: int, batch: int) -> np.ndarray:
+    """Which of ``n`` items the ``batch`` draws of ``step`` take: epochs of random permutations.
+
+    Draw ``p = step·batch + j`` is item ``perm_e[p mod n]`` of epoch ``e = p // n``; no sample
+    is dropped and a batch may span two epochs.
+    """
+    p = step * batch + np.arange(batch)
+    epochs, offsets = np.divmod(p, n)
+    out = np.empty(batch, dtype=np.int64)
+    for e in np.unique(epochs):
+        sel = epochs == e
+        out[sel] = _epoch_permutation(seed, stream, int(e), n)[offsets[sel]]
+    return out
+
+
+class StepBatchSampler:
+    """Yields, per optimisation step, this rank's keys ``(stream, step, j, index)``.
+
+    ``batch_size`` and ``ulb_batch_size`` are global; rank ``r`` of ``world_size`` takes the
+    contiguous slice ``r/G .. (r+1)/G`` of each, so the union over ranks is the 1-worker batch.
+    """
+
+    def __init__(
+        self,
+        labeled_idx: np.ndarray,
+        num_unlabeled: int,
+        batch_size: int,
+        ulb_batch_size: int,
+        seed: int,
+        start_step: int,
+        total_steps: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        for name, b in (("batch_size", batch_size), ("ulb_batch_size", ulb_batch_size)):
+            if b % world_size:
+                raise ValueError(f"{name} {b} is not divisible by {world_size} workers")
+        self.labeled_idx = np.asarray(labeled_idx)
+        self.num_unlabeled = num_unlabeled
+        self.b, self.ub = batch_size, ulb_batch_size
+        self.seed, self.start, self.total = seed, start_step, total_steps
+        self.rank, self.world = rank, world_size
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start)
+
+    def keys(self, step: int) -> list[tuple[int, int, int, int]]:
+        out = []
+        for stream, n, b in ((LABELED, len(self.labeled_idx), self.b), (UNLABELED, self.num_unlabeled, self.ub)):
+            pos = stream_positions(self.seed, stream, n, step, b)
+            if stream == LABELED:
+                pos = self.labeled_idx[pos]
+            lo, hi = self.rank * b // self.world, (self.rank + 1) * b // self.world
+            out += [(stream, step, j, int(pos[j])) for j in range(lo, hi)]
+        return out
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int, int]]]:
+        for step in range(self.start, self.total):
+            yield self.keys(step)
+
+
+class StepDataset(torch.utils.data.Dataset):
+    """Augments one sample per key; its RNG is seeded by ``(seed, stream, step, j)`` alone."""
+
+    def __init__(self, data: ImageData, spec: DatasetSpec, seed: int):
+        from .policies.randaugment import TransformFixMatch
+
+        self.data, self.seed = data, seed
+        self.transform = TransformFixMatch(spec.mean, spec.std, flip=spec.flip)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: tuple[int, int, int, int]):
+        from PIL import Image
+
+        stream, step, j, index = key
+        rng = np.random.default_rng([self.seed, 0xA06, stream, step, j])
+        img = Image.fromarray(self.data.images[index])
+        y = int(self.data.targets[index])
+        if stream == LABELED:
+            return stream, (self.transform.labeled(img, rng),), y
+        return stream, self.transform.unlabeled(img, rng), y
+
+
+def collate_step(samples: list) -> dict[str, torch.Tensor]:
+    """Stack one step's samples into ``x_lb, y_lb, x_ulb_w, x_ulb_s, y_ulb``."""
+    lb = [s for s in samples if s[0] == LABELED]
+    ulb = [s for s in samples if s[0] == UNLABELED]
+    return {
+        "x_lb": torch.stack([s[1][0] for s in lb]),
+        "y_lb": torch.tensor([s[2] for s in lb], dtype=torch.long),
+        "x_ulb_w": torch.stack([s[1][0] for s in ulb]),
+        "x_ulb_s": torch.stack([s[1][1] for s in ulb]),
+        "y_ulb": torch.tensor([s[2] for s in ulb], dtype=torch.long),
+    }
+
+
+def train_loader(
+    data: ImageData,
+    spec: DatasetSpec,
+    labeled_idx: np.ndarray,
+    *,
+    batch_size: int,
+    ulb_batch_size: int,
+    seed: int,
+    start_step: int,
+    total_steps: int,
+    num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> torch.utils.data.DataLoader:
+    """A loader yielding this rank's share of each step's batch, from ``start_step`` on."""
+    sampler = StepBatchSampler(
+        labeled_idx, len(data), batch_size, ulb_batch_size, seed, start_step, total_steps, rank, world_size
+    )
+    return torch.utils.data.DataLoader(
+        StepDataset(data, spec, seed),
+        batch_sampler=sampler,
+        collate_fn=collate_step,
+        num_workers=num_workers,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+    )

@@ -1,0 +1,1 @@
+"""Everything that talks to Ray: the Train worker, cluster helpers, the sweep driver."""

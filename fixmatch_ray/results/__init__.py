@@ -1,0 +1,1 @@
+"""Results of experiments: read run records, aggregate with pandas, render tables and plots."""

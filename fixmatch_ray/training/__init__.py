@@ -1,0 +1,1 @@
+"""Training: the step and evaluation (engine), optimiser, checkpoints and the run loop."""
