@@ -84,7 +84,8 @@ class FlexMatch(Algorithm):
         self.warmup = bool(getattr(cfg, "flex_warmup", True))
         mapping = getattr(cfg, "flex_mapping", "convex")
         if mapping not in MAPPINGS:
-            raise ValueError(f"flex_mapping: unknown mapping {mapping!r}; expected one of {', '.join(MAPPINGS)}")
+            raise ValueError(
+                f"flex_mapping: unknown mapping {mapping!r}; expected one of {', '.join(MAPPINGS)}")
         self.mapping = MAPPINGS[mapping]
         self.selected_label = torch.full((num_unlabeled,), -1, dtype=torch.long, device=self.device)
         self.classwise_acc = torch.zeros(num_classes, dtype=torch.float32, device=self.device)
