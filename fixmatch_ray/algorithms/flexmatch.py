@@ -24,7 +24,7 @@ Deviations, each deliberate:
   wins, on every device — what the reference does on CPU.
 - Probabilities are ``softmax(logits / T)`` as in this project's FixMatch; the authors take a plain
   softmax (with hard labels their ``T`` is unused). Identical at the default ``T = 1``.
-- Counting uses ``bincount`` on the device instead of ``Counter(selected_label.tolist())``: no
+- Counting uses ``scatter_add_`` on the device instead of ``Counter(selected_label.tolist())``: no
   host sync; the quotient is formed in float64 and stored as float32, like the reference's.
 
 Options (``getattr`` on the run config): ``flex_warmup`` (default True, the authors' default) and
@@ -57,7 +57,9 @@ def learning_effect(selected_label: Tensor, num_classes: int, warmup: bool,
     ``previous`` is returned unchanged while one bucket (unused or a single class) holds every
     sample, as the reference's ``update`` skips then.
     """
-    counts = torch.bincount(selected_label + 1, minlength=num_classes + 1)  # [unused, class 0, ...]
+    # [unused, class 0, class 1, ...]; not bincount, whose CUDA kernel reads the max to the host.
+    counts = torch.zeros(num_classes + 1, dtype=torch.long, device=selected_label.device)
+    counts.scatter_add_(0, selected_label + 1, torch.ones_like(selected_label))
     per_class = counts[1:]
     denom = counts.max() if warmup else per_class.max()
     beta = (per_class.double() / denom.clamp(min=1).double()).to(previous.dtype)
