@@ -128,3 +128,21 @@ def test_fixmatch_step_reproduces_the_engine_trainer_step_exactly():
             assert torch.equal(a, b)
         for a, b in zip(engine.ema.state_dict().values(), mine.ema.state_dict().values(), strict=True):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["fixmatch", "flexmatch"])
+def test_train_step_has_no_host_sync(name):
+    """Under FakeTensorMode tensors have no data: ``.item()``, ``.tolist()``, ``nonzero``, boolean
+    indexing or ``bincount`` raise there, so a step that runs is free of them (CPU stand-in for
+    ``torch.cuda.set_sync_debug_mode("error")``)."""
+    from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+
+    with FakeTensorMode():
+        algo = build_algorithm(name, RunConfig(), 3, 10, CPU)
+        batch = StepInput(torch.randn(2, 3), torch.tensor([0, 1]), torch.randn(4, 3), torch.randn(4, 3),
+                          torch.tensor([1, 2, 2, 3]), 0)
+        for _ in range(2):
+            loss, metrics = algo.train_step(lambda x: x, batch, LOCAL)
+        assert loss.dim() == 0 and all(v.dim() == 0 for v in metrics.values())
+        with pytest.raises(DataDependentOutputException):
+            loss.item()  # the probe works: a host read is refused
