@@ -111,12 +111,14 @@ class FlexMatch(Algorithm):
         ce_u = F.cross_entropy(logits_s.float(), pseudo, reduction="none")
         loss_u = (ce_u * mask).mean()
         loss = loss_x + cfg.lambda_u * loss_u
+        # threshold: the class mean of the τ·M(β_c) this step used; the same on every rank.
         metrics = {"loss": loss, "loss_x": loss_x, "loss_u": loss_u, "mask": mask.mean(),
                    "threshold": thresholds.mean()}
         return loss, {k: v.detach() for k, v in metrics.items()}
 
     def _update(self, idx: Tensor, pseudo: Tensor, confident: Tensor, collective: Collective) -> None:
-        # One gather of a (n, 3) long tensor: every rank then applies the same, whole-batch update.
+        # One gather of a (n, 3) long tensor (the confidence test is done locally, so max_prob
+        # need not travel): every rank then applies the same, whole-batch update.
         local = torch.stack([idx.to(torch.long), pseudo, confident.to(torch.long)], dim=1)
         every = collective.all_gather(local)
         self.selected_label = update_selected(self.selected_label, every[:, 0], every[:, 1],
