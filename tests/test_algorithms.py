@@ -1,0 +1,148 @@
+"""The algorithm interface: registry, local collective, and FixMatch equal to the engine's step."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from fixmatch_ray.algorithms import (LOCAL, REGISTRY, Algorithm, FixMatch, FlexMatch, StepInput,
+                                     build_algorithm, register)
+from fixmatch_ray.config import RunConfig
+from fixmatch_ray.engine import Batch, Trainer
+from fixmatch_ray.fixmatch import fixmatch_loss
+from fixmatch_ray.model import build_model
+
+CPU = torch.device("cpu")
+
+
+def test_registry_builds_each_builtin_by_name():
+    assert {"fixmatch": FixMatch, "flexmatch": FlexMatch}.items() <= REGISTRY.items()
+    algo = build_algorithm("flexmatch", RunConfig(), num_classes=10, num_unlabeled=7, device="cpu")
+    assert isinstance(algo, FlexMatch) and algo.num_classes == 10 and algo.num_unlabeled == 7
+    assert algo.device == CPU
+
+
+def test_unknown_algorithm_is_one_line_listing_the_known_ones():
+    with pytest.raises(ValueError) as err:
+        build_algorithm("mixmatch", RunConfig(), 10, 7, CPU)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "'mixmatch'" in message and "fixmatch, flexmatch" in message
+
+
+def test_register_needs_a_name_and_refuses_a_taken_one():
+    class Nameless(Algorithm):
+        def train_step(self, forward, batch, collective):
+            raise NotImplementedError
+
+    with pytest.raises(TypeError, match="Nameless must set a class attribute name"):
+        register(Nameless)
+
+    class Impostor(Nameless):
+        name = "fixmatch"
+
+    with pytest.raises(ValueError, match="'fixmatch' is already registered by FixMatch"):
+        register(Impostor)
+    assert REGISTRY["fixmatch"] is FixMatch
+
+
+def test_local_collective_is_the_identity():
+    t = torch.arange(6.0).reshape(3, 2)
+    assert LOCAL.rank == 0 and LOCAL.world_size == 1
+    assert torch.equal(LOCAL.all_gather(t), t)
+    assert torch.equal(LOCAL.all_reduce(t, "max"), t)
+    with pytest.raises(ValueError, match="all_reduce op 'mean' is not supported: expected one of sum, max"):
+        LOCAL.all_reduce(t, "mean")
+
+
+def test_stateless_algorithm_round_trips_an_empty_state_and_refuses_another():
+    algo = FixMatch(RunConfig(), 10, 5, CPU)
+    assert algo.state_dict() == {}
+    algo.load_state_dict({})
+    with pytest.raises(ValueError, match="'fixmatch' keeps no state"):
+        algo.load_state_dict({"selected_label": torch.zeros(5)})
+
+
+def _batch(n_lb: int = 4, n_ulb: int = 6, seed: int = 0) -> StepInput:
+    g = torch.Generator().manual_seed(seed)
+    return StepInput(
+        x_lb=torch.rand(n_lb, 3, 32, 32, generator=g), y_lb=torch.randint(0, 10, (n_lb,), generator=g),
+        x_ulb_w=torch.rand(n_ulb, 3, 32, 32, generator=g), x_ulb_s=torch.rand(n_ulb, 3, 32, 32, generator=g),
+        idx_ulb=torch.randperm(50, generator=g)[:n_ulb], step=0)
+
+
+def test_fixmatch_is_bit_identical_to_fixmatch_loss_on_the_split_logits():
+    # A low threshold so that the mask is neither all 0 nor all 1 for this untrained net.
+    cfg = RunConfig(threshold=0.19, lambda_u=1.5)
+    torch.manual_seed(0)
+    net = build_model("wideresnet", 10, depth=10, width=1)
+    ref_net = copy.deepcopy(net)
+    batch = _batch()
+
+    loss, metrics = FixMatch(cfg, 10, 50, CPU).train_step(net, batch, LOCAL)
+    loss.backward()
+
+    logits = ref_net(torch.cat([batch.x_lb, batch.x_ulb_w, batch.x_ulb_s]))
+    logits_lb, logits_w, logits_s = logits.split([4, 6, 6])
+    ref = fixmatch_loss(logits_lb, batch.y_lb, logits_w, logits_s,
+                        lambda_u=cfg.lambda_u, T=cfg.T, threshold=cfg.threshold)
+    ref.loss.backward()
+
+    assert 0.0 < ref.mask.item() < 1.0  # both branches of the mask are exercised
+    assert torch.equal(loss, ref.loss)
+    assert list(metrics) == ["loss", "loss_x", "loss_u", "mask"]
+    for key, value in metrics.items():
+        assert value.dim() == 0 and not value.requires_grad
+        assert torch.equal(value, getattr(ref, key))
+    for p, q in zip(net.parameters(), ref_net.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad)
+
+
+def test_fixmatch_step_reproduces_the_engine_trainer_step_exactly():
+    """The lead's loop = set lr, algorithm loss, backward, optimiser, EMA: the same weights after
+    a step as today's ``Trainer.train_step``, bit for bit."""
+    from fixmatch_ray.optim import lr_at, set_lr
+
+    cfg = RunConfig(depth=10, width=1, seed=3, threshold=0.15, total_steps=10)
+    engine, mine = Trainer(cfg, CPU), Trainer(cfg, CPU)
+    algo = FixMatch(cfg, cfg.num_classes, 50, CPU)
+    for step in range(2):
+        batch = _batch(seed=step)
+        out = engine.train_step(Batch(batch.x_lb, batch.y_lb, batch.x_ulb_w, batch.x_ulb_s))
+
+        set_lr(mine.optimizer, lr_at(mine.step, cfg.lr, cfg.total_steps, int(cfg.warmup)))
+        mine.model.train()
+        loss, metrics = algo.train_step(
+            lambda x: mine.model(x.contiguous(memory_format=torch.channels_last)), batch, LOCAL)
+        mine.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        mine.optimizer.step()
+        mine.ema.update(mine.net)
+        mine.step += 1
+
+        assert torch.equal(metrics["loss"], out.loss) and torch.equal(metrics["mask"], out.mask)
+        if step == 0:
+            assert 0.0 < out.mask.item() < 1.0
+        for a, b in zip(engine.net.state_dict().values(), mine.net.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+        for a, b in zip(engine.ema.state_dict().values(), mine.ema.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["fixmatch", "flexmatch"])
+def test_train_step_has_no_host_sync(name):
+    """Under FakeTensorMode tensors have no data: ``.item()``, ``.tolist()``, ``nonzero``, boolean
+    indexing or ``bincount`` raise there, so a step that runs is free of them (CPU stand-in for
+    ``torch.cuda.set_sync_debug_mode("error")``)."""
+    from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+
+    with FakeTensorMode():
+        algo = build_algorithm(name, RunConfig(), 3, 10, CPU)
+        batch = StepInput(torch.randn(2, 3), torch.tensor([0, 1]), torch.randn(4, 3), torch.randn(4, 3),
+                          torch.tensor([1, 2, 2, 3]), 0)
+        for _ in range(2):
+            loss, metrics = algo.train_step(lambda x: x, batch, LOCAL)
+        assert loss.dim() == 0 and all(v.dim() == 0 for v in metrics.values())
+        with pytest.raises(DataDependentOutputException):
+            loss.item()  # the probe works: a host read is refused
