@@ -9,9 +9,9 @@ import torch
 from fixmatch_ray.algorithms import (LOCAL, REGISTRY, Algorithm, FixMatch, FlexMatch, StepInput,
                                      build_algorithm, register)
 from fixmatch_ray.config import RunConfig
-from fixmatch_ray.engine import Batch, Trainer
+from fixmatch_ray.training.engine import Batch, Trainer
 from fixmatch_ray.fixmatch import fixmatch_loss
-from fixmatch_ray.model import build_model
+from fixmatch_ray.models import build_model
 
 CPU = torch.device("cpu")
 
@@ -102,7 +102,7 @@ def test_fixmatch_is_bit_identical_to_fixmatch_loss_on_the_split_logits():
 def test_fixmatch_step_reproduces_the_engine_trainer_step_exactly():
     """The lead's loop = set lr, algorithm loss, backward, optimiser, EMA: the same weights after
     a step as today's ``Trainer.train_step``, bit for bit."""
-    from fixmatch_ray.optim import lr_at, set_lr
+    from fixmatch_ray.training.optim import lr_at, set_lr
 
     cfg = RunConfig(depth=10, width=1, seed=3, threshold=0.15, total_steps=10)
     engine, mine = Trainer(cfg, CPU), Trainer(cfg, CPU)
