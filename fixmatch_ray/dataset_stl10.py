@@ -13,10 +13,11 @@ use seeds 1..5 (README: ``stl10.${seed}@1000``), i.e. the 2nd to 6th lines.
 Spec facts (google-research/fixmatch): 96×96 RGB, 10 classes; weak augmentation = flip + reflect
 pad 12 + crop (``libml/augment.py``: ``stl10=Primitives.ms(12)``); RandAugment's Cutout stays
 16 px (``cutout_numpy``'s default size), CTAugment's cutout scales with the image
-(``1 + int(level · 96 · 0.499)`` = 48 at level 1). Network: ``fixmatch.py`` sets
-``scales = FLAGS.scales or ilog2(width) − 2`` with ``ilog2 = ceil(log2)``: 5 scales at 96 px
-(32..512 filters, 4 blocks each, 23.77M parameters: the "WRN-37-2 (23.8M parameters)" the paper
-quotes); 4 scales would be 5.93M.
+(``1 + int(level · 96 · 0.499)`` = 48 at level 1). Network: the paper says "WRN-37-2 (23.8M
+parameters)". ``fixmatch.py`` sets ``scales = FLAGS.scales or ilog2(width) − 2`` with
+``ilog2 = ceil(log2)``: without a ``--scales`` flag that is 5 scales at 96 px (filters 32..512,
+4 blocks each, 23.77M parameters, the paper's count); 4 scales (5.93M) give the 37 weight layers
+of the name. No published command says which flag the runs used (google-research/fixmatch #34).
 
 Memory of the batched path's resident crop store (``batch_augment.CropStore``) for the 105,000
 training images: 105,000 × 96 × 96 × 3 = 2,903,040,000 bytes (2.70 GiB) as they are; tabulated,
