@@ -1,0 +1,193 @@
+"""SVHN: tiny .mat files in the real layout, read through torchvision; the official split rule."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fixmatch_ray.data import DataError, split_labeled
+from fixmatch_ray.dataset_svhn import (channel_mean_std, load_svhn, split_by_distribution, split_svhn)
+
+# SVHN's train set per digit (0..9): 73,257 images, digit 1 the largest class
+SVHN_TRAIN_COUNTS = [4948, 13861, 10585, 8497, 7458, 6882, 5727, 5595, 5045, 4659]
+
+
+def write_svhn(root: Path, split: str, digits: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``<split>_32x32.mat`` as the real files: X uint8 (32, 32, 3, N), y uint8 (N, 1) with 10 for a
+    0. Returns the images as (N, 32, 32, 3)."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(len(digits), 32, 32, 3), dtype=np.uint8)
+    y = np.where(digits == 0, 10, digits).astype(np.uint8).reshape(-1, 1)
+    root.mkdir(parents=True, exist_ok=True)
+    savemat(root / f"{split}_32x32.mat", {"X": images.transpose(1, 2, 3, 0), "y": y})
+    return images
+
+
+@pytest.fixture(scope="module")
+def svhn_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("svhn")
+    rng = np.random.default_rng(0)
+    digits = {s: rng.permutation(np.arange(n) % 10) for s, n in (("train", 30), ("test", 12), ("extra", 20))}
+    images = {s: write_svhn(root, s, d, seed=i) for i, (s, d) in enumerate(digits.items())}
+    return root, digits, images
+
+
+def test_train_and_test_through_torchvision(svhn_root):
+    root, digits, images = svhn_root
+    for split in ("train", "test"):
+        data = load_svhn(root, split, download=False)
+        assert data.images.shape == (len(digits[split]), 32, 32, 3) and data.images.dtype == np.uint8
+        assert data.targets.dtype == np.int64
+        assert np.array_equal(data.images, images[split])  # pixel layout: X[h, w, c, n] -> [n, h, w, c]
+        assert np.array_equal(data.targets, digits[split])  # label 10 on disk is the digit 0
+    assert 0 in digits["train"]
+
+
+def test_extra_follows_train_in_file_order(svhn_root):
+    root, digits, images = svhn_root
+    both = load_svhn(root, "train", download=False, extra=True)
+    assert len(both) == 30 + 20
+    assert np.array_equal(both.images, np.concatenate([images["train"], images["extra"]]))
+    assert np.array_equal(both.targets, np.concatenate([digits["train"], digits["extra"]]))
+    assert len(load_svhn(root, "train", download=False)) == 30  # default: svhn_noextra, as Table 2
+    assert len(load_svhn(root, "test", download=False, extra=True)) == 12  # one test set for both
+
+
+def test_missing_offline_is_one_line(tmp_path):
+    with pytest.raises(DataError) as e:
+        load_svhn(tmp_path, "train", download=False)
+    msg = str(e.value)
+    assert "\n" not in msg and str(tmp_path) in msg and "train_32x32.mat" in msg
+    write_svhn(tmp_path, "train", np.arange(10))
+    with pytest.raises(DataError, match="extra_32x32.mat") as e:
+        load_svhn(tmp_path, "train", download=False, extra=True)
+    assert "\n" not in str(e.value)
+    with pytest.raises(DataError, match="'train' or 'test', got 'extra'"):
+        load_svhn(tmp_path, "extra", download=False)
+
+
+def test_failed_download_is_one_line(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets.svhn as tv_svhn
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(tv_svhn, "download_url", offline)
+    with pytest.raises(DataError, match="download failed") as e:
+        load_svhn(tmp_path / "data", "test", download=True)
+    msg = str(e.value)
+    assert "\n" not in msg and "no route to host" in msg and "test_32x32.mat" in msg
+    # present files are not downloaded again (nor hashed)
+    write_svhn(tmp_path / "data", "test", np.arange(10))
+    assert len(load_svhn(tmp_path / "data", "test", download=True)) == 10
+
+
+# -- the official split rule ----------------------------------------------------------------------
+def _targets(counts: list[int]) -> np.ndarray:
+    return np.repeat(np.arange(len(counts)), counts)
+
+
+def test_distribution_split_step_by_step():
+    # 3 classes of 4, 2 and 1 images: s = (1, 0.5, 0.25). Label k goes to argmax(s - n/max(max n, 1)):
+    # n=(0,0,0): s -> c0 | (1,0,0): (0, .5, .25) -> c1 | (1,1,0): (0, -.5, .25) -> c2
+    # (1,1,1): (0, -.5, -.75) -> c0 | (2,1,1): (0, 0, -.25) -> c0 (tie, lowest class)
+    # (3,1,1): (0, .5-1/3, .25-1/3) -> c1 | (3,2,1): (0, -1/6, -1/12) -> c0
+    t = _targets([4, 2, 1])
+    counts = [[1, 0, 0], [1, 1, 0], [1, 1, 1], [2, 1, 1], [3, 1, 1], [3, 2, 1], [4, 2, 1]]
+    for k, want in enumerate(counts, start=1):
+        got = split_by_distribution(t, k, seed=0)
+        assert np.bincount(t[got], minlength=3).tolist() == want
+    # seed 0 = no shuffling: the first images of each class in file order
+    assert split_by_distribution(t, 6, seed=0).tolist() == [0, 1, 2, 4, 5, 6]
+
+
+def test_forty_labels_over_a_skewed_distribution():
+    # counts (20, 15, 12, 10, 8, 6, 5, 4, 4, 2): s = (1, .75, .6, .5, .4, .3, .25, .2, .2, .1).
+    # Once class 0 has m labels, class c has ceil(s_c*m) (an exact s_c*m stops at s_c*m: tie with
+    # class 0, which wins). Totals m + sum ceil(s_c*m): m=1: 10, 2: 13, 3: 17, 4: 20, 5: 24, 6: 30,
+    # 7: 35, 8: 37 with n = (8, 6, 5, 4, 4, 3, 2, 2, 2, 1). Label 38 is class 0's 9th; then the
+    # classes below their share at m=9, furthest first: c1 (.75-6/9=.083), c3 (.5-4/9=.056),
+    # c2 (.6-5/9=.044), c6 (.25-2/9=.028). Labels 39, 40: c1, c3.
+    t = _targets([20, 15, 12, 10, 8, 6, 5, 4, 4, 2])
+    idx = split_by_distribution(t, 40, seed=0)
+    assert np.bincount(t[idx], minlength=10).tolist() == [9, 7, 5, 5, 4, 3, 2, 2, 2, 1]
+    assert np.bincount(t[split_by_distribution(t, 37, seed=5)], minlength=10).tolist() == [8, 6, 5, 4, 4, 3, 2, 2, 2, 1]
+    # proportional shares would be 40*count/86 = (9.3, 7.0, 5.6, 4.7, 3.7, 2.8, 2.3, 1.9, 1.9, 0.9)
+
+
+def test_seeded_split_draws_the_official_stream():
+    # official: np.random.seed(seed); np.random.shuffle(class_id[i]) for i in range(nclass); then
+    # class c's labels are the first n_c of its shuffled list
+    t = np.random.default_rng(0).permutation(_targets([20, 15, 12, 10, 8, 6, 5, 4, 4, 2]))
+    n = [9, 7, 5, 5, 4, 3, 2, 2, 2, 1]
+    rs = np.random.RandomState(3)
+    want = []
+    for c in range(10):
+        members = np.flatnonzero(t == c)
+        want += members[rs.permutation(len(members))[:n[c]]].tolist()
+    got = split_by_distribution(t, 40, seed=3)
+    assert got.tolist() == sorted(want)
+    assert np.array_equal(got, split_by_distribution(t, 40, seed=3))
+    assert not np.array_equal(got, split_by_distribution(t, 40, seed=4))
+    state = np.random.get_state()[1].copy()
+    split_by_distribution(t, 40, seed=7)
+    assert np.array_equal(np.random.get_state()[1], state)  # the global RNG is untouched
+
+
+def test_svhn_forty_labels_in_the_official_class_order():
+    # official classes are digit-1 (digit 1 = class 0 = the largest, digit 0 = class 9):
+    # s = (1, .764, .613, .538, .497, .413, .404, .364, .336, .357) for digits 1..9, 0.
+    # Totals m + sum ceil(s_c*m): m=6 -> 37 with digits 1..9,0 at (6, 5, 4, 4, 3, 3, 3, 3, 3, 3);
+    # label 38: digit 1's 7th; then at m=7 the deficits are digit 5 (.497-3/7=.068), digit 2
+    # (.764-5/7=.049), digit 3 (.613-4/7=.042): labels 39, 40 go to digits 5 and 2.
+    t = _targets(SVHN_TRAIN_COUNTS)
+    for seed in (1, 2):
+        idx = split_svhn(t, 40, seed)
+        assert np.bincount(t[idx], minlength=10).tolist() == [3, 7, 6, 4, 4, 4, 3, 3, 3, 3]
+    # digit 1 is the official class 0: its images are shuffled first, by the seed's first draws
+    ones = np.flatnonzero(t == 1)
+    want = ones[np.random.RandomState(1).permutation(len(ones))[:7]]
+    idx = split_svhn(t, 40, 1)
+    assert sorted(idx[t[idx] == 1].tolist()) == sorted(want.tolist())
+
+
+def test_balanced_classes_give_a_class_balanced_split():
+    # CIFAR's classes are exactly balanced: the official rule deals labels round-robin, so
+    # data.split_labeled (class-balanced) has the official counts
+    t = np.random.default_rng(2).permutation(np.repeat(np.arange(10), 50))
+    for n in (10, 40, 250):
+        idx = split_by_distribution(t, n, seed=1)
+        counts = np.bincount(t[idx], minlength=10).tolist()
+        assert counts == [n // 10] * 10 == np.bincount(t[split_labeled(t, n, 1)], minlength=10).tolist()
+
+
+def test_split_errors():
+    t = _targets([4, 2, 1])
+    with pytest.raises(ValueError, match="positive"):
+        split_by_distribution(t, 0, 1)
+    with pytest.raises(ValueError, match="class 1 has no image"):
+        split_by_distribution(np.array([0, 2, 2]), 2, 1)
+    # after 7 labels n = (4, 2, 1): all at their share, the 8th goes to class 0, which has no more
+    with pytest.raises(ValueError, match="class 0 has only 4 images, too few for 8 labels"):
+        split_by_distribution(t, 8, 1)
+
+
+def test_channel_mean_std_by_hand():
+    # two 1x1 images: channel 0 = (0, 1), channel 1 = (1, 1), channel 2 = (.2, .4)
+    images = np.array([[[[0, 255, 51]]], [[[255, 255, 102]]]], dtype=np.uint8)
+    mean, std = channel_mean_std(images, chunk=1)
+    assert mean == pytest.approx((0.5, 1.0, 0.3))
+    assert std == pytest.approx((0.5, 0.0, 0.1))
+
+
+def test_split_of_loaded_files_indexes_the_training_set(svhn_root):
+    root, digits, _ = svhn_root
+    data = load_svhn(root, "train", download=False)
+    idx = split_svhn(data.targets, 10, seed=1)  # 3 images per digit: one label each
+    assert len(idx) == 10 and idx.max() < len(data)
+    assert sorted(data.targets[idx].tolist()) == list(range(10))
