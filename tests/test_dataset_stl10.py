@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixmatch_ray.data import DataError
-from fixmatch_ray.dataset_stl10 import load_stl10, stl10_fold
+from fixmatch_ray.errors import DataError
+from fixmatch_ray.data.datasets.stl10 import load_stl10, stl10_fold
 
 SIZES = {"train": 20, "unlabeled": 15, "test": 10}
 
@@ -118,7 +118,7 @@ def test_only_the_split_files_are_needed_and_nothing_is_downloaded(tmp_path, mon
 def test_resident_crop_store_for_the_105k_training_images():
     import torch
 
-    from fixmatch_ray.batch_augment import CropStore
+    from fixmatch_ray.data.batched import CropStore
 
     x = torch.empty((105_000, 3, 96, 96), dtype=torch.uint8, device="meta")  # shapes, no memory
     store = CropStore(x, flip=True)

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixmatch_ray.data import DataError, split_labeled
-from fixmatch_ray.dataset_svhn import (channel_mean_std, load_svhn, split_by_distribution, split_svhn)
+from fixmatch_ray.data.splits import split_labeled
+from fixmatch_ray.errors import DataError
+from fixmatch_ray.data.datasets.svhn import (channel_mean_std, load_svhn, split_by_distribution, split_svhn)
 
 # SVHN's train set per digit (0..9): 73,257 images, digit 1 the largest class
 SVHN_TRAIN_COUNTS = [4948, 13861, 10585, 8497, 7458, 6882, 5727, 5595, 5045, 4659]

@@ -14,7 +14,7 @@ The labeled split follows the class distribution (:func:`split_by_distribution`,
 official ``scripts/create_split.py``), not class balance. CIFAR goes through the same official
 rule, but CIFAR's classes are exactly balanced (5,000 / 500 images each), where the rule hands
 out labels round-robin: ``num_labeled / C`` per class, so a class-balanced split
-(``data.split_labeled``) is the right one there.
+(``data.splits.split_labeled``) is the right one there.
 
 Deviation: the official ``-1`` datasets hold the first record of the (reordered) unlabeled file out
 as a validation image; here every training image stays in the unlabeled set.
@@ -26,7 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import DataError, ImageData
+from ...errors import DataError
+from .base import ImageData
 
 SPLIT_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat", "extra": "extra_32x32.mat"}
 

@@ -30,7 +30,8 @@ import os
 
 import numpy as np
 
-from .data import DataError, ImageData
+from ...errors import DataError
+from .base import ImageData
 
 FOLDER = "stl10_binary"
 SPLIT_FILES = {
