@@ -5,11 +5,20 @@ import os
 from pathlib import Path
 
 
+def join(root: str, *parts: str) -> str:
+    """``root/part/...`` for a local path or a URI; a URI's query string (pyarrow's
+    ``?endpoint_override=...``) stays at the end."""
+    root = os.fspath(root)
+    base, sep, query = root.partition("?") if "://" in root else (root, "", "")
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)]) + sep + query
+
+
 class Store:
     """Files under ``root``; local writes are atomic (temp file + rename), remote ones are
     single-object puts (atomic on S3/GCS)."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str | os.PathLike):
+        root = os.fspath(root)
         self.root = root.rstrip("/")
         self.remote = "://" in root
         if self.remote:

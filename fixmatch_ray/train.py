@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import AMP_MODES, ConfigError, RunConfig
-from .data.datasets import DATASETS
+from .config import ConfigError, RunConfig
+from .config.cli import add_config_flags
 
 # Flags of the reference that only made sense for apex or torch.distributed.launch.
 IGNORED_FLAGS = {
@@ -33,43 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="One FixMatch run (flags of the reference train.py).",
         argument_default=argparse.SUPPRESS,  # only flags the user gave end up in the namespace
     )
+    add_config_flags(p, RunConfig)  # every run-config field, with the reference's flag names
     add = p.add_argument
-    add("--dataset", choices=sorted(DATASETS), help="dataset (default cifar10)")
-    add("--data-dir", help="where datasets live / are downloaded (default ./data)")
-    add("--no-download", dest="download", action="store_false", help="never download datasets")
-    add("--num-labeled", type=int, help="number of labeled images, class-balanced (default 4000)")
-    add("--expand-labels", action="store_true", help="repeat labeled images to fill an epoch")
-    add("--arch", choices=["wideresnet", "resnext"], help="network (default wideresnet)")
-    add("--depth", type=int, help="network depth (default: the reference's for the dataset)")
-    add("--width", type=int, help="widen factor k (ResNeXt: base width)")
-    add("--cardinality", type=int, help="ResNeXt cardinality")
-    add("--bn-momentum", type=float, help="BatchNorm momentum (default 0.001, the official 0.999 decay)")
-    add("--total-steps", type=int, help="optimisation steps (default 2^20)")
-    add("--eval-step", type=int, help="steps between evaluations (default 1024)")
-    add("--batch-size", type=int, help="labeled batch B per step, global (default 64)")
-    add("--lr", type=float, help="initial learning rate (default 0.03)")
-    add("--warmup", type=float, help="warmup steps (default 0)")
-    add("--wdecay", type=float, help="weight decay (default 5e-4; paper uses 1e-3 on CIFAR-100)")
-    add("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum (default on)")
-    add("--momentum", type=float, help="SGD momentum (default 0.9)")
-    add("--use-ema", action=argparse.BooleanOptionalAction, help="evaluate an EMA model (default on)")
-    add("--ema-decay", type=float, help="EMA decay (default 0.999)")
-    add("--mu", type=int, help="μ: unlabeled batch is μ·B (default 7)")
-    add("--lambda-u", type=float, help="λu: weight of the unlabeled loss (default 1; 0 = supervised)")
-    add("--T", type=float, help="pseudo-label temperature (default 1)")
-    add("--threshold", type=float, help="τ: pseudo-label confidence threshold (default 0.95)")
-    add("--out", help="output directory (default ./result)")
     add("--resume", help="continue the run in this output directory (or checkpoint file)")
-    add("--seed", type=int, help="random seed (default: drawn and saved)")
-    add("--amp", nargs="?", const="auto", choices=AMP_MODES,
-        help="mixed precision: bare --amp = bf16 where supported, else fp16 + GradScaler")
-    add("--device", help="auto (default), cpu, cuda or cuda:N")
     add("--gpu-id", type=int, help="CUDA device index (reference flag)")
-    add("--num-workers", type=int, help="data-loading processes (default 4)")
-    add("--eval-batch-size", type=int, help="evaluation batch size (default 512)")
-    add("--aug-backend", choices=["pil", "tensor"],
-        help="pil: per-image PIL on data-loader processes (reference); tensor: batched on the device")
-    add("--compile", action="store_true", help="torch.compile the model")
     add("--no-progress", action="store_true", help="no progress bar")
     add("--ddp-workers", type=int, help="run through Ray Train on N DDP workers (local Ray if none)")
     add("--ddp-gpu", action="store_true", help="with --ddp-workers: one GPU per worker (NCCL)")
@@ -126,10 +93,11 @@ def run_distributed(cfg: RunConfig, options: dict[str, Any]) -> dict[str, Any]:
     """``--ddp-workers N``: the same run as a Ray Train job (see :mod:`.launch.worker`)."""
     import os
 
-    from .launch.worker import Resources, run_ray
+    from .config import Resources
+    from .launch.worker import run_ray
     from .training.loop import load_run_data
 
-    resources = Resources(workers=options["ddp_workers"], use_gpu=options.get("ddp_gpu", False))
+    resources = Resources(workers=options["ddp_workers"], gpus_per_worker=1.0 if options.get("ddp_gpu") else 0.0)
     resources.check(cfg)
     load_run_data(cfg)  # a missing dataset or an impossible split fails here, before Ray starts
     # workers run in other directories: give them absolute paths

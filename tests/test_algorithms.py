@@ -9,7 +9,7 @@ import torch
 from fixmatch_ray.algorithms import (LOCAL, REGISTRY, Algorithm, FixMatch, FlexMatch, StepInput,
                                      build_algorithm, register)
 from fixmatch_ray.config import RunConfig
-from fixmatch_ray.training.engine import Batch, Trainer
+from fixmatch_ray.training.engine import Trainer
 from fixmatch_ray.fixmatch import fixmatch_loss
 from fixmatch_ray.models import build_model
 
@@ -99,29 +99,32 @@ def test_fixmatch_is_bit_identical_to_fixmatch_loss_on_the_split_logits():
         assert torch.equal(p.grad, q.grad)
 
 
-def test_fixmatch_step_reproduces_the_engine_trainer_step_exactly():
-    """The lead's loop = set lr, algorithm loss, backward, optimiser, EMA: the same weights after
-    a step as today's ``Trainer.train_step``, bit for bit."""
+def test_engine_step_equals_the_pre_interface_fixmatch_step_exactly():
+    """Trainer.train_step (through the algorithm interface) = the step as written before the
+    interface existed: set lr, one forward over cat(lb, weak, strong), fixmatch_loss, backward,
+    optimiser, EMA. Same weights and EMA after each step, bit for bit."""
     from fixmatch_ray.training.optim import lr_at, set_lr
 
     cfg = RunConfig(depth=10, width=1, seed=3, threshold=0.15, total_steps=10)
-    engine, mine = Trainer(cfg, CPU), Trainer(cfg, CPU)
-    algo = FixMatch(cfg, cfg.num_classes, 50, CPU)
+    engine, mine = Trainer(cfg, CPU, num_unlabeled=50), Trainer(cfg, CPU, num_unlabeled=50)
     for step in range(2):
         batch = _batch(seed=step)
-        out = engine.train_step(Batch(batch.x_lb, batch.y_lb, batch.x_ulb_w, batch.x_ulb_s))
+        loss, metrics = engine.train_step({"x_lb": batch.x_lb, "y_lb": batch.y_lb, "x_ulb_w": batch.x_ulb_w,
+                                           "x_ulb_s": batch.x_ulb_s, "idx_ulb": batch.idx_ulb})
 
         set_lr(mine.optimizer, lr_at(mine.step, cfg.lr, cfg.total_steps, int(cfg.warmup)))
+        n_lb, n_ulb = len(batch.x_lb), len(batch.x_ulb_w)
+        x = torch.cat([batch.x_lb, batch.x_ulb_w, batch.x_ulb_s]).to(CPU, memory_format=torch.channels_last)
         mine.model.train()
-        loss, metrics = algo.train_step(
-            lambda x: mine.model(x.contiguous(memory_format=torch.channels_last)), batch, LOCAL)
+        lb, w, st = mine.model(x).split([n_lb, n_ulb, n_ulb])
+        out = fixmatch_loss(lb, batch.y_lb, w, st, lambda_u=cfg.lambda_u, T=cfg.T, threshold=cfg.threshold)
         mine.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        out.loss.backward()
         mine.optimizer.step()
         mine.ema.update(mine.net)
         mine.step += 1
 
-        assert torch.equal(metrics["loss"], out.loss) and torch.equal(metrics["mask"], out.mask)
+        assert torch.equal(metrics["loss"], out.loss.detach()) and torch.equal(metrics["mask"], out.mask)
         if step == 0:
             assert 0.0 < out.mask.item() < 1.0
         for a, b in zip(engine.net.state_dict().values(), mine.net.state_dict().values(), strict=True):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixmatch_ray.results.report import read_trials
+from fixmatch_ray.results.read import read_trials
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

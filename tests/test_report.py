@@ -14,24 +14,27 @@ from fixmatch_ray.results.report import aggregate, main, read_trials, report_exp
 
 def fake_trial(exp: Path, label: str, setting: dict, seed: int, accs: list[float], total: int,
                error: bool = False, lambda_u: float = 1.0) -> None:
-    """A Tune trial directory as the sweep writes it: params.json and one result row per eval."""
+    """A trial as the sweep leaves it: its Train run's record (one history row per eval) and, for
+    a trial that failed for good, the driver's status file saying so."""
+    from fixmatch_ray.training.record import write_record
+
     run = RunConfig(dataset=setting["dataset"], num_labeled=setting["num_labeled"], seed=seed,
                     total_steps=total, eval_step=total // 4 or 1, lambda_u=lambda_u).resolved().to_dict()
     name = f"{label.replace(' ', '_')}.s{seed}"
-    d = exp / f"{name}_abc{seed}"
-    d.mkdir(parents=True)
-    (d / "params.json").write_text(json.dumps({"trial": {"name": name, "label": label, "seed": seed,
-                                                         "setting": setting, "run": run}}))
-    rows = []
+    history = []
     for i, acc in enumerate(accs):
         hist = accs[: i + 1]
         med = sorted(hist[-20:])[len(hist[-20:]) // 2] if len(hist[-20:]) % 2 else \
             sum(sorted(hist[-20:])[len(hist[-20:]) // 2 - 1: len(hist[-20:]) // 2 + 1]) / 2
-        rows.append({"step": (i + 1) * (total // 4), "test_acc": acc, "mask_rate": 0.1 * i, "median20_acc": med,
-                     "best_acc": max(hist), "last_acc": acc})
-    (d / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        history.append({"step": (i + 1) * (total // 4), "test_acc": acc, "mask_rate": 0.1 * i, "median20_acc": med,
+                        "best_acc": max(hist), "last_acc": acc})
+    run_name = f"{name}-abc{seed}"
+    write_record(str(exp / "train" / run_name), run, history,
+                 {"name": name, "label": label, "seed": seed, "setting": setting})
     if error:
-        (d / "error.txt").write_text("boom")
+        status = exp / "trials.json"
+        runs = json.loads(status.read_text())["runs"] if status.exists() else {}
+        status.write_text(json.dumps({"runs": {**runs, run_name: "failed"}}))
 
 
 @pytest.fixture
@@ -104,16 +107,14 @@ def test_missing_experiment(tmp_path, capsys):
     assert "holds no sweep trials" in capsys.readouterr().err
 
 
-def test_final_row_reported_twice_counts_once_but_a_restart_shows(tmp_path):
+def test_a_retried_trial_is_running_not_failed(tmp_path):
+    """A trial whose earlier attempt failed and that Tune is retrying: its record is unfinished
+    and the driver has not marked it failed for good, so it counts as running."""
     exp = tmp_path / "exp"
     c10 = {"dataset": "cifar10", "num_labeled": 40}
-    fake_trial(exp, "cifar10@40", c10, 1, [50.0, 60.0, 70.0, 80.0], total=8)
+    fake_trial(exp, "cifar10@40", c10, 1, [50.0, 60.0], total=8)
+    (exp / "train" / "cifar10@40.s1-abc1" / "error.txt").write_text("an earlier attempt died")
     fake_trial(exp, "cifar10@40", c10, 2, [50.0, 60.0, 70.0, 80.0], total=8)
-    d1 = next(exp.glob("*s1_*"))
-    rows = (d1 / "result.json").read_text().splitlines()
-    (d1 / "result.json").write_text("\n".join(rows + [rows[-1]]) + "\n")  # the final report again
-    d2 = next(exp.glob("*s2_*"))
-    (d2 / "result.json").write_text("\n".join(rows[:2] + rows) + "\n")  # a restart from step 0
-    trials = {t.seed: [h["step"] for h in t.history] for t in read_trials(exp)}
-    assert trials[1] == [2, 4, 6, 8]
-    assert trials[2] == [2, 4, 2, 4, 6, 8]  # not hidden
+    row = aggregate(read_trials(exp))[0]
+    assert (row["n"], row["running"], row["failed"]) == (1, 1, 0)
+    assert {t.seed: t.status for t in read_trials(exp)} == {1: "running", 2: "finished"}

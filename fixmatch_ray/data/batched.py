@@ -16,6 +16,7 @@ import numpy as np
 
 from .datasets import DatasetSpec, ImageData
 from .policies.randaugment import MAX_LEVEL
+from .policies.base import Policy
 from .policies.randaugment_batched import rand_augment_batch
 from .sampling import LABELED, StepBatchSampler
 
@@ -119,8 +120,9 @@ class BatchAugmenter:
     """Weak or strong views of images of a :class:`CropStore` (uint8, resident on the device),
     as normalised float32 (N, 3, H, W)."""
 
-    def __init__(self, mean, std, flip: bool):
+    def __init__(self, mean, std, flip: bool, policy: Policy | None = None):
         self.mean, self.std, self.flip = tuple(mean), tuple(std), flip
+        self.strong_batch = policy.strong_batch if policy is not None else rand_augment_batch
 
     def store(self, images: torch.Tensor) -> CropStore:
         return CropStore(images, self.flip)
@@ -129,7 +131,7 @@ class BatchAugmenter:
         return normalize(store.crop(index, gen), self.mean, self.std)
 
     def strong(self, store: CropStore, index: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return normalize(rand_augment_batch(store.crop(index, gen), gen), self.mean, self.std)
+        return normalize(self.strong_batch(store.crop(index, gen), gen), self.mean, self.std)
 
     def __call__(self, x_u8: torch.Tensor, gen: torch.Generator, strong: bool) -> torch.Tensor:
         """The whole uint8 batch ``x_u8``, once (an untabulated store, as :func:`crop_batch`)."""
@@ -190,4 +192,5 @@ class DeviceBatches:
             "x_ulb_w": self._slice(aug.weak(store, ulb, gen)),
             "x_ulb_s": self._slice(aug.strong(store, ulb, gen)),
             "y_ulb": self._slice(self.targets[ulb]),
+            "idx_ulb": self._slice(ulb),
         }

@@ -89,11 +89,14 @@ class StepBatchSampler:
 class StepDataset(torch.utils.data.Dataset):
     """Augments one sample per key; its RNG is seeded by ``(seed, stream, step, j)`` alone."""
 
-    def __init__(self, data: ImageData, spec: DatasetSpec, seed: int):
+    def __init__(self, data: ImageData, spec: DatasetSpec, seed: int, policy: str = "randaugment"):
+        from .policies import build_policy
         from .policies.randaugment import TransformFixMatch
 
         self.data, self.seed = data, seed
-        self.transform = TransformFixMatch(spec.mean, spec.std, flip=spec.flip)
+        # a policy that learns cannot run here: loader processes never see its updates (the
+        # config requires the device path for one)
+        self.transform = TransformFixMatch(spec.mean, spec.std, flip=spec.flip, policy=build_policy(policy))
 
     def __len__(self) -> int:
         return len(self.data)
@@ -106,12 +109,12 @@ class StepDataset(torch.utils.data.Dataset):
         img = Image.fromarray(self.data.images[index])
         y = int(self.data.targets[index])
         if stream == LABELED:
-            return stream, (self.transform.labeled(img, rng),), y
-        return stream, self.transform.unlabeled(img, rng), y
+            return stream, (self.transform.labeled(img, rng),), y, index
+        return stream, self.transform.unlabeled(img, rng), y, index
 
 
 def collate_step(samples: list) -> dict[str, torch.Tensor]:
-    """Stack one step's samples into ``x_lb, y_lb, x_ulb_w, x_ulb_s, y_ulb``."""
+    """Stack one step's samples into ``x_lb, y_lb, x_ulb_w, x_ulb_s, y_ulb, idx_ulb``."""
     lb = [s for s in samples if s[0] == LABELED]
     ulb = [s for s in samples if s[0] == UNLABELED]
     return {
@@ -120,6 +123,7 @@ def collate_step(samples: list) -> dict[str, torch.Tensor]:
         "x_ulb_w": torch.stack([s[1][0] for s in ulb]),
         "x_ulb_s": torch.stack([s[1][1] for s in ulb]),
         "y_ulb": torch.tensor([s[2] for s in ulb], dtype=torch.long),
+        "idx_ulb": torch.tensor([s[3] for s in ulb], dtype=torch.long),
     }
 
 
@@ -136,16 +140,19 @@ def train_loader(
     num_workers: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    policy: str = "randaugment",
+    pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
     """A loader yielding this rank's share of each step's batch, from ``start_step`` on."""
     sampler = StepBatchSampler(
         labeled_idx, len(data), batch_size, ulb_batch_size, seed, start_step, total_steps, rank, world_size
     )
     return torch.utils.data.DataLoader(
-        StepDataset(data, spec, seed),
+        StepDataset(data, spec, seed, policy),
         batch_sampler=sampler,
         collate_fn=collate_step,
         num_workers=num_workers,
         persistent_workers=False,
-        pin_memory=torch.cuda.is_available(),
+        # only for a CUDA training device: pinning opens a CUDA context in every CPU-only process
+        pin_memory=pin_memory,
     )

@@ -9,11 +9,6 @@ from pathlib import Path
 from ..errors import UserError
 
 
-def join_storage(storage_path: str, *parts: str) -> str:
-    """Join path parts onto a local path or a URI (``s3://bucket/x``)."""
-    return "/".join([storage_path.rstrip("/"), *parts])
-
-
 def normalize_storage(path: str | os.PathLike) -> str:
     """URIs stay as they are; local paths become absolute (Ray requires it)."""
     path = os.fspath(path)

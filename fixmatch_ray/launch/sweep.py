@@ -9,6 +9,8 @@ interrupted experiment; finished trials are never rerun.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 import os
 import shutil
@@ -19,14 +21,13 @@ from typing import Any, Sequence
 
 from ray import tune
 
-from ..config import ConfigError
-from ..storage import Store
-from .cluster import DRIVER_RESOURCE, ensure_ray, join_storage, normalize_storage
-from .grid import SweepSpec, Trial, load_sweep
-from .worker import Resources, build_trainer
+from ..config import ConfigError, Resources, SweepSpec, Trial, load_sweep
+from ..results.read import STATUS_FILE, TRAIN_DIR
+from ..storage import Store, join
+from .cluster import DRIVER_RESOURCE, ensure_ray, normalize_storage
+from .worker import build_trainer
 
 SPEC_FILE = "sweep.yaml"  # the sweep file as given, saved in the experiment directory
-TRAIN_DIR = "train"  # Train runs (checkpoints, TensorBoard) live under <experiment>/train/
 
 
 def run_trial(param: dict[str, Any]) -> None:
@@ -41,8 +42,9 @@ def run_trial(param: dict[str, Any]) -> None:
     cfg = RunConfig.from_dict(config["run"])
     name = f"{config['name']}-{ctx.get_trial_id()}"  # deterministic: retries/restores resume
     trainer = build_trainer(
-        cfg, Resources(**config["resources"]), join_storage(config["experiment"], TRAIN_DIR), name,
+        cfg, Resources(**config["resources"]), join(config["experiment"], TRAIN_DIR), name,
         max_failures=config["worker_retries"], callbacks=[TuneReportCallback()],
+        trial={k: config[k] for k in ("name", "label", "seed", "setting")},
     )
     trainer.fit()
 
@@ -52,9 +54,7 @@ def trial_config(spec: SweepSpec, trial: Trial, experiment: str) -> dict[str, An
     return {
         "name": trial.name, "label": trial.label, "seed": trial.seed, "setting": trial.setting,
         "run": trial.run.to_dict(), "experiment": experiment, "worker_retries": spec.worker_retries,
-        "resources": {"workers": r.workers, "use_gpu": r.gpus_per_worker > 0,
-                      "cpus_per_worker": r.cpus_per_worker, "gpus_per_worker": r.gpus_per_worker or 1.0,
-                      "custom": tuple(sorted(r.custom_per_worker.items()))},
+        "resources": dataclasses.asdict(r),
     }
 
 
@@ -275,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{verb} {spec.name}: {len(spec.trials)} trials, up to {concurrent} at once, "
               f"in {spec.experiment_path()}", flush=True)
         results = build_tuner(spec, concurrent, restore).fit()
+        write_status(spec.experiment_path(), results)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -292,9 +293,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def write_status(experiment: str, results) -> None:
+    """The driver's view of each trial after Tune's run, for ``report``: failed for good or not.
+
+    A trial's Train run is ``<trial name>-<trial id>`` (see :func:`run_trial`); its directory
+    under Tune is ``<trial name>_<trial id>``."""
+    runs = {}
+    for r in results:
+        name = r.config["trial"]["name"]
+        trial_id = r.path.rstrip("/").rsplit("_", 1)[-1]
+        runs[f"{name}-{trial_id}"] = "failed" if r.error is not None else "ended"
+    Store(experiment).write_bytes(STATUS_FILE, json.dumps({"runs": runs}, indent=1).encode())
+
+
 def _absolute_paths(spec: SweepSpec) -> SweepSpec:
     """Trials run in other working directories: make local paths absolute."""
-    import dataclasses
 
     trials = tuple(
         dataclasses.replace(t, run=t.run.replace(data_dir=os.path.abspath(t.run.data_dir)))

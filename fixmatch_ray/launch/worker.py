@@ -1,66 +1,32 @@
-"""One FixMatch run as a Ray Train job: ``train_loop_per_worker`` on G DDP workers.
+"""One run as a Ray Train job: ``train_loop_per_worker`` on G DDP workers.
 
-The only module (with ``sweep.py``) that imports Ray. The loop is the plain engine: each rank
-takes 1/G of every step's global batch (``data.StepBatchSampler``), reports once per eval epoch
-(``ray.train.report`` is a barrier, so every rank calls it), rank 0 attaches the checkpoint and
-writes TensorBoard. A restarted worker group resumes from ``ray.train.get_checkpoint()``.
+The loop is :func:`~fixmatch_ray.training.loop.run_training`, the same as a local run's, with a
+Ray sink: each rank takes 1/G of every step's global batch, reports once per eval epoch
+(``ray.train.report`` is a barrier, so every rank calls it) and rank 0 attaches the checkpoint,
+then writes the run record and TensorBoard. A restarted worker group resumes from
+``ray.train.get_checkpoint()``.
 """
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import ConfigError, RunConfig
-from ..tracking.tensorboard import Tracker, record_scalars
+from ..config import Resources, RunConfig
+from ..storage import join
+from ..tracking import TRACKERS
 from ..training.checkpoint import load_checkpoint, save_checkpoint
-from ..training.engine import Trainer, fit, summarize
-from ..training.loop import load_run_data, step_batches
-from .cluster import ensure_ray, join_storage, normalize_storage, user_error
+from ..training.engine import Trainer, summarize
+from ..training.loop import Ranks, run_training
+from ..training.record import read_record, write_record
+from ..training.sinks import RecordSink, Sink, TrackerSink
+from .cluster import ensure_ray, normalize_storage, user_error
 
 TB_DIR = "tensorboard"
 CHECKPOINTS_KEPT = 3  # a corrupt latest one still leaves older ones to resume from
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one run asks of the cluster: G workers, each with these CPUs/GPUs."""
-
-    workers: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 1.0  # < 1: several small runs share one GPU
-    custom: tuple[tuple[str, float], ...] = ()  # extra Ray resources per worker
-
-    def check(self, cfg: RunConfig) -> None:
-        """Batch sizes must split evenly over the workers."""
-        if self.workers < 1:
-            raise ConfigError(f"workers: must be >= 1, got {self.workers}")
-        for name, b in (("batch_size", cfg.batch_size), ("mu * batch_size", cfg.unlabeled_batch_size)):
-            if b % self.workers:
-                raise ConfigError(
-                    f"{name} = {b} is not divisible by {self.workers} DDP workers "
-                    "(batch sizes are global: each worker takes 1/G of every step)"
-                )
-
-    def per_worker(self) -> dict[str, float]:
-        res = {"CPU": self.cpus_per_worker}
-        if self.use_gpu:
-            res["GPU"] = self.gpus_per_worker
-        res.update(dict(self.custom))
-        return res
-
-
-def _all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
-    import torch.distributed as dist
-
-    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
-    return t
 
 
 def _quiet_train_logs() -> None:
@@ -77,11 +43,37 @@ def _quiet_train_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+class RaySink(Sink):
+    """Every rank reports each evaluation to Ray Train; rank 0 attaches the checkpoint."""
+
+    def __init__(self, rank: int, world_size: int):
+        self.rank, self.world = rank, world_size
+
+    def start(self, trainer: Trainer) -> None:
+        if trainer.step >= trainer.cfg.total_steps and trainer.history:
+            # Restored at its very end (the driver died between the last checkpoint and Tune seeing
+            # the report): report the final result again, or Tune's last row would stay one behind.
+            self.epoch(trainer.history[-1], trainer)
+
+    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+        import ray.train
+
+        metrics = {**record, **summarize(trainer.history), "world_size": self.world}
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if self.rank == 0:
+                save_checkpoint(tmp, trainer.state_dict())
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point: ``config = {"run": RunConfig dict, "tensorboard": dir or URI}``."""
+    """Ray Train entry point: ``config = {"run": RunConfig dict, "run_dir": the Train run's dir or URI}``."""
     import ray.train
     import ray.train.torch
     from torch.nn.parallel import DistributedDataParallel
+
+    from ..algorithms import LOCAL, TorchCollective
 
     _quiet_train_logs()
     cfg = RunConfig.from_dict(config["run"])
@@ -95,35 +87,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(net, device_ids=ids) if world > 1 else net
 
-    trainer = Trainer(cfg, device, wrap)
+    state = None
     restored = ray.train.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as d:
             state, _ = load_checkpoint(d)
-        trainer.load_state_dict(state)
-    data = load_run_data(cfg)
-    tracker = Tracker(config.get("tensorboard"), rank)
-
-    def on_epoch(rec: dict[str, Any]) -> None:
-        metrics = {**rec, **summarize(trainer.history), "world_size": world}
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if rank == 0:
-                save_checkpoint(tmp, trainer.state_dict())
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-                tracker.scalars(record_scalars(rec), rec["step"])
-            ray.train.report(metrics, checkpoint=checkpoint)
-
-    if trainer.step >= cfg.total_steps and trainer.history:
-        # Restored at its very end (the driver died between the last checkpoint and Tune seeing
-        # the report): report the final result again, or Tune's last row would stay one behind.
-        on_epoch(trainer.history[-1])
-    try:
-        batches = step_batches(cfg, data, trainer.step, rank, world, device)
-        fit(trainer, batches, (data.x_test, data.y_test), on_epoch,
-            check_every=min(50, cfg.eval_step), all_reduce=_all_reduce if world > 1 else None)
-    finally:
-        tracker.close()
+    run_dir = config["run_dir"]
+    sinks = [RaySink(rank, world), RecordSink(run_dir, config.get("trial")), TrackerSink(TRACKERS["tensorboard"](logdir=join(run_dir, TB_DIR)))]
+    ranks = Ranks(rank, world, TorchCollective() if world > 1 else LOCAL)
+    run_training(cfg, device, sinks, ranks, state=state, wrap=wrap)
 
 
 def build_trainer(
@@ -133,6 +105,7 @@ def build_trainer(
     name: str,
     max_failures: int = 3,
     callbacks: list | None = None,
+    trial: dict[str, Any] | None = None,
 ):
     """A ``TorchTrainer`` for one run, stored under ``storage_path/name``.
 
@@ -145,7 +118,7 @@ def build_trainer(
     resources.check(cfg)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"run": cfg.to_dict(), "tensorboard": join_storage(storage_path, name, TB_DIR)},
+        train_loop_config={"run": cfg.to_dict(), "run_dir": join(storage_path, name), "trial": trial},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers, use_gpu=resources.use_gpu,
             resources_per_worker=resources.per_worker(),
@@ -167,8 +140,6 @@ def run_ray(cfg: RunConfig, resources: Resources, max_failures: int = 3,
     """
     import ray.train
 
-    from ..training.loop import write_metrics
-
     resources.check(cfg)
     out = normalize_storage(cfg.out)
     storage, name = out.rstrip("/").rsplit("/", 1)
@@ -181,9 +152,9 @@ def run_ray(cfg: RunConfig, resources: Resources, max_failures: int = 3,
         if cause is not None:
             raise cause from None
         raise
-    with result.checkpoint.as_directory() as d:
-        state, _ = load_checkpoint(d)
-    history = state["history"]
-    if "://" not in out:
-        write_metrics(Path(out), cfg, history)
-    return summarize(history)
+    record = read_record(out)
+    if record is None:  # the record follows the checkpoint; rebuild it if the run ended in between
+        with result.checkpoint.as_directory() as d:
+            state, _ = load_checkpoint(d)
+        record = write_record(out, cfg.to_dict(), state["history"])
+    return record["summary"]

@@ -1,21 +1,16 @@
-"""Pictures and TensorBoard HParams for a sweep's trials (used by ``report``)."""
+"""Pictures of a sweep's trials: mean ± std curves across seeds per setting (used by ``report``)."""
 from __future__ import annotations
 
 import io
-import tempfile
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .report import TrialResult
-    from ..storage import Store
+from .read import TrialResult
 
 PLOTS = {"acc_vs_step.png": ("test_acc", "EMA test accuracy (%)"), "mask_vs_step.png": ("mask_rate", "mask rate")}
-HPARAMS_DIR = "hparams"
 
 
-def curves_by_setting(trials: list["TrialResult"], key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def curves_by_setting(trials: list[TrialResult], key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per setting: the eval steps all its seeds reached, and a (seeds × steps) matrix of ``key``."""
     out = {}
     groups: dict[str, list] = {}
@@ -29,7 +24,7 @@ def curves_by_setting(trials: list["TrialResult"], key: str) -> dict[str, tuple[
     return out
 
 
-def plot_curves(trials: list["TrialResult"]) -> dict[str, bytes]:
+def plot_curves(trials: list[TrialResult]) -> dict[str, bytes]:
     """PNG bytes: a mean line with a ±std band across seeds per setting, for accuracy and mask rate."""
     import matplotlib
 
@@ -56,21 +51,3 @@ def plot_curves(trials: list["TrialResult"]) -> dict[str, bytes]:
     return pngs
 
 
-HPARAM_KEYS = ("dataset", "num_labeled", "arch", "depth", "width", "batch_size", "mu", "lr", "wdecay",
-               "ema_decay", "lambda_u", "threshold", "T", "total_steps", "seed")
-
-
-def write_hparams(store: "Store", trials: list["TrialResult"]) -> None:
-    """One TensorBoard HParams run per trial under ``<experiment>/hparams/<trial>``."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    with tempfile.TemporaryDirectory() as tmp:
-        for t in trials:
-            hp: dict[str, Any] = {k: t.run.get(k) for k in HPARAM_KEYS if t.run.get(k) is not None}
-            hp["setting"] = t.label
-            metrics = {f"hparam/{k}": float(t.final[k]) for k in ("median20_acc", "best_acc", "last_acc")
-                       if k in t.final}
-            metrics["hparam/finished"] = float(t.status == "finished")
-            with SummaryWriter(log_dir=f"{tmp}/{t.name}") as w:
-                w.add_hparams(hp, metrics, run_name=".")
-        store.upload_dir(tmp, HPARAMS_DIR)

@@ -1,12 +1,14 @@
-"""TensorBoard scalars, written by rank 0 only: the one place the rank is looked at."""
+"""TensorBoard scalars of one run (rank 0 only: the run loop gives other ranks no tracker)."""
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Any, Mapping
+
+from .base import Tracker, record_scalars
 
 
-class Tracker:
-    """Step-indexed TensorBoard scalars in ``logdir``; a no-op on ranks other than 0.
+class TensorBoardTracker(Tracker):
+    """Step-indexed TensorBoard scalars in ``logdir``.
 
     Curves are indexed by the global optimisation step, so a resumed run continues them where
     they stopped instead of starting again at 0 (a new event file is added beside the old).
@@ -14,11 +16,9 @@ class Tracker:
     directory and copied there after every flush.
     """
 
-    def __init__(self, logdir: str | os.PathLike | None, rank: int = 0):
+    def __init__(self, logdir: str | os.PathLike):
         self.writer = None
         self.remote: str | None = None
-        if logdir is None or rank != 0:
-            return
         from torch.utils.tensorboard import SummaryWriter
 
         logdir = os.fspath(logdir)
@@ -28,10 +28,10 @@ class Tracker:
             self.remote, logdir = logdir, tempfile.mkdtemp(prefix="fixmatch_tb_")
         self.writer = SummaryWriter(log_dir=logdir)
 
-    def scalars(self, values: Mapping[str, float], step: int) -> None:
+    def log_metrics(self, record: Mapping[str, Any], step: int) -> None:
         if self.writer is None:
             return
-        for tag, value in values.items():
+        for tag, value in record_scalars(record).items():
             if value is not None:
                 self.writer.add_scalar(tag, float(value), global_step=step)
         self.writer.flush()
@@ -44,23 +44,3 @@ class Tracker:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-
-
-# Which record keys become which TensorBoard tags.
-TB_TAGS = {
-    "train/loss": "train_loss",
-    "train/loss_x": "train_loss_x",
-    "train/loss_u": "train_loss_u",
-    "train/mask": "mask_rate",
-    "train/lr": "lr",
-    "train/images_per_s": "images_per_s",
-    "test/acc": "test_acc",
-    "test/loss": "test_loss",
-    "test/raw_acc": "raw_test_acc",
-    "test/median20_acc": "median20_acc",
-}
-
-
-def record_scalars(record: Mapping[str, float]) -> dict[str, float]:
-    """The TensorBoard scalars of one eval-epoch record (keys absent from it are skipped)."""
-    return {tag: record[key] for tag, key in TB_TAGS.items() if key in record}

@@ -10,18 +10,18 @@ from __future__ import annotations
 import statistics
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
+from ..algorithms import LOCAL, Collective, StepInput, build_algorithm
 from ..config import RunConfig
 from ..errors import NonFiniteLossError
-from ..fixmatch import FixMatchLoss, fixmatch_loss
 from ..models import build_model
 from .optim import ModelEMA, build_optimizer, lr_at, set_lr
 
+STEP_KEYS = ("x_lb", "y_lb", "x_ulb_w", "x_ulb_s", "idx_ulb")  # what a step's batch must carry
 MEDIAN_OF_LAST = 20  # the paper's number: median test accuracy of the last 20 evaluations
 
 
@@ -42,24 +42,20 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 
-@dataclass
-class Batch:
-    x_lb: torch.Tensor
-    y_lb: torch.Tensor
-    x_ulb_w: torch.Tensor
-    x_ulb_s: torch.Tensor
-
-
 class Trainer:
-    """Model, EMA, optimiser and grad scaler of one run, and the step counter."""
+    """Model, EMA, optimiser, grad scaler, the algorithm (and the augmentation policy, when it
+    learns) of one run, and the step counter."""
 
     def __init__(
         self,
         cfg: RunConfig,
         device: torch.device,
         wrap: Callable[[nn.Module], nn.Module] | None = None,
+        num_unlabeled: int = 0,
+        collective: Collective = LOCAL,
+        policy: Any = None,
     ):
-        self.cfg, self.device = cfg, device
+        self.cfg, self.device, self.collective, self.policy = cfg, device, collective, policy
         # The initial weights depend on the seed only, without touching the global RNG.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -71,6 +67,7 @@ class Trainer:
             self.model = torch.compile(self.model)
         self.ema = ModelEMA(self.net, cfg.ema_decay) if cfg.use_ema else None
         self.optimizer = build_optimizer(self.net, cfg.lr, cfg.wdecay, cfg.momentum, cfg.nesterov)
+        self.algorithm = build_algorithm(cfg.algorithm, cfg, cfg.num_classes, num_unlabeled, device)
         self.dtype = amp_dtype(cfg.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.step = 0
@@ -82,30 +79,26 @@ class Trainer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def train_step(self, batch: Batch) -> FixMatchLoss:
-        """One FixMatch step: a single forward over labeled, weak and strong views together."""
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            return self.model(x.to(self.device, non_blocking=True, memory_format=torch.channels_last))
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One step of the run's algorithm on this rank's slice of the step's batch; returns the
+        loss and the algorithm's named metrics (0-dim tensors, still on the device)."""
         cfg = self.cfg
         set_lr(self.optimizer, lr_at(self.step, cfg.lr, cfg.total_steps, int(cfg.warmup)))
-        n_lb, n_ulb = len(batch.x_lb), len(batch.x_ulb_w)
-        x = torch.cat([batch.x_lb, batch.x_ulb_w, batch.x_ulb_s]).to(
-            self.device, non_blocking=True, memory_format=torch.channels_last
-        )
-        y_lb = batch.y_lb.to(self.device, non_blocking=True)
+        dev = {k: batch[k].to(self.device, non_blocking=True) for k in STEP_KEYS}
         self.model.train()
-        with self.autocast():
-            logits = self.model(x)
-        logits_lb, logits_w, logits_s = logits.split([n_lb, n_ulb, n_ulb])
-        out = fixmatch_loss(
-            logits_lb, y_lb, logits_w, logits_s, lambda_u=cfg.lambda_u, T=cfg.T, threshold=cfg.threshold
-        )
+        loss, metrics = self.algorithm.train_step(self._forward, StepInput(**dev, step=self.step), self.collective)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(out.loss).backward()
+        self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.ema is not None:
             self.ema.update(self.net)
         self.step += 1
-        return out
+        return loss, metrics
 
     # -- evaluation --------------------------------------------------------------------------
     @torch.no_grad()
@@ -133,11 +126,12 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "algorithm": self.algorithm.state_dict(),
+            "policy": self.policy.state_dict() if self.policy is not None else {},
             "history": list(self.history),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
+            # Nothing draws from the CUDA RNG (augmentation has its own keyed generators), so only
+            # the CPU state is kept: restoring per-device states breaks on a node with fewer GPUs.
+            "rng": {"torch": torch.get_rng_state()},
             "config": self.cfg.to_dict(),
         }
 
@@ -146,12 +140,16 @@ class Trainer:
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        # A scaler's state exists only under fp16; a run resumed on a card with another precision
+        # (bf16 <-> fp16) starts a fresh scale instead of failing on an empty state.
+        if self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.algorithm.load_state_dict(state.get("algorithm", {}))
+        if self.policy is not None:
+            self.policy.load_state_dict(state.get("policy", {}))
         self.step = int(state["step"])
         self.history = list(state["history"])
         torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"].get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
 
 def summarize(history: list[dict[str, Any]]) -> dict[str, float]:
@@ -167,6 +165,15 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+# Record keys of the algorithm's metrics where they differ from ``train_<name>`` (the names the
+# records and TensorBoard have always used).
+RECORD_KEYS = {"mask": "mask_rate"}
+
+
+def record_key(metric: str) -> str:
+    return RECORD_KEYS.get(metric, f"train_{metric}")
+
+
 def fit(
     trainer: Trainer,
     batches: Iterator[dict[str, torch.Tensor]],
@@ -174,63 +181,74 @@ def fit(
     on_epoch: Callable[[dict[str, Any]], None] = lambda record: None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
     check_every: int = 50,
-    all_reduce: Callable[[torch.Tensor, str], torch.Tensor] | None = None,
 ) -> list[dict[str, Any]]:
     """Train until ``total_steps``, evaluating every ``eval_step`` steps (and at the end).
 
     After each evaluation ``on_epoch(record)`` receives the epoch's record (also appended to
     ``trainer.history``). ``progress(steps_done, running_means)`` is called every
-    ``check_every`` steps, where the loss is also checked for NaN/inf. Under DDP,
-    ``all_reduce(tensor, op)`` (op ``"sum"`` or ``"max"``) combines the ranks' epoch sums and
-    NaN flags, so every rank reports and stops alike.
+    ``check_every`` steps, where the loss is also checked for NaN/inf. Under DDP the trainer's
+    collective combines the ranks' epoch sums and NaN flags, so every rank reports and stops alike.
     """
     cfg = trainer.cfg
-    reduce = all_reduce or (lambda t, op: t)
-    world = int(reduce(torch.ones((), device=trainer.device), "sum").item())
     while trainer.step < cfg.total_steps:
         start = trainer.step
         end = min((start // cfg.eval_step + 1) * cfg.eval_step, cfg.total_steps)
-        sums = torch.zeros(4, device=trainer.device)  # loss, loss_x, loss_u, mask
-        bad_step = torch.full((), -1, device=trainer.device, dtype=torch.long)
         tic = time.perf_counter()
-        for _ in range(end - start):
-            step = trainer.step
-            batch = Batch(**{k: v for k, v in next(batches).items() if k != "y_ulb"})
-            local_images = len(batch.x_lb) + len(batch.x_ulb_w) + len(batch.x_ulb_s)
-            out = trainer.train_step(batch)
-            terms = torch.stack([t.detach().float() for t in out])
-            sums += terms
-            first_bad = (bad_step < 0) & ~torch.isfinite(out.loss.detach())
-            bad_step = torch.where(first_bad, torch.full_like(bad_step, step), bad_step)
-            done = trainer.step - start
-            if done % check_every == 0 or trainer.step == end:
-                _raise_if_bad(reduce(bad_step.clone(), "max"))
-                if progress is not None:
-                    progress(trainer.step, dict(zip(("loss", "loss_x", "loss_u", "mask"), (sums / done).tolist())))
-        seconds = time.perf_counter() - tic
-        totals = reduce(torch.cat([sums, sums.new_tensor([local_images])]), "sum")
-        means = (totals[:4] / (world * (end - start))).tolist()
-        images_per_step = int(totals[4].item())  # the whole job's, summed over ranks
-        record: dict[str, Any] = {
-            "step": trainer.step,
-            "epoch": len(trainer.history) + 1,
-            "lr": lr_at(trainer.step - 1, cfg.lr, cfg.total_steps, int(cfg.warmup)),
-            "train_loss": means[0],
-            "train_loss_x": means[1],
-            "train_loss_u": means[2],
-            "mask_rate": means[3],
-            "images_per_s": images_per_step * (end - start) / max(seconds, 1e-9),
-            "samples_per_step": images_per_step,
-        }
+        names, sums, local_images = _train_epoch(trainer, batches, end, progress, check_every)
+        record = _epoch_record(trainer, names, sums, local_images, end - start, time.perf_counter() - tic)
         ev = trainer.evaluate(*test, use_ema=True)
         record.update(test_acc=ev["acc"], test_loss=ev["loss"])
         if trainer.ema is not None:
             record["raw_test_acc"] = trainer.evaluate(*test, use_ema=False)["acc"]
+        record["wall_time"] = time.time()  # when this evaluation ended (Unix seconds)
         trainer.history.append(record)
         summary = summarize(trainer.history)
         record.update(median20_acc=summary["median20_acc"], best_acc=summary["best_acc"])
         on_epoch(record)
     return trainer.history
+
+
+def _train_epoch(trainer: Trainer, batches: Iterator[dict[str, torch.Tensor]], end: int,
+                 progress: Callable[[int, dict[str, float]], None] | None,
+                 check_every: int) -> tuple[list[str], torch.Tensor, int]:
+    """Steps up to ``end``; the metric names, their sums on the device, images per step here."""
+    start, reduce = trainer.step, trainer.collective.all_reduce
+    names: list[str] = []
+    sums = torch.zeros((), device=trainer.device)
+    bad_step = torch.full((), -1, device=trainer.device, dtype=torch.long)
+    local_images = 0
+    while trainer.step < end:
+        step = trainer.step
+        batch = next(batches)
+        local_images = sum(len(batch[k]) for k in ("x_lb", "x_ulb_w", "x_ulb_s"))
+        loss, metrics = trainer.train_step(batch)
+        names = names or list(metrics)
+        sums = sums + torch.stack([metrics[k].float() for k in names])
+        first_bad = (bad_step < 0) & ~torch.isfinite(loss.detach())
+        bad_step = torch.where(first_bad, torch.full_like(bad_step, step), bad_step)
+        done = trainer.step - start
+        if done % check_every == 0 or trainer.step == end:
+            _raise_if_bad(reduce(bad_step.clone(), "max"))
+            if progress is not None:
+                progress(trainer.step, dict(zip(names, (sums / done).tolist())))
+    return names, sums, local_images
+
+
+def _epoch_record(trainer: Trainer, names: list[str], sums: torch.Tensor, local_images: int, steps: int,
+                  seconds: float) -> dict[str, Any]:
+    """The epoch's means over all ranks and steps, and its throughput."""
+    cfg, collective = trainer.cfg, trainer.collective
+    totals = collective.all_reduce(torch.cat([sums, sums.new_tensor([local_images])]), "sum")
+    means = (totals[:-1] / (collective.world_size * steps)).tolist()
+    images_per_step = int(totals[-1].item())  # the whole job's, summed over ranks
+    return {
+        "step": trainer.step,
+        "epoch": len(trainer.history) + 1,
+        "lr": lr_at(trainer.step - 1, cfg.lr, cfg.total_steps, int(cfg.warmup)),
+        **{record_key(k): v for k, v in zip(names, means)},
+        "images_per_s": images_per_step * steps / max(seconds, 1e-9),
+        "samples_per_step": images_per_step,
+    }
 
 
 def _raise_if_bad(bad_step: torch.Tensor) -> None:

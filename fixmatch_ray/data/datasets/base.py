@@ -17,6 +17,11 @@ from ..splits import split_labeled
 SPLITS = ("train", "test", "unlabeled")
 
 
+def balanced_split(root: str, targets: np.ndarray, num_labeled: int, seed: int) -> np.ndarray:
+    """The class-balanced split (CIFAR, digits); ``root`` unused."""
+    return split_labeled(targets, num_labeled, seed)
+
+
 @dataclass(frozen=True)
 class ImageData:
     images: np.ndarray  # uint8 (N, H, W, 3)
@@ -38,9 +43,16 @@ class DatasetSpec:
     load: Callable[[str, str, bool], ImageData]  # (root, split, download) -> images
     # network shape per arch as the reference code picks it, e.g. {"wideresnet": {"depth": 28, "width": 2}}
     arch_defaults: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
-    # the labeled split: (train targets, num_labeled, seed) -> indices; class-balanced by default
-    split: Callable[[np.ndarray, int, int], np.ndarray] = split_labeled
-    extra_unlabeled: bool = False  # the unlabeled set is the train set plus the "unlabeled" split
+    # the labeled split: (data root, train targets, num_labeled, seed) -> indices into the train
+    # set; class-balanced by default
+    split: Callable[[str, np.ndarray, int, int], np.ndarray] = field(default=None)  # type: ignore[assignment]
+    # the split whose images form the unlabeled set when it is more than the train set (STL-10:
+    # "train+unlabeled"); it must start with the train images, in order, so labeled indices hold
+    unlabeled_split: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.split is None:
+            object.__setattr__(self, "split", balanced_split)
 
     def check_num_labeled(self, n: int) -> str | None:
         """Why ``n`` labels cannot be split (class-balanced rule), or None."""

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
+from .base import Policy
+
 FILL = (128, 128, 128)  # uncovered pixels of rotate/shear/translate (as the PyTorch port)
 CUTOUT_FILL = (127, 127, 127)
 MAX_LEVEL = 10
@@ -159,8 +161,10 @@ def to_tensor(img: Image.Image, mean: tuple[float, float, float], std: tuple[flo
 class TransformFixMatch:
     """The per-image reference pipeline: labeled → weak; unlabeled → (weak, strong)."""
 
-    def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float], flip: bool):
+    def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float], flip: bool,
+                 policy: Policy | None = None):
         self.mean, self.std, self.flip = tuple(mean), tuple(std), flip
+        self.strong_image = policy.strong_image if policy is not None else rand_augment_mc
 
     def labeled(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
         """Weakly augmented, normalised."""
@@ -169,7 +173,7 @@ class TransformFixMatch:
     def unlabeled(self, img: Image.Image, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(weak, strong) views; weak draws first, and strong does its own independent weak step."""
         weak = weak_augment(img, rng, self.flip)
-        strong = strong_augment(img, rng, self.flip)
+        strong = self.strong_image(weak_augment(img, rng, self.flip), rng)
         return to_tensor(weak, self.mean, self.std), to_tensor(strong, self.mean, self.std)
 
     def test(self, img: Image.Image) -> torch.Tensor:

@@ -27,7 +27,8 @@ import itertools
 
 import torch
 
-from .randaugment import CUTOUT_FILL, FILL, MAX_LEVEL, OP_NAMES, magnitude
+from .base import Policy
+from .randaugment import CUTOUT_FILL, FILL, MAX_LEVEL, OP_NAMES, magnitude, rand_augment_mc
 
 OP = {name: i for i, name in enumerate(OP_NAMES)}
 GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
@@ -322,3 +323,16 @@ def rand_augment_batch(x: torch.Tensor, gen: torch.Generator, n: int = 2, m: int
     cx = torch.rand(len(x), generator=gen, device=x.device) * w
     cy = torch.rand(len(x), generator=gen, device=x.device) * h
     return cutout_batch(x, int(cutout_frac * w), cx, cy)
+
+
+class RandAugment(Policy):
+    """RandAugmentMC + Cutout as the paper's RA variant: the PIL reference per image, the batched
+    ops per batch (equal under the same draws, within the tolerances the tests state)."""
+
+    name = "randaugment"
+
+    def strong_image(self, img, rng):
+        return rand_augment_mc(img, rng)
+
+    def strong_batch(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return rand_augment_batch(x, gen)

@@ -1,0 +1,160 @@
+"""One strict truth for a run's configuration.
+
+A :class:`RunConfig` is built from YAML, a dict or the CLI; an unknown key, a wrong type or an
+impossible value is a :class:`ConfigError` with one line that names the key, the bad value and
+what would be right. The resolved config (seed drawn, dataset defaults filled) is saved with every
+run and checkpoint, so a run can always be re-created from its own files. Each field carries its
+``train`` CLI flag and help (:mod:`.cli` builds the parser from them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from ..data.datasets import DATASETS
+from .strict import check_types, from_mapping, load_yaml, require
+
+ARCHS = ("wideresnet", "resnext")
+AMP_MODES = ("off", "auto", "bf16", "fp16")
+AUG_BACKENDS = ("pil", "tensor")
+ALGORITHMS = ("fixmatch", "flexmatch")  # kept in step with algorithms.REGISTRY by a test
+POLICIES = ("randaugment",)
+FLEX_MAPPINGS = ("convex", "linear", "concave")
+
+
+def opt(default: Any, help: str, **cli: Any) -> Any:
+    """A config field with its CLI flag's help (and argparse options: flag, action, choices...)."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one run. Batch sizes are per optimisation step, global."""
+
+    dataset: str = opt("cifar10", "dataset (default cifar10)", choices=tuple(DATASETS))
+    data_dir: str = opt("data", "where datasets live / are downloaded (default ./data)")
+    download: bool = opt(True, "never download datasets", flag="--no-download", action="store_false")
+    num_labeled: int = opt(4000, "number of labeled images, class-balanced (default 4000)")
+    expand_labels: bool = opt(False, "repeat labeled images to fill an epoch", action="store_true")
+    arch: str = opt("wideresnet", "network (default wideresnet)", choices=ARCHS)
+    depth: int | None = opt(None, "network depth (default: the reference's for the dataset)")
+    width: int | None = opt(None, "widen factor k (ResNeXt: base width)")
+    cardinality: int | None = opt(None, "ResNeXt cardinality")
+    bn_momentum: float = opt(0.001, "BatchNorm momentum (default 0.001, the official 0.999 decay)")
+    total_steps: int = opt(2**20, "optimisation steps (default 2^20)")
+    eval_step: int = opt(1024, "steps between evaluations (default 1024)")
+    batch_size: int = opt(64, "labeled batch B per step, global (default 64)")
+    mu: int = opt(7, "μ: unlabeled batch is μ·B (default 7)")
+    lr: float = opt(0.03, "initial learning rate (default 0.03)")
+    # warmup steps (the reference's flag, despite its help text there)
+    warmup: float = opt(0.0, "warmup steps (default 0)")
+    wdecay: float = opt(5e-4, "weight decay (default 5e-4; paper uses 1e-3 on CIFAR-100)")
+    nesterov: bool = opt(True, "Nesterov momentum (default on)", action="bool")
+    momentum: float = opt(0.9, "SGD momentum (default 0.9)")
+    use_ema: bool = opt(True, "evaluate an EMA model (default on)", action="bool")
+    ema_decay: float = opt(0.999, "EMA decay (default 0.999)")
+    lambda_u: float = opt(1.0, "λu: weight of the unlabeled loss (default 1; 0 = supervised)")
+    T: float = opt(1.0, "pseudo-label temperature (default 1)", flag="--T")
+    threshold: float = opt(0.95, "τ: pseudo-label confidence threshold (default 0.95)")
+    algorithm: str = opt("fixmatch", "SSL algorithm (default fixmatch)", choices=ALGORITHMS)
+    flex_warmup: bool = opt(True, "FlexMatch: threshold warm-up (default on)", action="bool")
+    flex_mapping: str = opt("convex", "FlexMatch: mapping of the learning effect (default convex)",
+                            choices=FLEX_MAPPINGS)
+    policy: str = opt("randaugment", "strong augmentation policy (default randaugment)", choices=POLICIES)
+    seed: int | None = opt(None, "random seed (default: drawn and saved)")
+    amp: str = opt("off", "mixed precision: bare --amp = bf16 where supported, else fp16 + GradScaler",
+                   choices=AMP_MODES, nargs="?", const="auto")
+    aug_backend: str = opt("pil", "pil: per-image PIL on data-loader processes (reference); tensor: batched "
+                           "on the device", choices=AUG_BACKENDS)
+    compile: bool = opt(False, "torch.compile the model", action="store_true")
+    num_workers: int = opt(4, "data-loading processes (default 4)")
+    eval_batch_size: int = opt(512, "evaluation batch size (default 512)")
+    device: str = opt("auto", "auto (default), cpu, cuda or cuda:N")
+    out: str = opt("result", "output directory (default ./result)")
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        _check_values(self)
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "run config") -> "RunConfig":
+        """Strict: unknown keys and wrong types are errors (``where`` names the source)."""
+        return from_mapping(cls, data, where)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "RunConfig":
+        return cls.from_dict(load_yaml(path), where=str(path))
+
+    def resolved(self) -> "RunConfig":
+        """A copy with the seed drawn and the network shape of the reference code filled in."""
+        changes: dict[str, Any] = {}
+        if self.seed is None:
+            changes["seed"] = random.SystemRandom().randrange(2**31)
+        for key, value in DATASETS[self.dataset].arch_defaults.get(self.arch, {}).items():
+            if getattr(self, key) is None:
+                changes[key] = value
+        return dataclasses.replace(self, **changes)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    # -- persistence -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write as YAML atomically (a reader never sees half a file)."""
+        from ..training.checkpoint import atomic_write_bytes
+
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        atomic_write_bytes(Path(path), text.encode())
+
+    @property
+    def num_classes(self) -> int:
+        return DATASETS[self.dataset].num_classes
+
+    @property
+    def unlabeled_batch_size(self) -> int:
+        return self.mu * self.batch_size
+
+
+def _check_values(c: RunConfig) -> None:
+    require(c.dataset in DATASETS, f"dataset: unknown {c.dataset!r}; expected one of {', '.join(DATASETS)}")
+    require(c.arch in ARCHS, f"arch: unknown {c.arch!r}; expected one of {', '.join(ARCHS)}")
+    require(c.amp in AMP_MODES, f"amp: unknown {c.amp!r}; expected one of {', '.join(AMP_MODES)}")
+    for name, allowed in (("algorithm", ALGORITHMS), ("policy", POLICIES), ("flex_mapping", FLEX_MAPPINGS)):
+        value = getattr(c, name)
+        require(value in allowed, f"{name}: unknown {value!r}; expected one of {', '.join(allowed)}")
+    require(
+        c.aug_backend in AUG_BACKENDS,
+        f"aug_backend: unknown {c.aug_backend!r}; expected one of {', '.join(AUG_BACKENDS)}",
+    )
+    for name in ("total_steps", "eval_step", "batch_size", "mu", "eval_batch_size"):
+        require(getattr(c, name) > 0, f"{name}: must be a positive integer, got {getattr(c, name)}")
+    for name in ("depth", "width", "cardinality"):
+        v = getattr(c, name)
+        require(v is None or v > 0, f"{name}: must be a positive integer, got {v}")
+    require(c.num_workers >= 0, f"num_workers: must be >= 0, got {c.num_workers}")
+    require(c.lr > 0, f"lr: must be > 0, got {c.lr}")
+    require(c.warmup >= 0, f"warmup: must be >= 0 steps, got {c.warmup}")
+    require(c.wdecay >= 0, f"wdecay: must be >= 0, got {c.wdecay}")
+    require(0 <= c.momentum < 1, f"momentum: must be in [0, 1), got {c.momentum}")
+    require(0 <= c.ema_decay < 1, f"ema_decay: must be in [0, 1), got {c.ema_decay}")
+    require(c.lambda_u >= 0, f"lambda_u: must be >= 0, got {c.lambda_u}")
+    require(c.T > 0, f"T: must be > 0, got {c.T}")
+    require(0 < c.bn_momentum <= 1, f"bn_momentum: must be in (0, 1], got {c.bn_momentum}")
+    require(0 <= c.threshold <= 1, f"threshold: must be in [0, 1], got {c.threshold}")
+    require(c.seed is None or c.seed >= 0, f"seed: must be >= 0, got {c.seed}")
+    spec = DATASETS[c.dataset]
+    problem = spec.check_num_labeled(c.num_labeled)
+    require(problem is None, f"num_labeled: {problem}")
+    missing = [k for k in ("depth", "width") if getattr(c, k) is None and k not in spec.arch_defaults.get(c.arch, {})]
+    require(not missing, f"{'/'.join(missing)}: {c.arch} has no default shape for {c.dataset}; set "
+             f"{' and '.join(missing)} (e.g. depth: 28, width: 2)")

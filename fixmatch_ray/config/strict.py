@@ -1,0 +1,123 @@
+"""The one strict loader behind run configs, resources and sweep files.
+
+A dataclass declares the keys and their types; :func:`from_mapping` builds it from a mapping
+(YAML, a dict, the CLI), rejecting unknown keys and checking every value's type (nested
+dataclasses too), so every problem is one :class:`ConfigError` line naming where it is.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+from ..errors import ConfigError
+
+T = TypeVar("T")
+
+
+def require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def load_yaml(path: str | os.PathLike) -> Any:
+    """Parse a YAML file; a missing, unreadable, non-text or malformed file is one line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {str(path)!r} is a directory; expected a YAML file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); "
+                          "expected a YAML file") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{at}: {problem}") from None
+    except OSError as e:
+        raise ConfigError(f"config file {str(path)!r} cannot be read ({e.strerror or e})") from None
+
+
+def from_mapping(cls: type[T], data: Any, where: str) -> T:
+    """``cls(**data)`` for a dataclass ``cls``, strictly: unknown keys are errors, nested
+    dataclass fields are built from their own mappings (``where`` names the source)."""
+    require(isinstance(data, Mapping), f"{where}: expected a mapping of keys to values, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key in data:
+        require(key in fields, f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in data.items():
+        tp = hints[key]
+        values[key] = from_mapping(tp, value, f"{where}: {key}") if dataclasses.is_dataclass(tp) else value
+    return cls(**values)
+
+
+def check_types(obj: Any, where: str = "") -> None:
+    """Every field of the dataclass ``obj`` holds a value of its declared type; the error names the
+    innermost bad key (``axes.lambda_u``, ``seeds[2]``)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        bad = _first_bad(getattr(obj, f.name), hints[f.name], f"{where}.{f.name}" if where else f.name)
+        if bad is not None:
+            path, tp, value = bad
+            raise ConfigError(f"{path}: expected {type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _first_bad(value: Any, tp: Any, path: str) -> tuple[str, Any, Any] | None:
+    """Where ``value`` first differs from ``tp``: (path, expected type, value there), or None."""
+    if is_instance(value, tp):
+        return None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (list, tuple) and args and isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            if not is_instance(v, args[0]):
+                return _first_bad(v, args[0], f"{path}[{i}]")
+    if origin is dict and args and isinstance(value, dict):
+        for k, v in value.items():
+            if not is_instance(v, args[1]):
+                return _first_bad(v, args[1], f"{path}.{k}")
+    return path, tp, value
+
+
+def is_instance(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(is_instance(value, t) for t in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:  # an int is a fine float; a bool is not a number here
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        return isinstance(value, (list, tuple)) and all(is_instance(v, inner) for v in value)
+    if origin is dict or tp is dict:
+        k, v = typing.get_args(tp) or (Any, Any)
+        return isinstance(value, dict) and all(is_instance(a, k) and is_instance(b, v) for a, b in value.items())
+    if tp is Any:
+        return True
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, tp)
+    return isinstance(value, tp)
+
+
+def type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(t) for t in typing.get_args(tp))
+    if origin in (list, tuple):
+        inner = (typing.get_args(tp) or (Any,))[0]
+        return "a list" if inner is Any else f"a list of {type_name(inner)}"
+    if origin is dict:
+        k, v = typing.get_args(tp)
+        return f"a mapping of {type_name(k)} to {type_name(v)}"
+    return "null" if tp is type(None) else "any" if tp is Any else getattr(tp, "__name__", str(tp))

@@ -1,0 +1,42 @@
+"""The augmentation-policy interface: the strong view, per image (reference) and per batch (device).
+
+A policy turns a weakly augmented image into the strong view, in two implementations that agree
+under the same draws: ``strong_image`` on PIL (the per-image reference, used by data-loader
+processes) and ``strong_batch`` on a uint8 ``(N, C, H, W)`` tensor (the batched device path).
+A policy that learns during training (``learns = True``, e.g. CTAugment) keeps its state in
+``state_dict`` (saved in every checkpoint), updates it in :meth:`learn` after each step with
+the same inputs on every DDP rank, and needs the device path: data-loader processes cannot see
+its updates.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+class Policy:
+    """A strong-augmentation policy; subclasses set ``name`` and register in ``policies.POLICIES``."""
+
+    name: ClassVar[str]
+    learns: ClassVar[bool] = False
+
+    def strong_image(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
+        """The strong view of one (already weakly augmented) image, all draws from ``rng``."""
+        raise NotImplementedError
+
+    def strong_batch(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """The strong views of a uint8 batch of weak views, each sample its own draws from ``gen``."""
+        raise NotImplementedError
+
+    def learn(self, **step: Any) -> None:
+        """Update the policy after a step (only for ``learns`` policies)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"policy {self.name} keeps no state, got keys {sorted(state)}")

@@ -1,0 +1,56 @@
+"""Render aggregated rows (:func:`.aggregate.aggregate`) as Markdown, LaTeX and CSV."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Any
+
+from .aggregate import METRICS
+
+
+def _pm(d: dict[str, float] | None, digits: int = 2) -> str:
+    if d is None or math.isnan(d["mean"]):
+        return "-"
+    if math.isnan(d["std"]):
+        return f"{d['mean']:.{digits}f}"
+    return f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}"
+
+
+COLUMNS = ("setting", "n", "error % (median of last 20)", "paper error %", "Δ (paper σ)",
+           "acc % (median of last 20)", "best acc %", "last acc %", "running", "failed")
+
+
+def table_cells(r: dict[str, Any]) -> list[str]:
+    delta = "-" if r["delta_paper_std"] is None else f"{r['delta_paper_std']:+.2f}"
+    return [r["setting"], str(r["n"]), _pm(r["error"]), _pm(r["paper_error"]), delta, _pm(r["median20_acc"]),
+            _pm(r["best_acc"]), _pm(r["last_acc"]), str(r["running"]), str(r["failed"])]
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(table_cells(r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n\nmean ± sample std (ddof=1) over the n finished seeds; error = 100 − accuracy.\n"
+
+
+def latex(rows: list[dict[str, Any]]) -> str:
+    esc = lambda s: s.replace("_", r"\_").replace("%", r"\%").replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("σ", r"$\sigma$")  # noqa: E731
+    cols = ("setting", "n", "error % (median of last 20)", "paper error %", "Δ (paper σ)")
+    lines = [r"\begin{tabular}{lrrrr}", r"\toprule", " & ".join(esc(c) for c in cols) + r" \\", r"\midrule"]
+    lines += [" & ".join(esc(c) for c in table_cells(r)[:5]) + r" \\" for r in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["setting", "n", "error_mean", "error_std", "paper_error", "paper_std", "delta_paper_std",
+                *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), "running", "failed"])
+    for r in rows:
+        p = r["paper_error"] or {"mean": "", "std": ""}
+        w.writerow([r["setting"], r["n"], r["error"]["mean"], r["error"]["std"], p["mean"], p["std"],
+                    "" if r["delta_paper_std"] is None else r["delta_paper_std"],
+                    *(r[m][s] for m in METRICS for s in ("mean", "std")), r["running"], r["failed"]])
+    return buf.getvalue()
+

@@ -1,0 +1,115 @@
+"""Where a run's events go: pluggable sinks of the run loop (:func:`.loop.run_training`).
+
+A sink sees the trainer when the run starts (fresh or restored), the running means every few
+steps, each evaluation's record, and the end. Sinks marked ``chief_only`` exist on rank 0 only:
+the run loop drops them elsewhere, the one place the rank is looked at.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..tracking import Tracker
+from .checkpoint import save_checkpoint
+from .engine import Trainer, summarize
+from .record import write_record
+
+
+class Sink:
+    chief_only = False
+
+    def start(self, trainer: Trainer) -> None:
+        """Before the first step (``trainer.step`` > 0 when restored)."""
+
+    def progress(self, step: int, means: dict[str, float]) -> None:
+        """Every few steps: the epoch's running means of the algorithm's metrics."""
+
+    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+        """After each evaluation, in the order the sinks were given."""
+
+    def close(self) -> None:
+        """The run ended, failed or was interrupted."""
+
+
+class CheckpointSink(Sink):
+    """``<out>/checkpoint.pt`` after every evaluation (the one before kept as a fallback)."""
+
+    chief_only = True
+
+    def __init__(self, out: str | Path):
+        self.out = out
+
+    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+        save_checkpoint(self.out, trainer.state_dict())
+
+
+class RecordSink(Sink):
+    """The run record (:mod:`.record`), rewritten whole at start and after every evaluation."""
+
+    chief_only = True
+
+    def __init__(self, run_dir: str, trial: dict[str, Any] | None = None):
+        self.run_dir, self.trial = run_dir, trial
+
+    def start(self, trainer: Trainer) -> None:
+        write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial)
+
+    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+        write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial)
+
+
+class TrackerSink(Sink):
+    """A :class:`~fixmatch_ray.tracking.Tracker`: config at start, every record, the summary at the end."""
+
+    chief_only = True
+
+    def __init__(self, tracker: Tracker):
+        self.tracker, self.trainer = tracker, None
+
+    def start(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.tracker.log_config(trainer.cfg.to_dict())
+
+    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+        self.tracker.log_metrics(record, record["step"])
+
+    def close(self) -> None:
+        if self.trainer is not None and self.trainer.step >= self.trainer.cfg.total_steps:
+            self.tracker.log_summary(summarize(self.trainer.history))
+        self.tracker.close()
+
+
+def format_record(rec: dict[str, Any], total_steps: int) -> str:
+    return (
+        f"epoch {rec['epoch']} step {rec['step']}/{total_steps} | loss {rec['train_loss']:.4f} "
+        f"(x {rec['train_loss_x']:.4f} u {rec['train_loss_u']:.4f}) mask {rec['mask_rate']:.3f} "
+        f"lr {rec['lr']:.5f} | test acc {rec['test_acc']:.2f} loss {rec['test_loss']:.4f} "
+        f"median20 {rec['median20_acc']:.2f} best {rec['best_acc']:.2f} | {rec['images_per_s']:.0f} img/s"
+    )
+
+
+class ProgressSink(Sink):
+    """A tqdm bar on stderr and one line per evaluation."""
+
+    chief_only = True
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.bar = enabled, None
+
+    def start(self, trainer: Trainer) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=trainer.cfg.total_steps, initial=trainer.step, disable=not self.enabled,
+                        file=sys.stderr, dynamic_ncols=True, unit="step")
+
+    def progress(self, step: int, means: dict[str, float]) -> None:
+        self.bar.update(step - self.bar.n)
+        self.bar.set_postfix(loss=f"{means['loss']:.3f}", **({"mask": f"{means['mask']:.2f}"} if "mask" in means else {}))
+
+    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+        self.bar.write(format_record(record, trainer.cfg.total_steps), file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
