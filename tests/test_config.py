@@ -65,3 +65,46 @@ def test_yaml_errors(tmp_path):
     lst.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         RunConfig.from_yaml(lst)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"workers": 2, "gpus_per_worker": 0.5}, "DDP ranks each need a whole GPU"),
+    ({"gpus_per_worker": 2}, "a worker trains on one GPU"),
+    ({"workers": 0}, "workers: expected a positive integer"),
+    ({"cpus_per_worker": 0}, "cpus_per_worker: expected a number > 0"),
+    ({"custom_per_worker": {"fake_gpu": 0}}, "expected resource name: amount > 0"),
+    ({"workers": "2"}, "workers: expected int"),
+])
+def test_bad_resources_are_one_clear_line(kwargs, match):
+    from fixmatch_ray.config import Resources
+
+    with pytest.raises(ConfigError, match=match) as e:
+        Resources(**kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_resources_one_trial_holds():
+    from fixmatch_ray.config import Resources
+
+    r = Resources(workers=2, cpus_per_worker=3, gpus_per_worker=1, custom_per_worker={"fake": 0.5})
+    assert r.use_gpu and r.per_worker() == {"CPU": 3, "GPU": 1, "fake": 0.5}
+    assert r.per_run() == {"CPU": 6, "GPU": 2, "fake": 1.0}
+    assert Resources(gpus_per_worker=0.25).per_run() == {"CPU": 1.0, "GPU": 0.25}  # a fraction shares a GPU
+    with pytest.raises(ConfigError, match="batch_size = 64 is not divisible by 3 DDP workers"):
+        Resources(workers=3).check(RunConfig())
+
+
+def test_train_flags_are_generated_from_the_config_fields():
+    """Every run-config field has a flag with the reference's name and its help."""
+    from fixmatch_ray.train import build_parser
+
+    p = build_parser()
+    flags = {s for a in p._actions for s in a.option_strings}
+    assert {"--num-labeled", "--no-download", "--T", "--lambda-u", "--nesterov", "--no-nesterov", "--use-ema",
+            "--expand-labels", "--algorithm", "--policy", "--aug-backend", "--amp"} <= flags
+    ns = p.parse_args(["--num-labeled", "250", "--no-nesterov", "--amp", "--no-download"])
+    assert vars(ns) == {"num_labeled": 250, "nesterov": False, "amp": "auto", "download": False}
+    import dataclasses
+
+    helped = {f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("help")}
+    assert helped == {f.name for f in dataclasses.fields(RunConfig)}  # no field without its flag

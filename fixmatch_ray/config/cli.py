@@ -36,6 +36,6 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         else:
             kw["type"] = _scalar(hints[f.name])
             for key in ("choices", "nargs", "const"):
-                if key in meta:
-                    kw[key] = meta[key]
+                if key in meta:  # choices may be a function: registries are read when the parser is built
+                    kw[key] = meta[key]() if callable(meta[key]) else meta[key]
         parser.add_argument(flag, **kw)

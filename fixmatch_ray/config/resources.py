@@ -26,8 +26,8 @@ class Resources:
         require(self.workers >= 1, f"workers: expected a positive integer, got {self.workers}")
         require(self.cpus_per_worker > 0, f"cpus_per_worker: expected a number > 0, got {self.cpus_per_worker}")
         g = self.gpus_per_worker
-        require(g >= 0 and (g <= 1 or g == int(g)),
-                f"gpus_per_worker: expected 0, a fraction of one GPU, or a whole number, got {g}")
+        require(0 <= g <= 1, f"gpus_per_worker: expected 0, a fraction of one GPU, or 1, got {g} (a worker "
+                "trains on one GPU: ask for more workers to use more GPUs)")
         # Ray may place two ranks of one run on the same GPU when each asks for a fraction, and
         # NCCL refuses a communicator with a duplicate device: only whole GPUs for DDP.
         require(self.workers == 1 or g == int(g),

@@ -21,10 +21,22 @@ from ..data.datasets import DATASETS
 from .strict import check_types, from_mapping, load_yaml, require
 
 ARCHS = ("wideresnet", "resnext")
+
+
+def algorithm_names() -> tuple[str, ...]:
+    """The registered algorithms (imported on demand: the registry needs torch, the config does not)."""
+    from ..algorithms import REGISTRY
+
+    return tuple(REGISTRY)
+
+
+def policy_names() -> tuple[str, ...]:
+    """The registered augmentation policies (imported on demand, as the algorithms)."""
+    from ..data.policies import POLICIES
+
+    return tuple(POLICIES)
 AMP_MODES = ("off", "auto", "bf16", "fp16")
 AUG_BACKENDS = ("pil", "tensor")
-ALGORITHMS = ("fixmatch", "flexmatch")  # kept in step with algorithms.REGISTRY by a test
-POLICIES = ("randaugment",)
 FLEX_MAPPINGS = ("convex", "linear", "concave")
 
 
@@ -62,11 +74,11 @@ class RunConfig:
     lambda_u: float = opt(1.0, "λu: weight of the unlabeled loss (default 1; 0 = supervised)")
     T: float = opt(1.0, "pseudo-label temperature (default 1)", flag="--T")
     threshold: float = opt(0.95, "τ: pseudo-label confidence threshold (default 0.95)")
-    algorithm: str = opt("fixmatch", "SSL algorithm (default fixmatch)", choices=ALGORITHMS)
+    algorithm: str = opt("fixmatch", "SSL algorithm (default fixmatch)", choices=algorithm_names)
     flex_warmup: bool = opt(True, "FlexMatch: threshold warm-up (default on)", action="bool")
     flex_mapping: str = opt("convex", "FlexMatch: mapping of the learning effect (default convex)",
                             choices=FLEX_MAPPINGS)
-    policy: str = opt("randaugment", "strong augmentation policy (default randaugment)", choices=POLICIES)
+    policy: str = opt("randaugment", "strong augmentation policy (default randaugment)", choices=policy_names)
     seed: int | None = opt(None, "random seed (default: drawn and saved)")
     amp: str = opt("off", "mixed precision: bare --amp = bf16 where supported, else fp16 + GradScaler",
                    choices=AMP_MODES, nargs="?", const="auto")
@@ -129,7 +141,7 @@ def _check_values(c: RunConfig) -> None:
     require(c.dataset in DATASETS, f"dataset: unknown {c.dataset!r}; expected one of {', '.join(DATASETS)}")
     require(c.arch in ARCHS, f"arch: unknown {c.arch!r}; expected one of {', '.join(ARCHS)}")
     require(c.amp in AMP_MODES, f"amp: unknown {c.amp!r}; expected one of {', '.join(AMP_MODES)}")
-    for name, allowed in (("algorithm", ALGORITHMS), ("policy", POLICIES), ("flex_mapping", FLEX_MAPPINGS)):
+    for name, allowed in (("algorithm", algorithm_names()), ("policy", policy_names()), ("flex_mapping", FLEX_MAPPINGS)):
         value = getattr(c, name)
         require(value in allowed, f"{name}: unknown {value!r}; expected one of {', '.join(allowed)}")
     require(

@@ -72,3 +72,35 @@ def user_error(err: BaseException) -> BaseException | None:
             seen += 1
     return None
 
+
+
+def reap_orphan_placement_groups() -> int:
+    """Remove placement groups still held by jobs that are over; the number removed.
+
+    A sweep driver killed at the wrong moment can leave its Train run's placement group behind
+    (its controller creates one just as the job is torn down: seen here with Ray 2.60), and the
+    resumed sweep then waits forever for the GPUs it holds. Detached groups are left alone.
+    """
+    import ray
+    from ray.util.placement_group import PlacementGroup
+    from ray.util.state import list_jobs, list_placement_groups
+
+    try:
+        live = {j.job_id for j in list_jobs() if j.status == "RUNNING" and j.job_id}
+        groups = list_placement_groups(detail=True, limit=10000)
+    except Exception:  # no dashboard/state API: nothing we can check
+        return 0
+    removed = 0
+    for g in groups:
+        if g.state in ("CREATED", "PENDING", "RESCHEDULING") and not g.is_detached and g.creator_job_id not in live:
+            ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(g.placement_group_id)))
+            removed += 1
+    return removed
+
+
+
+def cluster_resources() -> dict[str, float]:
+    """The joined cluster's total resources."""
+    import ray
+
+    return ray.cluster_resources()

@@ -122,5 +122,8 @@ def run_local(cfg: RunConfig, state: dict[str, Any] | None = None, progress: boo
     cfg.save(out / "config.yaml")
     sinks = [CheckpointSink(out), RecordSink(str(out)), TrackerSink(TRACKERS["tensorboard"](logdir=out)),
              ProgressSink(progress)]
-    trainer = run_training(cfg, resolve_device(cfg.device), sinks, state=state, data=data)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # --gpu-id N: kernels, NCCL and caches on that GPU, not GPU 0
+    trainer = run_training(cfg, device, sinks, state=state, data=data)
     return summarize(trainer.history)

@@ -1,0 +1,160 @@
+"""The Ray Tune side of a sweep: one function trial per (setting, seed), each running a Ray Train
+``TorchTrainer``; the live progress table; the driver's status file.
+
+Train runs are named after the Tune trial id, so a retried trial or a restored experiment resumes
+from the run's last checkpoint. Finished trials are never rerun.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from ray import tune
+
+from ..config import Resources, RunConfig, SweepSpec, Trial
+from ..results.read import STATUS_FILE, TRAIN_DIR
+from ..storage import Store, join
+from .cluster import DRIVER_RESOURCE, cluster_resources, reap_orphan_placement_groups
+from .worker import build_trainer
+
+
+class _DropTuneHints(logging.Filter):
+    """Tune's restore hint (``Tuner.restore(path=..., trainable=...)``) is wrong for this tool (the
+    same command resumes), and its interrupt lines repeat what the driver says itself."""
+
+    NOISE = ("Tuner.restore(", "Stop signal received", "Trials did not complete")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(n in record.getMessage() for n in self.NOISE)
+
+
+logging.getLogger("ray.tune.tune").addFilter(_DropTuneHints())
+
+
+def run_trial(param: dict[str, Any]) -> None:
+    """Tune function trainable: one FixMatch run as a Ray Train job (returns nothing, so the
+    trial's final result is the last report)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    config = param["trial"]
+    ctx = tune.get_context()
+    cfg = RunConfig.from_dict(config["run"])
+    name = f"{config['name']}-{ctx.get_trial_id()}"  # deterministic: retries/restores resume
+    trainer = build_trainer(
+        cfg, Resources(**config["resources"]), join(config["experiment"], TRAIN_DIR), name,
+        max_failures=config["worker_retries"], callbacks=[TuneReportCallback()],
+        trial={k: config[k] for k in ("name", "label", "seed", "setting")},
+    )
+    trainer.fit()
+
+
+def trial_config(spec: SweepSpec, trial: Trial, experiment: str) -> dict[str, Any]:
+    r = spec.resources
+    return {
+        "name": trial.name, "label": trial.label, "seed": trial.seed, "setting": trial.setting,
+        "run": trial.run.to_dict(), "experiment": experiment, "worker_retries": spec.worker_retries,
+        "resources": dataclasses.asdict(r),
+    }
+
+
+class ProgressTable(tune.Callback):
+    """A live table of running trials (status, step, accuracy, images/s) and the sweep's ETA."""
+
+    def __init__(self, n: int, every_s: float = 15.0):
+        self.n, self.every_s, self.last, self.last_reap = n, every_s, 0.0, time.time()
+        self.latest: dict[str, dict[str, Any]] = {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.latest[trial.trial_id] = result
+        if time.time() - self.last >= self.every_s:
+            self.show(trials)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.show(trials)
+
+    def on_step_end(self, iteration, trials, **info):
+        if time.time() - self.last_reap >= 30:  # cheap (one state-API call) and only every 30 s
+            self.last_reap = time.time()
+            reap_orphan_placement_groups()
+
+    def show(self, trials) -> None:
+        self.last = time.time()
+        print(render_progress(trials, self.latest, self.n), flush=True)
+
+
+def render_progress(trials, latest: dict[str, dict[str, Any]], n: int) -> str:
+    """Text table of the running trials plus counts and an ETA (remaining steps / current rate)."""
+    counts: dict[str, int] = {}
+    rows, remaining, rate = [], 0.0, 0.0
+    for t in trials:
+        counts[t.status] = counts.get(t.status, 0) + 1
+        res = latest.get(t.trial_id, {})
+        total = t.config["trial"]["run"]["total_steps"]
+        step = res.get("step", 0)
+        if t.status not in ("TERMINATED", "ERROR"):
+            remaining += total - step
+        if t.status == "RUNNING":
+            if res.get("samples_per_step"):
+                rate += res["images_per_s"] / res["samples_per_step"]
+            acc = f"{res['test_acc']:6.2f}" if "test_acc" in res else "     -"
+            ips = f"{res['images_per_s']:8.0f}" if "images_per_s" in res else "       -"
+            rows.append(f"  {t.config['trial']['name']:<36} {step:>8}/{total:<8} acc {acc}  {ips} img/s")
+    if trials:  # trials Tune has not created yet (max_concurrent_trials) are still to run
+        remaining += max(0, n - len(trials)) * trials[-1].config["trial"]["run"]["total_steps"]
+    eta = f"{remaining / rate / 60:.1f} min" if rate > 0 else "unknown"
+    head = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
+    return "\n".join([f"[sweep] {head} of {n} trials | ETA {eta}", *rows])
+
+
+def trial_name(trial) -> str:
+    """Readable, unique trial directory names: ``<setting>.s<seed>_<trial id>``."""
+    return f"{trial.config['trial']['name']}_{trial.trial_id}"
+
+
+def experiment_exists(experiment: str) -> bool:
+    """Whether ``experiment`` holds a Tune experiment that can be restored."""
+    return tune.Tuner.can_restore(experiment)
+
+
+def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool):
+    """A new or restored Tuner over the sweep's trials."""
+    # The run records are the results and each Train run writes its own TensorBoard events: Tune's
+    # CSV/JSON/TensorBoard copies per trial (indexed by iteration, not step) would only add a
+    # second, misleading run per trial to TensorBoard.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    experiment = spec.experiment_path()
+    # the trial driver holds no GPU: the driver resource where the cluster has it, else a sliver of CPU
+    has_driver_slots = cluster_resources().get(DRIVER_RESOURCE, 0) > 0
+    trainable = tune.with_resources(run_trial, {DRIVER_RESOURCE: 1} if has_driver_slots else {"CPU": 0.01})
+    if restore:
+        return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
+    param_space = {"trial": tune.grid_search([trial_config(spec, t, experiment) for t in spec.trials])}
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=False,
+                                    trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=spec.storage, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=spec.trial_retries),
+            callbacks=[ProgressTable(len(spec.trials))],
+        ),
+    )
+
+
+def write_status(experiment: str, results) -> None:
+    """The driver's view of each trial after Tune's run, for ``report``: failed for good or not.
+
+    A trial's Train run is ``<trial name>-<trial id>`` (see :func:`run_trial`); its directory
+    under Tune is ``<trial name>_<trial id>``."""
+    runs = {}
+    for r in results:
+        name = r.config["trial"]["name"]
+        trial_id = r.path.rstrip("/").rsplit("_", 1)[-1]
+        runs[f"{name}-{trial_id}"] = "failed" if r.error is not None else "ended"
+    Store(experiment).write_bytes(STATUS_FILE, json.dumps({"runs": runs}, indent=1).encode())
+
