@@ -34,9 +34,11 @@ def join(root: str | os.PathLike, *parts: str) -> str:
     root = os.fspath(root)
     base, sep, query = root.partition("?") if is_uri(root) else (root, "", "")
     tail = [p.strip("/") for p in parts if p.strip("/")]
-    head = base.rstrip("/") if base.rstrip("/") and not base.endswith("://") else base
-    path = "/".join([head, *tail]) if tail else base
-    return f"{path}{sep}{query}"
+    if not tail:
+        return root
+    scheme = m.group(0) if (m := _SCHEME.match(base)) else ""
+    head = [scheme + base[len(scheme):].rstrip("/")] if base else []
+    return "/".join([*head, *tail]) + sep + query
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
