@@ -1,6 +1,7 @@
 """An experiment's files on a local path or a URI (s3://, gs://, ...), through ``pyarrow.fs``.
 
-Plain writes are atomic: locally a temporary file, fsync and rename; on object stores one PUT.
+Plain writes are atomic: locally a temporary file, fsync and rename; on object stores one object
+upload (pyarrow uploads S3 objects as a multipart upload, which appears whole on completion).
 Conditional writes (create-if-absent, compare-and-swap) back the experiment lease; they live in
 ``conditional_writes.py`` (pyarrow has none: local lock files, boto3 on S3, google-cloud-storage
 on GCS).
@@ -175,7 +176,7 @@ class Store:
         return None if data is None else data.decode("utf-8")
 
     def write_bytes(self, rel: str, data: bytes) -> None:
-        """Replace ``rel`` atomically (local: temp file + fsync + rename; remote: one PUT)."""
+        """Replace ``rel`` atomically (local: temp file + fsync + rename; remote: one object upload)."""
         if not self.remote:
             atomic_write_bytes(self._p(rel), data)
             return

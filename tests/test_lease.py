@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -119,7 +120,8 @@ def test_takeover_after_the_heartbeat_expires(storage_root):
     lease = Lease(store, heartbeat_s=1, stale_after_s=10)
     notice = lease.acquire()
     try:
-        assert "host elsewhere, pid 4242" in notice and "sent no heartbeat for 20 s (over 10 s)" in notice
+        assert "host elsewhere, pid 4242" in notice
+        assert re.search(r"sent no heartbeat for 2\d s \(over 10 s\)$", notice), notice  # 20 s and a bit
         assert Holder.parse(store.read_bytes("lease.json")).holder == lease.record.holder
     finally:
         lease.release()
