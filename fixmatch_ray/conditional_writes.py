@@ -100,9 +100,11 @@ class _LocalConditional:
 class _S3Conditional:
     """S3 conditional PutObject/DeleteObject through boto3 (pyarrow cannot send If-Match headers).
     The client follows the URI's endpoint_override/scheme/region/credentials, else boto3's own
-    settings (AWS_ENDPOINT_URL, AWS_REGION, profiles...); a conflict (412, 409, 404) is a lost race."""
+    settings (AWS_ENDPOINT_URL, AWS_REGION, profiles...); a failed precondition (412), a concurrent
+    conditional write (409) or a missing key is a lost race, anything else a StorageError."""
 
-    LOST = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409", "404"}
+    LOST_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"}
+    LOST_STATUS = {"412", "409"}  # a missing bucket (404 NoSuchBucket) is an error, not a lost race
 
     def __init__(self, store: Store):
         try:
@@ -137,7 +139,7 @@ class _S3Conditional:
         except ClientError as e:
             err = e.response.get("Error", {})
             status = str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-            if err.get("Code") in self.LOST or status in self.LOST:
+            if err.get("Code") in self.LOST_CODES or status in self.LOST_STATUS:
                 return None
             raise StorageError(f"{self.root}: cannot {what} s3://{path}: {err.get('Code')}: {err.get('Message')}") from None
         except BotoCoreError as e:

@@ -160,6 +160,13 @@ def test_compare_and_swap(storage_root):
     assert not store.delete_if_unchanged("l.json", t5)
 
 
+def test_s3_errors_are_one_line_not_a_lost_race(s3_env):
+    store = Store("s3://no-such-bucket/exp")
+    with pytest.raises(StorageError) as e:
+        store.create_exclusive("lease.json", b"x")
+    assert "\n" not in str(e.value) and "s3://no-such-bucket/exp/lease.json: NoSuchBucket" in str(e.value)
+
+
 def test_atomic_write_bytes_leaves_old_content_on_failure(tmp_path):
     path = tmp_path / "d" / "f.yaml"
     atomic_write_bytes(path, b"old")
