@@ -8,9 +8,12 @@ imported only here, when a lease is taken on such a store.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from .storage import StorageError, Store, atomic_write_bytes, fsync_dir, uri_options
 
@@ -28,6 +31,19 @@ def backend_for(store: Store):
                        f"supported on {scheme} storage; use a local path or shared mount, s3:// or gs://")
 
 
+@contextlib.contextmanager
+def _file_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive flock on ``.<name>.lock`` beside ``path`` (closing the file releases it)."""
+    directory, name = os.path.split(path)
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(os.path.join(directory, f".{name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class _LocalConditional:
     """Local files: every conditional write holds an flock on ``.<name>.lock`` beside the file, so
     check and write happen as one step among the writers that use it (NFS: POSIX locks)."""
@@ -35,23 +51,6 @@ class _LocalConditional:
     @staticmethod
     def _token(st: os.stat_result) -> str:
         return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
-
-    @staticmethod
-    def _locked(path: str):
-        import contextlib
-        import fcntl
-
-        @contextlib.contextmanager
-        def lock():
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.lock"),
-                         os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # closing releases the lock
-        return lock()
 
     def read(self, path: str) -> tuple[bytes, str] | None:
         try:
@@ -67,30 +66,37 @@ class _LocalConditional:
             return None
 
     def create(self, path: str, data: bytes) -> bool:
-        with self._locked(path):
-            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path))
+        with _file_lock(path):
+            directory, name = os.path.split(path)
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
-                os.link(tmp, path)  # fails if the name exists, even for writers that skip the lock
-            except FileExistsError:
-                return False
+                try:
+                    os.link(tmp, path)  # fails if the name exists, even for writers that skip the lock
+                except FileExistsError:
+                    return False
+                except OSError:  # no hard links here (some FUSE/SMB mounts): the lock alone guards
+                    if os.path.lexists(path):
+                        return False
+                    os.replace(tmp, path)
             finally:
-                os.unlink(tmp)
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
         fsync_dir(Path(path).parent)
         return True
 
     def replace(self, path: str, data: bytes, token: str) -> bool:
-        with self._locked(path):
+        with _file_lock(path):
             if self._current(path) != token:
                 return False
             atomic_write_bytes(path, data)
             return True
 
     def delete(self, path: str, token: str) -> bool:
-        with self._locked(path):
+        with _file_lock(path):
             if self._current(path) != token:
                 return False
             os.unlink(path)
@@ -141,7 +147,8 @@ class _S3Conditional:
             status = str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
             if err.get("Code") in self.LOST_CODES or status in self.LOST_STATUS:
                 return None
-            raise StorageError(f"{self.root}: cannot {what} s3://{path}: {err.get('Code')}: {err.get('Message')}") from None
+            raise StorageError(f"{self.root}: cannot {what} s3://{path}: "
+                               f"{err.get('Code')}: {err.get('Message')}") from None
         except BotoCoreError as e:
             raise StorageError(f"{self.root}: cannot {what} s3://{path}: {e}") from None
 

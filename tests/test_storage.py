@@ -139,6 +139,18 @@ def test_create_exclusive_race_has_one_winner(storage_root):
     assert store.list() == [f"lease-{i}.json" for i in range(10)]  # no lock or temp files listed
 
 
+def test_create_exclusive_where_hard_links_fail(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")  # what FUSE/SMB mounts without links say
+
+    monkeypatch.setattr(os, "link", no_links)
+    store = Store(tmp_path)
+    for round_ in range(10):
+        won = _race(2, lambda i: store.create_exclusive(f"l{round_}", f"driver {i}".encode()))
+        assert sorted(won) == [False, True] and store.read_bytes(f"l{round_}") == f"driver {won.index(True)}".encode()
+    assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
+
+
 def test_compare_and_swap(storage_root):
     store = Store(storage_root)
     assert store.read_with_token("l.json") is None
