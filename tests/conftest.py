@@ -95,3 +95,34 @@ def ray_session(ray_cluster):
     import ray
 
     yield ray
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 at a free port, with a bucket; stopped after the session."""
+    from s3server import start_s3_server
+
+    server = start_s3_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """AWS clients (boto3, pyarrow) of this test reach the server through AWS_ENDPOINT_URL."""
+    from s3server import s3_env as variables
+
+    env, unset = variables(s3_server)
+    for key in unset:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return s3_server
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage_root(request, tmp_path) -> str:
+    """An experiment root: a local directory, then a fresh s3:// prefix on the test's S3 server."""
+    if request.param == "local":
+        return str(tmp_path / "exp")
+    return request.getfixturevalue("s3_env").uri()

@@ -109,3 +109,28 @@ def test_corrupt_checkpoint(tmp_path):
 
 def test_report_cli_bad_input(tmp_path):
     assert_one_line(cli("report", str(tmp_path / "missing")), "does not exist")
+
+
+UNREADABLE = [
+    ("binary", bytes(range(256)) * 4, "binary data, not a YAML text file"),
+    ("latin-1", "name: café\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset 9); save the file as UTF-8"),
+    ("UTF-16", "name: x\n".encode("utf-16"), "UTF-16 text; save the file as UTF-8"),
+    ("directory", None, "is a directory; expected a YAML file"),
+]
+
+
+@pytest.mark.parametrize("what, data, expect", UNREADABLE, ids=[u[0] for u in UNREADABLE])
+def test_sweep_file_not_utf8_text(tmp_path, what, data, expect):
+    from fixmatch_ray.config import ConfigError, load_yaml
+
+    path = tmp_path / "sweep.yaml"
+    if data is None:
+        path.mkdir()
+    else:
+        path.write_bytes(data)
+    with pytest.raises(ConfigError) as e:
+        load_yaml(path)
+    assert str(path) in str(e.value) and expect in str(e.value)
+    store = tmp_path / "store"
+    assert_one_line(cli("sweep", str(path), "--storage", str(store)), expect)
+    assert not store.exists()

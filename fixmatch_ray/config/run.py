@@ -123,7 +123,7 @@ class RunConfig:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write as YAML atomically (a reader never sees half a file)."""
-        from ..training.checkpoint import atomic_write_bytes
+        from ..storage import atomic_write_bytes
 
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         atomic_write_bytes(Path(path), text.encode())

@@ -10,6 +10,7 @@ import dataclasses
 import os
 import types
 import typing
+from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 import yaml
@@ -25,24 +26,29 @@ def require(ok: bool, message: str) -> None:
 
 
 def load_yaml(path: str | os.PathLike) -> Any:
-    """Parse a YAML file; a missing, unreadable, non-text or malformed file is one line."""
+    """Parse a YAML file; a missing, unreadable, binary or non-UTF-8 file or bad syntax is a
+    one-line :class:`ConfigError` naming the file."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
+        data = Path(path).read_bytes()
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise ConfigError(f"{path}: UTF-16 text; save the file as UTF-8")
+        if b"\0" in data:
+            raise ConfigError(f"{path}: binary data, not a YAML text file")
+        return yaml.safe_load(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except IsADirectoryError:
         raise ConfigError(f"config file {str(path)!r} is a directory; expected a YAML file") from None
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); "
-                          "expected a YAML file") from None
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          "save the file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"config file {str(path)!r} cannot be read ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{path}: malformed YAML{at}: {problem}") from None
-    except OSError as e:
-        raise ConfigError(f"config file {str(path)!r} cannot be read ({e.strerror or e})") from None
 
 
 def from_mapping(cls: type[T], data: Any, where: str) -> T:

@@ -7,12 +7,13 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
+from ..storage import is_uri
 
 
 def normalize_storage(path: str | os.PathLike) -> str:
     """URIs stay as they are; local paths become absolute (Ray requires it)."""
     path = os.fspath(path)
-    return path if "://" in path else str(Path(path).expanduser().resolve())
+    return path if is_uri(path) else str(Path(path).expanduser().resolve())
 
 
 # Ray Train's controller polls workers every 2 s by default and each ray.train.report waits for

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..config import Resources, RunConfig
-from ..storage import join
+from ..storage import join, split_last
 from ..tracking import TRACKERS
 from ..training.checkpoint import load_checkpoint, save_checkpoint
 from ..training.engine import Trainer, summarize
@@ -141,7 +141,7 @@ def run_ray(cfg: RunConfig, resources: Resources, max_failures: int = 3,
 
     resources.check(cfg)
     out = normalize_storage(cfg.out)
-    storage, name = out.rstrip("/").rsplit("/", 1)
+    storage, name = split_last(out)
     ensure_ray(address, min_cpus=resources.workers * resources.cpus_per_worker)
     trainer = build_trainer(cfg.replace(out=out), resources, storage, name, max_failures)
     try:
