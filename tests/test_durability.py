@@ -50,12 +50,34 @@ def trial_processes() -> list:
     return list_actors(filters=[("class_name", "=", "ImplicitFunc"), ("state", "=", "ALIVE")])
 
 
-def test_killed_trial_and_interrupted_driver_lose_nothing(ray_cluster, tmp_path):
+def log(proc) -> str:
+    proc.log.flush()
+    return Path(proc.log.name).read_text()
+
+
+def test_one_driver_per_experiment_and_nothing_lost_to_faults(ray_cluster, tmp_path):
+    """(1) An uninterrupted sweep, during which a second driver on the same experiment is refused
+    with one line and touches nothing. (2) The same sweep elsewhere: a trial's process SIGKILLed
+    (Tune retries it), the driver SIGINTed (exit 130), rerun, that driver SIGKILLed, a new driver
+    takes its lease over and finishes. Every trial's history and the table equal (1)'s exactly."""
     path = sweep_file(tmp_path)
     reference = tmp_path / "reference"
-    finish(start_sweep(path, reference))
+    first = start_sweep(path, reference)
+    try:
+        wait_for(lambda: any(0 < s < TOTAL for s in progress(reference / "durable").values()), first,
+                 "the first driver's trials to run")
+        second = start_sweep(path, reference)
+        second.wait(timeout=120)
+        errors = [line for line in log(second).splitlines() if line.startswith("error: ")]
+        assert second.returncode == 2 and len(errors) == 1, log(second)[-3000:]
+        assert "in use by another driver" in errors[0] and f"pid {first.pid}" in errors[0], errors[0]
+        assert "Traceback" not in log(second)
+        finish(first)
+    finally:
+        if first.poll() is None:
+            first.kill()
     expected = histories(reference / "durable")
-    assert sorted(len(h) for h in expected.values()) == [TOTAL // 8] * 2
+    assert sorted(len(h) for h in expected.values()) == [TOTAL // 8] * 2  # complete despite the second driver
 
     store = tmp_path / "faulty"
     exp = store / "durable"
@@ -73,11 +95,17 @@ def test_killed_trial_and_interrupted_driver_lose_nothing(ray_cluster, tmp_path)
         out = output(proc)
         assert proc.returncode == 130, out
         assert "interrupted: run the same command again to resume" in out and "Tuner.restore" not in out, out
-        assert any(s < TOTAL for s in progress(exp).values()), "the interrupt landed too late to test anything"
+        before = progress(exp)
+        assert any(s < TOTAL for s in before.values()), "the interrupt landed too late to test anything"
         rerun = start_sweep(path, store)
-        finish(rerun)
+        wait_for(lambda: sum(progress(exp).values()) > sum(before.values()), rerun, "the rerun to progress")
+        rerun.send_signal(signal.SIGKILL)  # a driver that dies without a word: its lease stays behind
+        rerun.wait(timeout=60)
+        last = start_sweep(path, store)
+        finish(last)
+        assert "taking over the lease" in log(last) and f"no process {rerun.pid}" in log(last), log(last)[:3000]
     finally:
-        for p in (proc, locals().get("rerun")):
+        for p in (proc, locals().get("rerun"), locals().get("last")):
             if p is not None and p.poll() is None:
                 p.kill()
     assert histories(exp) == expected  # same steps, same accuracies and losses, no row lost or repeated

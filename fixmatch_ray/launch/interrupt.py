@@ -38,6 +38,10 @@ class Interrupts:
     def exit_code(self) -> int:
         return 128 + (self.signum or signal.SIGINT)
 
+    def stop(self) -> None:
+        """Stop the sweep from another thread (e.g. the lease was lost), as a SIGTERM would."""
+        signal.raise_signal(signal.SIGTERM)
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:  # a second signal: stop now
             raise KeyboardInterrupt

@@ -155,6 +155,7 @@ class Lease:
         self.on_lost, self.notify = on_lost, notify
         self.record: Holder | None = None
         self.lost = False
+        self.lost_message = ""
         self.notice: str | None = None
         self.last_error: Exception | None = None
         self._stop = threading.Event()
@@ -244,6 +245,7 @@ class Lease:
         self._stop.set()
         now = f"now held by another driver ({rec.describe()})" if rec else "its lease file is gone"
         message = f"lost the lease on {self.store.uri()}: {now}; stop touching this experiment"
+        self.lost_message = message
         if self.on_lost:
             self.on_lost(message)
 

@@ -7,6 +7,7 @@ Re-running the command resumes an interrupted experiment; finished trials are ne
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import Sequence
 
 from ..config import ConfigError, SweepSpec, load_sweep
-from ..storage import Store
+from ..errors import UserError
+from ..storage import Store, is_uri
 from .cluster import cluster_resources, ensure_ray, normalize_storage, reap_orphan_placement_groups
 from .interrupt import Interrupts
+from .lease import LEASE_FILE, Lease
 from .tuner import build_tuner, experiment_exists, write_status
 
 SPEC_FILE = "sweep.yaml"  # the sweep file as given, saved in the experiment directory
@@ -79,15 +82,18 @@ def prepare_experiment(spec: SweepSpec, sweep_file: str, fresh: bool) -> bool:
     experiment = spec.experiment_path()
     store = Store(experiment)
     text = Path(sweep_file).read_text(encoding="utf-8")
-    if "://" in experiment:
+    if is_uri(experiment):
         exists = experiment_exists(experiment)
     else:
-        exists = Path(experiment).exists() and any(Path(experiment).iterdir())
+        exists = Path(experiment).exists() and any(p.name != LEASE_FILE for p in Path(experiment).iterdir())
     if exists and fresh:
-        if "://" in experiment:
+        if is_uri(experiment):
             raise ConfigError(f"--fresh: move {experiment} aside yourself (remote storage) or use another name")
-        aside = f"{experiment}.old-{time.strftime('%Y%m%d-%H%M%S')}"
-        shutil.move(experiment, aside)
+        aside = Path(f"{experiment}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        aside.mkdir()
+        for child in Path(experiment).iterdir():  # everything but our lease, which stays held
+            if child.name != LEASE_FILE:
+                shutil.move(child, aside / child.name)
         print(f"moved the earlier experiment to {aside}", file=sys.stderr)
         exists = False
     if exists:
@@ -125,11 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
+    lease = None
     try:
         overrides = {"storage": args.storage, "name": args.name, "max_concurrent_trials": args.max_concurrent_trials}
         spec = load_sweep(args.sweep_file, overrides)
         spec = _absolute_paths(spec)
         check_storage(spec.storage)
+        lease = take_lease(spec.experiment_path(), interrupts)
         if not (args.address or os.environ.get("RAY_ADDRESS")):
             check_data(spec)  # local: the data this machine's trials will read must be there
         r = spec.resources
@@ -144,12 +152,18 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
               f"in {spec.experiment_path()}", flush=True)
         write_status(spec.experiment_path(), [])  # failed trials are retried now: none has failed for good yet
         results = build_tuner(spec, concurrent, restore).fit()
-    except ConfigError as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return interrupts.exit_code
+    finally:
+        if lease is not None:
+            release_lease(lease, spec.experiment_path())
+    if lease.lost:
+        print(f"error: {lease.lost_message}; this driver stopped, the other one goes on", file=sys.stderr)
+        return 1
     if interrupts.signum is not None:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return interrupts.exit_code
@@ -163,6 +177,28 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
               f"under {spec.experiment_path()} says why); re-run the command to retry them", file=sys.stderr)
         return 1
     return 0
+
+
+def take_lease(experiment: str, interrupts: Interrupts) -> Lease:
+    """The experiment's lease (one live driver per experiment), or :class:`LeaseHeld`. Losing it
+    later (another driver judged this one dead) stops the sweep like an interrupt."""
+    lease = Lease(Store(experiment), LEASE_FILE, on_lost=lambda message: interrupts.stop())
+    notice = lease.acquire()
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
+    return lease
+
+
+def release_lease(lease: Lease, experiment: str) -> None:
+    """Release the lease; an experiment directory left empty (a sweep refused before it wrote
+    anything) is removed, so nothing half-made stays behind."""
+    lease.release()
+    if is_uri(experiment):
+        return
+    path = Path(experiment)
+    with contextlib.suppress(OSError):
+        if {p.name for p in path.iterdir()} <= {f".{LEASE_FILE}.lock"}:  # the local lease's lock file only
+            shutil.rmtree(path)
 
 
 def _absolute_paths(spec: SweepSpec) -> SweepSpec:
