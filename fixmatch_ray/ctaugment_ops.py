@@ -1,0 +1,266 @@
+"""CTAugment's 19 ops on a uint8 batch (N, C, H, W), every sample its own op and parameter values.
+
+The arithmetic is PIL's own (Pillow's C code, read for this), so the ops equal the per-image
+reference :mod:`fixmatch_ray.ctaugment` bit for bit (tested op by op):
+
+- lookup tables (autocontrast, brightness, contrast, equalize, invert, posterize, solarize; identity
+  and translate are the identity table): a per-sample, per-channel 256-entry table, one gather.
+  ``Image.blend(a, b, α)`` is ``trunc(a + float32(α)·(b − a))`` in float32, clipped.
+- blends with a filtered image (blur, color, sharpness, smooth): float32 on whole images.
+- geometry (rotate, shear_x/y): PIL's NEAREST affine runs in 16.16 fixed point
+  (``affine_fixed`` in Geometry.c): source x = (FIX(a2 + a0/2 + a1/2) + y·FIX(a1) + x·FIX(a0)) >> 16
+  with FIX(v) = floor(65536·v + 0.5). That is integer arithmetic, reproduced exactly; rotate's
+  whole-degree angles are tabulated, shear's continuous parameter is computed per sample.
+- rescale: PIL's crop and two-pass resize as two batched matmuls (:mod:`.ctaugment_resample`).
+- cutout: a gray box per sample.
+
+``apply_round`` runs one op per sample. ``dense`` (default on CUDA) runs every part on the whole
+batch, the identity for samples whose op it is not: static shapes, no host sync. Otherwise (CPU)
+samples are sorted by op, each part runs on its own slice, and one copy puts them back.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+
+import torch
+
+from .batch_ops import _apply_lut, _blend, _gray, _smooth, _words
+from .ctaugment import CUTOUT_FILL, OP_NAMES
+from .ctaugment_resample import rescale_batch
+
+OP = {name: i for i, name in enumerate(OP_NAMES)}
+GEOMETRIC = ("rotate", "shear_x", "shear_y")
+LUT_OPS = ("autocontrast", "brightness", "contrast", "equalize", "invert", "posterize", "solarize")
+BLEND_OPS = ("blur", "color", "sharpness", "smooth")
+# Part of a round per op: 0 geometric, 1 lookup table, 2 blend, 3 rescale, 4 cutout, 5 nothing
+# (identity, and translate: (2d−1)·0.3 px under NEAREST moves no pixel, see ctaugment.translate).
+PART = tuple(0 if n in GEOMETRIC else 1 if n in LUT_OPS else 2 if n in BLEND_OPS else 3 if n == "rescale"
+             else 4 if n == "cutout" else 5 for n in OP_NAMES)
+N_PARTS = 6
+
+
+def _fix(v: torch.Tensor | float):
+    """Pillow's 16.16 FIX(v) = floor(v·65536 + 0.5), of a float64 tensor or a Python float."""
+    if isinstance(v, torch.Tensor):
+        return torch.floor(v * 65536.0 + 0.5).long()
+    return math.floor(v * 65536.0 + 0.5)
+
+
+def _affine_src(a: list, h: int, w: int, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """Source pixel (y·W + x, or H·W for the black fill) of PIL's fixed-point NEAREST affine;
+    ``a`` holds six int64 (N, 1) or int entries: FIX of the coefficients as Pillow's affine_fixed."""
+    a0, a1, a2, a3, a4, a5 = a
+    xin = (a2 + ys * a1 + xs * a0) >> 16
+    yin = (a5 + ys * a4 + xs * a3) >> 16
+    valid = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
+    return torch.where(valid, yin * w + xin, h * w)
+
+
+def _grid(h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    return xs.reshape(1, -1), ys.reshape(1, -1)
+
+
+@functools.lru_cache(maxsize=None)
+def _rotate_table(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """(91, H·W) source pixels of ``img.rotate(k)`` for k = −45..45, PIL's matrix to the last bit."""
+    xs, ys = _grid(h, w, torch.device("cpu"))
+    rows = []
+    for k in range(-45, 46):
+        angle = k % 360.0
+        if angle == 0:  # PIL returns a copy
+            rows.append((ys * w + xs).view(-1))
+            continue
+        rad = -math.radians(angle)
+        m = [round(math.cos(rad), 15), round(math.sin(rad), 15), 0.0,
+             round(-math.sin(rad), 15), round(math.cos(rad), 15), 0.0]
+        cx, cy = w / 2, h / 2
+        m[2], m[5] = m[0] * -cx + m[1] * -cy + m[2], m[3] * -cx + m[4] * -cy + m[5]
+        m[2] += cx
+        m[5] += cy
+        fixed = [_fix(m[0]), _fix(m[1]), _fix(m[2] + m[0] * 0.5 + m[1] * 0.5),
+                 _fix(m[3]), _fix(m[4]), _fix(m[5] + m[3] * 0.5 + m[4] * 0.5)]
+        rows.append(_affine_src(fixed, h, w, xs, ys).view(-1))
+    return torch.stack(rows).to(device)
+
+
+def _geometric_src(op: torch.Tensor, v: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(N, H·W) source pixel per sample: rotate by table, shear computed; identity otherwise."""
+    xs, ys = _grid(h, w, op.device)
+    angle = torch.round((2 * v - 1) * 45).long()  # np.round: half to even, as torch.round
+    src = _rotate_table(h, w, op.device).index_select(0, angle.clamp(-45, 45) + 45)
+    s = ((2 * v - 1) * 0.3).view(-1, 1)
+    one, half, zero = 65536, 32768, 0
+    shx = _affine_src([one, _fix(s), _fix(0.5 + s * 0.5), zero, one, half], h, w, xs, ys)
+    shy = _affine_src([one, zero, half, _fix(s), one, _fix(s * 0.5 + 0.5)], h, w, xs, ys)
+    src = torch.where((op == OP["shear_x"]).view(-1, 1), shx, src)
+    src = torch.where((op == OP["shear_y"]).view(-1, 1), shy, src)
+    return torch.where(((op == OP["rotate"]) | (op == OP["shear_x"]) | (op == OP["shear_y"])).view(-1, 1),
+                       src, ys * w + xs)
+
+
+def _geometric(x: torch.Tensor, op: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = x.shape
+    src = torch.cat([x.reshape(n, c, h * w), torch.zeros((n, c, 1), dtype=x.dtype, device=x.device)], 2)
+    idx = _geometric_src(op, v, h, w).view(n, 1, h * w).expand(n, c, h * w)
+    return src.gather(2, idx).view(n, c, h, w)
+
+
+# ---- lookup-table ops ---------------------------------------------------------------------------
+
+def _autocontrast_lut(x: torch.Tensor) -> torch.Tensor:
+    """ImageOps.autocontrast (cutoff 0): int(v·scale − lo·scale) in float64, clipped; identity if flat."""
+    n, c, h, w = x.shape
+    lo, hi = torch.aminmax(x.view(n, c, h * w), dim=2, keepdim=True)
+    lo, hi = lo.double(), hi.double()
+    v = torch.arange(256, dtype=torch.float64, device=x.device).view(1, 1, 256)
+    scale = 255.0 / (hi - lo).clamp(min=1)
+    out = torch.trunc(v * scale + -lo * scale).clamp(0, 255)
+    return torch.where(hi > lo, out, v).float()
+
+
+def _equalize_lut(x: torch.Tensor) -> torch.Tensor:
+    """ImageOps.equalize per channel: step = (pixels − count of the top value) // 255,
+    lut[i] = (step//2 + Σ h[:i]) // step, identity where step is 0."""
+    n, c, h, w = x.shape
+    flat = x.reshape(n * c, h * w).long()
+    hist = torch.zeros(n * c, 256, dtype=torch.long, device=x.device).scatter_add_(1, flat, torch.ones_like(flat))
+    step = (h * w - hist.gather(1, flat.amax(1, keepdim=True))) // 255
+    lut = (step // 2 + torch.cumsum(hist, 1) - hist) // step.clamp(min=1)
+    v = torch.arange(256, device=x.device).view(1, 256)
+    return torch.where(step > 0, lut.clamp(max=255), v).float().view(n, c, 256)
+
+
+def _lut_for(name: str, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(N, C, 256) float32 table of op ``name`` at parameter ``v`` for each image of ``x``."""
+    n, c = x.shape[:2]
+    lv = torch.arange(256, dtype=torch.float32, device=x.device).view(1, 1, 256)
+    alpha, factor = v.float().view(n, 1, 1), (0.1 + 1.9 * v).float().view(n, 1, 1)
+    if name == "autocontrast":
+        out = _blend(lv, _autocontrast_lut(x), alpha)
+    elif name == "equalize":
+        out = _blend(lv, _equalize_lut(x), alpha)
+    elif name == "invert":
+        out = _blend(lv, 255 - lv, alpha)
+    elif name == "brightness":
+        out = _blend(torch.zeros_like(lv), lv, factor)
+    elif name == "contrast":  # gray of mean int(mean(L) + 0.5), the mean in float64 as ImageStat
+        mean = torch.floor(_gray(x.float()).double().mean(dim=(1, 2, 3)) + 0.5).float().view(n, 1, 1)
+        out = _blend(mean, lv, factor)
+    elif name == "posterize":
+        bits = 1 + torch.floor(v * 7.999).long()
+        out = (lv.long() & ((0xFF << (8 - bits)) & 0xFF).view(n, 1, 1)).float()
+    elif name == "solarize":
+        out = torch.where(lv < torch.floor(v * 255.999).float().view(n, 1, 1), lv, 255 - lv)
+    else:
+        raise ValueError(f"{name} is not a lookup-table op")
+    return out.expand(n, c, 256)
+
+
+def _luts_dense(x: torch.Tensor, op: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    n, c = x.shape[:2]
+    lut = torch.arange(256, dtype=torch.float32, device=x.device).view(1, 1, 256).expand(n, c, 256)
+    for name in LUT_OPS:
+        lut = torch.where((op == OP[name]).view(n, 1, 1), _lut_for(name, x, v), lut)
+    return lut.to(torch.uint8)
+
+
+# ---- blends with a filtered image ---------------------------------------------------------------
+
+def _blur(xf: torch.Tensor) -> torch.Tensor:
+    """ImageFilter.BLUR: the 16-pixel ring of each 5×5 window / 16, rounded half up (exact in
+    float32); the two-pixel border is kept, as PIL's 5×5 filter does."""
+    box = lambda t, k: sum(t[..., i:t.shape[-1] - k + 1 + i] for i in range(k))  # noqa: E731
+    col5 = sum(xf[:, :, i:xf.shape[2] - 4 + i] for i in range(5))
+    col3 = sum(xf[:, :, 1 + i:xf.shape[2] - 3 + i] for i in range(3))
+    ring = box(col5, 5) - box(col3, 3)[..., 1:-1]
+    out = xf.clone()
+    out[:, :, 2:-2, 2:-2] = torch.floor(ring * (1 / 16.0) + 0.5)
+    return out
+
+
+def _blend_weight(name: str, v: torch.Tensor) -> torch.Tensor:
+    """float32 weight PIL blends with: α = v (blur, smooth), factor 0.1 + 1.9·v (color, sharpness)."""
+    return (v if name in ("blur", "smooth") else 0.1 + 1.9 * v).float()
+
+
+def _blend_for(name: str, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """Op ``name`` (blur, color, sharpness, smooth) with float32 weight ``f`` per sample (uint8 out):
+    blend(gray|smooth, x, f) for color|sharpness, blend(x, blur|smooth, f) for blur|smooth."""
+    xf, f = x.float(), f.view(-1, 1, 1, 1)
+    if name == "color":
+        out = _blend(_gray(xf), xf, f)
+    elif name == "sharpness":
+        out = _blend(_smooth(xf), xf, f)
+    else:
+        out = _blend(xf, _blur(xf) if name == "blur" else _smooth(xf), f)
+    return out.to(torch.uint8)
+
+
+def _blends_dense(x: torch.Tensor, op: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    for name in BLEND_OPS:  # weight 1 (color, sharpness) or 0 (blur, smooth) is the identity
+        ident = torch.full_like(v, 0.0 if name in ("blur", "smooth") else 1.0, dtype=torch.float32)
+        x = _blend_for(name, x, torch.where(op == OP[name], _blend_weight(name, v), ident))
+    return x
+
+
+# ---- cutout -------------------------------------------------------------------------------------
+
+def cutout_batch(x: torch.Tensor, size: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor) -> torch.Tensor:
+    """Gray box [c − size//2, c + size//2) per sample (clipped; ``size`` ≤ 1 paints nothing), as
+    :func:`fixmatch_ray.ctaugment.cutout` for integer centres ``cx``, ``cy``."""
+    n, _, h, w = x.shape
+    half = (size // 2).view(n, 1)
+    cols, rows = torch.arange(w, device=x.device).view(1, w), torch.arange(h, device=x.device).view(1, h)
+    inx = (cols >= cx.view(n, 1) - half) & (cols < cx.view(n, 1) + half)
+    iny = (rows >= cy.view(n, 1) - half) & (rows < cy.view(n, 1) + half)
+    inside = (iny.view(n, 1, h, 1) & inx.view(n, 1, 1, w)).to(torch.uint8)
+    return (x * (1 - inside)).add_(inside * CUTOUT_FILL[0])
+
+
+def cutout_size(level: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Official side 1 + int(level·min(W, H)·0.499): 16 px at 32×32, 48 px at 96×96 for level 1."""
+    return 1 + torch.floor(level * min(h, w) * 0.499).long()
+
+
+# ---- one round: one op per sample ---------------------------------------------------------------
+
+def apply_round(x: torch.Tensor, op: torch.Tensor, v0: torch.Tensor, v1: torch.Tensor, cx: torch.Tensor,
+                cy: torch.Tensor, dense: bool | None = None) -> torch.Tensor:
+    """Apply op ``OP_NAMES[op[i]]`` with parameters (v0[i], v1[i]) (float64; v1 only for rescale)
+    to sample i of the uint8 batch ``x``; ``cx``, ``cy`` (int) centre a cutout op's box."""
+    n, _, h, w = x.shape
+    if dense if dense is not None else x.is_cuda:
+        x = _geometric(x, op, v0)
+        x = _apply_lut(x, _luts_dense(x, op, v0))
+        x = _blends_dense(x, op, v0)
+        is_rescale = op == OP["rescale"]
+        x = rescale_batch(x, torch.where(is_rescale, v0, 0.0), torch.where(is_rescale, v1, 0.0))
+        size = torch.where(op == OP["cutout"], cutout_size(v0, h, w), 0)
+        return cutout_batch(x, size, cx, cy)
+    n_ops = len(OP_NAMES)
+    key = torch.tensor(PART, device=x.device).index_select(0, op) * n_ops + op  # part-major, then op
+    perm = torch.argsort(key, stable=True)
+    bounds = [0, *itertools.accumulate(torch.bincount(key, minlength=N_PARTS * n_ops).tolist())]
+    xs = _words(x).index_select(0, perm).view(torch.uint8).view(x.shape)
+    op_s, cx_s, cy_s = torch.stack([op, cx, cy]).index_select(1, perm)
+    v0_s, v1_s = v0.index_select(0, perm), v1.index_select(0, perm)
+    span = lambda part: slice(bounds[part * n_ops], bounds[(part + 1) * n_ops])  # noqa: E731
+    of = lambda name: slice(bounds[PART[OP[name]] * n_ops + OP[name]], bounds[PART[OP[name]] * n_ops + OP[name] + 1])  # noqa: E731
+    g, lk, r, cu = span(0), span(1), span(3), span(4)
+    if g.stop > g.start:
+        xs[g] = _geometric(xs[g], op_s[g], v0_s[g])
+    if lk.stop > lk.start:
+        luts = [_lut_for(name, xs[of(name)], v0_s[of(name)]) for name in sorted(LUT_OPS, key=OP.get) if of(name).stop > of(name).start]
+        xs[lk] = _apply_lut(xs[lk], torch.cat(luts).to(torch.uint8))
+    for name in BLEND_OPS:
+        if of(name).stop > of(name).start:
+            xs[of(name)] = _blend_for(name, xs[of(name)], _blend_weight(name, v0_s[of(name)]))
+    if r.stop > r.start:
+        xs[r] = rescale_batch(xs[r], v0_s[r], v1_s[r])
+    if cu.stop > cu.start:
+        xs[cu] = cutout_batch(xs[cu], cutout_size(v0_s[cu], h, w), cx_s[cu], cy_s[cu])
+    inverse = torch.empty_like(perm).scatter_(0, perm, torch.arange(n, device=x.device))
+    return _words(xs).index_select(0, inverse).view(torch.uint8).view(x.shape)
