@@ -111,12 +111,14 @@ def _geometric(x: torch.Tensor, op: torch.Tensor, v: torch.Tensor) -> torch.Tens
 # ---- lookup-table ops ---------------------------------------------------------------------------
 
 def _autocontrast_lut(x: torch.Tensor) -> torch.Tensor:
-    """ImageOps.autocontrast (cutoff 0): int(v·scale − lo·scale) in float64, clipped; identity if flat."""
+    """ImageOps.autocontrast (cutoff 0): int(v·scale + (−lo)·scale), scale = 255/(hi − lo), in
+    float64 as Python computes it, clipped; the identity where the channel is flat."""
     n, c, h, w = x.shape
     lo, hi = torch.aminmax(x.view(n, c, h * w), dim=2, keepdim=True)
     lo, hi = lo.double(), hi.double()
     v = torch.arange(256, dtype=torch.float64, device=x.device).view(1, 1, 256)
-    scale = 255.0 / (hi - lo).clamp(min=1)
+    diff = (hi - lo).clamp(min=1)
+    scale = torch.full_like(diff, 255.0) / diff  # not 255.0 / diff: torch computes that as 255·(1/diff)
     out = torch.trunc(v * scale + -lo * scale).clamp(0, 255)
     return torch.where(hi > lo, out, v).float()
 
@@ -146,8 +148,10 @@ def _lut_for(name: str, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         out = _blend(lv, 255 - lv, alpha)
     elif name == "brightness":
         out = _blend(torch.zeros_like(lv), lv, factor)
-    elif name == "contrast":  # gray of mean int(mean(L) + 0.5), the mean in float64 as ImageStat
-        mean = torch.floor(_gray(x.float()).double().mean(dim=(1, 2, 3)) + 0.5).float().view(n, 1, 1)
+    elif name == "contrast":  # gray of mean int(mean(L) + 0.5), mean = sum / count in float64 as ImageStat
+        total = _gray(x.float()).double().sum(dim=(1, 2, 3))  # (a true division: CUDA multiplies by 1/count
+        mean = torch.floor(total / torch.full_like(total, x[0, 0].numel()) + 0.5)  # for a scalar divisor)
+        mean = mean.float().view(n, 1, 1)
         out = _blend(mean, lv, factor)
     elif name == "posterize":
         bits = 1 + torch.floor(v * 7.999).long()
