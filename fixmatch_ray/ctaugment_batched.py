@@ -107,9 +107,9 @@ def update_rates(rates: torch.Tensor, ops: torch.Tensor, values: torch.Tensor, p
     seen = torch.cumsum(onehot.long(), 1)  # updates of each bin so far, inclusive
     count = seen[:, -1] if seen.shape[1] else torch.zeros(N_RATES + 1, dtype=torch.long, device=dev)
     later = count.index_select(0, target) - seen.gather(0, target.view(1, -1)).view(-1)
-    weight = (1 - decay) * torch.pow(torch.tensor(decay, dtype=torch.float64, device=dev), later) * q
+    weight = (1 - decay) * torch.pow(decay, later.double()) * q  # scalar base: no host-to-device copy
     gain = torch.where(onehot, weight.view(1, -1), 0.0).sum(1)
-    kept = torch.pow(torch.tensor(decay, dtype=torch.float64, device=dev), count)
+    kept = torch.pow(decay, count.double())
     return (kept * torch.cat([rates.to(torch.float64), rates.new_zeros(1, dtype=torch.float64)]) + gain)[:N_RATES]
 
 
