@@ -86,26 +86,36 @@ def _rotate_table(h: int, w: int, device: torch.device) -> torch.Tensor:
     return torch.stack(rows).to(device)
 
 
-def _geometric_src(op: torch.Tensor, v: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(N, H·W) source pixel per sample: rotate by table, shear computed; identity otherwise."""
-    xs, ys = _grid(h, w, op.device)
-    angle = torch.round((2 * v - 1) * 45).long()  # np.round: half to even, as torch.round
-    src = _rotate_table(h, w, op.device).index_select(0, angle.clamp(-45, 45) + 45)
-    s = ((2 * v - 1) * 0.3).view(-1, 1)
-    one, half, zero = 65536, 32768, 0
-    shx = _affine_src([one, _fix(s), _fix(0.5 + s * 0.5), zero, one, half], h, w, xs, ys)
-    shy = _affine_src([one, zero, half, _fix(s), one, _fix(s * 0.5 + 0.5)], h, w, xs, ys)
-    src = torch.where((op == OP["shear_x"]).view(-1, 1), shx, src)
-    src = torch.where((op == OP["shear_y"]).view(-1, 1), shy, src)
-    return torch.where(((op == OP["rotate"]) | (op == OP["shear_x"]) | (op == OP["shear_y"])).view(-1, 1),
-                       src, ys * w + xs)
+def _geometric_src_for(name: str, v: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(N, H·W) source pixel per sample of op ``name`` (rotate by table, shear computed per row:
+    the x·65536 term never changes the fraction, so the shift >> 16 is taken once per row)."""
+    if name == "rotate":
+        angle = torch.round((2 * v - 1) * 45).long()  # np.round: half to even, as torch.round
+        return _rotate_table(h, w, v.device).index_select(0, angle.clamp(-45, 45) + 45)
+    s = ((2 * v - 1) * 0.3).view(-1, 1, 1)
+    rows, cols = torch.arange(h, device=v.device).view(1, h, 1), torch.arange(w, device=v.device).view(1, 1, w)
+    if name == "shear_x":  # coefficients (1, s, 0, 0, 1, 0): a2 = FIX(0 + 0.5 + s·0.5), a5 = FIX(0.5)
+        xin, yin = ((_fix(0.5 + s * 0.5) + rows * _fix(s)) >> 16) + cols, rows
+    else:  # shear_y, (1, 0, 0, s, 1, 0): a2 = FIX(0.5), a5 = FIX(0 + s·0.5 + 0.5)
+        xin, yin = cols, ((_fix(s * 0.5 + 0.5) + cols * _fix(s)) >> 16) + rows
+    valid = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
+    return torch.where(valid, yin * w + xin, h * w).view(-1, h * w)
 
 
-def _geometric(x: torch.Tensor, op: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _gather_src(x: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """out[i, :, p] = x[i, :, src[i, p]], index H·W being the black fill."""
     n, c, h, w = x.shape
-    src = torch.cat([x.reshape(n, c, h * w), torch.zeros((n, c, 1), dtype=x.dtype, device=x.device)], 2)
-    idx = _geometric_src(op, v, h, w).view(n, 1, h * w).expand(n, c, h * w)
-    return src.gather(2, idx).view(n, c, h, w)
+    flat = torch.cat([x.reshape(n, c, h * w), torch.zeros((n, c, 1), dtype=x.dtype, device=x.device)], 2)
+    return flat.gather(2, src.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
+
+
+def _geometric_dense(x: torch.Tensor, op: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    xs, ys = _grid(h, w, x.device)
+    src = (ys * w + xs).expand(len(x), h * w)
+    for name in GEOMETRIC:
+        src = torch.where((op == OP[name]).view(-1, 1), _geometric_src_for(name, v, h, w), src)
+    return _gather_src(x, src)
 
 
 # ---- lookup-table ops ---------------------------------------------------------------------------
@@ -237,7 +247,7 @@ def apply_round(x: torch.Tensor, op: torch.Tensor, v0: torch.Tensor, v1: torch.T
     to sample i of the uint8 batch ``x``; ``cx``, ``cy`` (int) centre a cutout op's box."""
     n, _, h, w = x.shape
     if dense if dense is not None else x.is_cuda:
-        x = _geometric(x, op, v0)
+        x = _geometric_dense(x, op, v0)
         x = _apply_lut(x, _luts_dense(x, op, v0))
         x = _blends_dense(x, op, v0)
         is_rescale = op == OP["rescale"]
@@ -255,7 +265,8 @@ def apply_round(x: torch.Tensor, op: torch.Tensor, v0: torch.Tensor, v1: torch.T
     of = lambda name: slice(bounds[PART[OP[name]] * n_ops + OP[name]], bounds[PART[OP[name]] * n_ops + OP[name] + 1])  # noqa: E731
     g, lk, r, cu = span(0), span(1), span(3), span(4)
     if g.stop > g.start:
-        xs[g] = _geometric(xs[g], op_s[g], v0_s[g])
+        src = [_geometric_src_for(name, v0_s[of(name)], h, w) for name in sorted(GEOMETRIC, key=OP.get)]
+        xs[g] = _gather_src(xs[g], torch.cat(src))
     if lk.stop > lk.start:
         luts = [_lut_for(name, xs[of(name)], v0_s[of(name)]) for name in sorted(LUT_OPS, key=OP.get) if of(name).stop > of(name).start]
         xs[lk] = _apply_lut(xs[lk], torch.cat(luts).to(torch.uint8))
