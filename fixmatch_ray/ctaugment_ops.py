@@ -244,38 +244,52 @@ def cutout_size(level: torch.Tensor, h: int, w: int) -> torch.Tensor:
 def apply_round(x: torch.Tensor, op: torch.Tensor, v0: torch.Tensor, v1: torch.Tensor, cx: torch.Tensor,
                 cy: torch.Tensor, dense: bool | None = None) -> torch.Tensor:
     """Apply op ``OP_NAMES[op[i]]`` with parameters (v0[i], v1[i]) (float64; v1 only for rescale)
-    to sample i of the uint8 batch ``x``; ``cx``, ``cy`` (int) centre a cutout op's box."""
-    n, _, h, w = x.shape
+    to sample i of the uint8 batch ``x``; ``cx``, ``cy`` (int) centre a cutout op's box.
+    ``dense`` defaults to ``x.is_cuda``; both paths give identical results (tested)."""
     if dense if dense is not None else x.is_cuda:
-        x = _geometric_dense(x, op, v0)
-        x = _apply_lut(x, _luts_dense(x, op, v0))
-        x = _blends_dense(x, op, v0)
-        is_rescale = op == OP["rescale"]
-        x = rescale_batch(x, torch.where(is_rescale, v0, 0.0), torch.where(is_rescale, v1, 0.0))
-        size = torch.where(op == OP["cutout"], cutout_size(v0, h, w), 0)
-        return cutout_batch(x, size, cx, cy)
+        return _round_dense(x, op, v0, v1, cx, cy)
+    return _round_sorted(x, op, v0, v1, cx, cy)
+
+
+def _round_dense(x, op, v0, v1, cx, cy) -> torch.Tensor:
+    """Every part on the whole batch, the identity for the samples whose op it is not."""
+    h, w = x.shape[-2:]
+    x = _geometric_dense(x, op, v0)
+    x = _apply_lut(x, _luts_dense(x, op, v0))
+    x = _blends_dense(x, op, v0)
+    is_rescale = op == OP["rescale"]
+    x = rescale_batch(x, torch.where(is_rescale, v0, 0.0), torch.where(is_rescale, v1, 0.0))  # 0: no crop
+    return cutout_batch(x, torch.where(op == OP["cutout"], cutout_size(v0, h, w), 0), cx, cy)
+
+
+def _round_sorted(x, op, v0, v1, cx, cy) -> torch.Tensor:
+    """Samples sorted by (part, op) once; each op runs on its contiguous slice; one copy back."""
+    n, _, h, w = x.shape
     n_ops = len(OP_NAMES)
     key = torch.tensor(PART, device=x.device).index_select(0, op) * n_ops + op  # part-major, then op
     perm = torch.argsort(key, stable=True)
     bounds = [0, *itertools.accumulate(torch.bincount(key, minlength=N_PARTS * n_ops).tolist())]
     xs = _words(x).index_select(0, perm).view(torch.uint8).view(x.shape)
-    op_s, cx_s, cy_s = torch.stack([op, cx, cy]).index_select(1, perm)
-    v0_s, v1_s = v0.index_select(0, perm), v1.index_select(0, perm)
-    span = lambda part: slice(bounds[part * n_ops], bounds[(part + 1) * n_ops])  # noqa: E731
-    of = lambda name: slice(bounds[PART[OP[name]] * n_ops + OP[name]], bounds[PART[OP[name]] * n_ops + OP[name] + 1])  # noqa: E731
-    g, lk, r, cu = span(0), span(1), span(3), span(4)
-    if g.stop > g.start:
-        src = [_geometric_src_for(name, v0_s[of(name)], h, w) for name in sorted(GEOMETRIC, key=OP.get)]
-        xs[g] = _gather_src(xs[g], torch.cat(src))
-    if lk.stop > lk.start:
-        luts = [_lut_for(name, xs[of(name)], v0_s[of(name)]) for name in sorted(LUT_OPS, key=OP.get) if of(name).stop > of(name).start]
-        xs[lk] = _apply_lut(xs[lk], torch.cat(luts).to(torch.uint8))
-    for name in BLEND_OPS:
-        if of(name).stop > of(name).start:
-            xs[of(name)] = _blend_for(name, xs[of(name)], _blend_weight(name, v0_s[of(name)]))
-    if r.stop > r.start:
-        xs[r] = rescale_batch(xs[r], v0_s[r], v1_s[r])
-    if cu.stop > cu.start:
-        xs[cu] = cutout_batch(xs[cu], cutout_size(v0_s[cu], h, w), cx_s[cu], cy_s[cu])
+    cx, cy, v0, v1 = cx.index_select(0, perm), cy.index_select(0, perm), v0.index_select(0, perm), v1[perm]
+
+    def of(*names: str) -> slice:  # the samples of ops ``names`` (consecutive keys)
+        keys = [PART[OP[name]] * n_ops + OP[name] for name in names]
+        return slice(bounds[min(keys)], bounds[max(keys) + 1])
+
+    present = lambda names: [k for k in sorted(names, key=OP.get) if of(k).stop > of(k).start]  # noqa: E731
+    if present(GEOMETRIC):
+        src = [_geometric_src_for(name, v0[of(name)], h, w) for name in present(GEOMETRIC)]
+        xs[of(*GEOMETRIC)] = _gather_src(xs[of(*GEOMETRIC)], torch.cat(src))
+    if present(LUT_OPS):
+        luts = [_lut_for(name, xs[of(name)], v0[of(name)]) for name in present(LUT_OPS)]
+        xs[of(*LUT_OPS)] = _apply_lut(xs[of(*LUT_OPS)], torch.cat(luts).to(torch.uint8))
+    for name in present(BLEND_OPS):
+        xs[of(name)] = _blend_for(name, xs[of(name)], _blend_weight(name, v0[of(name)]))
+    if present(["rescale"]):
+        r = of("rescale")
+        xs[r] = rescale_batch(xs[r], v0[r], v1[r])
+    if present(["cutout"]):
+        c = of("cutout")
+        xs[c] = cutout_batch(xs[c], cutout_size(v0[c], h, w), cx[c], cy[c])
     inverse = torch.empty_like(perm).scatter_(0, perm, torch.arange(n, device=x.device))
     return _words(xs).index_select(0, inverse).view(torch.uint8).view(x.shape)
