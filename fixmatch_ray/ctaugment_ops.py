@@ -14,6 +14,9 @@ reference :mod:`fixmatch_ray.ctaugment` bit for bit (tested op by op):
 - rescale: PIL's crop and two-pass resize as two batched matmuls (:mod:`.ctaugment_resample`).
 - cutout: a gray box per sample.
 
+Bit-exact in eager mode: a compiler that contracts the float32 blend a + f·(b − a) into an FMA
+(as Triton may under torch.compile) could move a truncation by one level.
+
 ``apply_round`` runs one op per sample. ``dense`` (default on CUDA) runs every part on the whole
 batch, the identity for samples whose op it is not: static shapes, no host sync. Otherwise (CPU)
 samples are sorted by op, each part runs on its own slice, and one copy puts them back.
