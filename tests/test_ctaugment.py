@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fixmatch_ray import ctaugment as C
+from fixmatch_ray.data.policies import ctaugment as C
 
 
 def image(size=32, seed=0) -> Image.Image:

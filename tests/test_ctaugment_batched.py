@@ -1,17 +1,17 @@
 """The batched CTAugment (device path) against the per-image PIL reference, op by op and draw by draw.
 
 Every op is bit-exact (tolerance: none): the batched ops use PIL's own arithmetic (fixed-point
-affine, fixed-point resampling, float32 blends), see fixmatch_ray.ctaugment_ops.
+affine, fixed-point resampling, float32 blends), see fixmatch_ray.data.policies.ctaugment_ops.
 """
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from fixmatch_ray import ctaugment as C
-from fixmatch_ray.ctaugment_batched import (BatchedCTAugment, apply_policy_batch, bins_from_uniform, cutout_level,
+from fixmatch_ray.data.policies import ctaugment as C
+from fixmatch_ray.data.policies.ctaugment_batched import (BatchedCTAugment, apply_policy_batch, bins_from_uniform, cutout_level,
                                             draw_policy, probabilities, proximity_batch, update_rates)
-from fixmatch_ray.ctaugment_ops import OP, apply_round
+from fixmatch_ray.data.policies.ctaugment_ops import OP, apply_round
 
 
 class Fixed:

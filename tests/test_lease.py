@@ -180,7 +180,10 @@ def test_heartbeat_detects_a_lost_lease_and_never_overwrites_it(storage_root):
     lease = Lease(store, heartbeat_s=0.1, stale_after_s=1, on_lost=lost.append)
     lease.acquire()
     usurper = _foreign(heartbeat_age_s=0)
-    store.write_bytes("lease.json", usurper.to_bytes())  # taken over while this driver looked away
+    # taken over while this driver looked away, the way a driver takes over: compare-and-swap (a
+    # plain write could land between the heartbeat's own check and write, which no driver does)
+    while not store.replace_if_unchanged("lease.json", usurper.to_bytes(), store.read_with_token("lease.json")[1]):
+        pass
     assert _wait(lambda: lease.lost)
     assert len(lost) == 1 and "\n" not in lost[0]
     assert lost[0].startswith(f"lost the lease on {storage_root}: now held by another driver (host elsewhere, pid 4242")

@@ -35,6 +35,12 @@ def policy_names() -> tuple[str, ...]:
     from ..data.policies import POLICIES
 
     return tuple(POLICIES)
+
+
+def policy_learns(name: str) -> bool:
+    from ..data.policies import POLICIES
+
+    return name in POLICIES and POLICIES[name].learns
 AMP_MODES = ("off", "auto", "bf16", "fp16")
 AUG_BACKENDS = ("pil", "tensor")
 FLEX_MAPPINGS = ("convex", "linear", "concave")
@@ -144,6 +150,9 @@ def _check_values(c: RunConfig) -> None:
     for name, allowed in (("algorithm", algorithm_names()), ("policy", policy_names()), ("flex_mapping", FLEX_MAPPINGS)):
         value = getattr(c, name)
         require(value in allowed, f"{name}: unknown {value!r}; expected one of {', '.join(allowed)}")
+    require(not (policy_learns(c.policy) and c.aug_backend != "tensor"),
+            f"policy: {c.policy} learns during training and needs aug_backend: tensor (data-loader "
+            "processes of the pil backend never see its updates)")
     require(
         c.aug_backend in AUG_BACKENDS,
         f"aug_backend: unknown {c.aug_backend!r}; expected one of {', '.join(AUG_BACKENDS)}",

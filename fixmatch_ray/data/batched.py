@@ -121,11 +121,14 @@ class BatchAugmenter:
     as normalised float32 (N, 3, H, W)."""
 
     def __init__(self, mean, std, flip: bool, policy: Policy | None = None):
-        self.mean, self.std, self.flip = tuple(mean), tuple(std), flip
+        self.mean, self.std, self.flip, self.policy = tuple(mean), tuple(std), flip, policy
         self.strong_batch = policy.strong_batch if policy is not None else rand_augment_batch
 
     def store(self, images: torch.Tensor) -> CropStore:
         return CropStore(images, self.flip)
+
+    def normalize(self, x_u8: torch.Tensor) -> torch.Tensor:
+        return normalize(x_u8, self.mean, self.std)
 
     def weak(self, store: CropStore, index: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return normalize(store.crop(index, gen), self.mean, self.std)
@@ -186,11 +189,17 @@ class DeviceBatches:
         self.gen.manual_seed(int(np.random.SeedSequence([self.seed, 0xA06, self.step]).generate_state(1)[0]))
         self.step += 1
         aug, store, gen = self.augment, self.store, self.gen
-        return {
-            "x_lb": self._slice(aug.weak(store, lb, gen)),
+        lb_weak = store.crop(lb, gen)
+        batch = {
+            "x_lb": self._slice(aug.normalize(lb_weak)),
             "y_lb": self._slice(self.targets[lb]),
             "x_ulb_w": self._slice(aug.weak(store, ulb, gen)),
             "x_ulb_s": self._slice(aug.strong(store, ulb, gen)),
             "y_ulb": self._slice(self.targets[ulb]),
             "idx_ulb": self._slice(ulb),
         }
+        policy = aug.policy
+        if policy is not None and policy.learns:  # probes of the global labeled batch, drawn last
+            probes, batch["probe"] = policy.probe_batch(lb_weak, gen)
+            batch["x_probe"] = self._slice(aug.normalize(probes))
+        return batch

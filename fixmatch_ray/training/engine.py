@@ -89,6 +89,8 @@ class Trainer:
         cfg = self.cfg
         set_lr(self.optimizer, lr_at(self.step, cfg.lr, cfg.total_steps, int(cfg.warmup)))
         dev = {k: batch[k].to(self.device, non_blocking=True) for k in STEP_KEYS}
+        if "x_probe" in batch:
+            self._probe(batch["x_probe"], dev["y_lb"], batch["probe"])
         self.model.train()
         loss, metrics = self.algorithm.train_step(self._forward, StepInput(**dev, step=self.step), self.collective)
         self.optimizer.zero_grad(set_to_none=True)
@@ -99,6 +101,18 @@ class Trainer:
             self.ema.update(self.net)
         self.step += 1
         return loss, metrics
+
+    @torch.no_grad()
+    def _probe(self, x_probe: torch.Tensor, y_lb: torch.Tensor, probe: Any) -> None:
+        """A learning policy's update (CTAugment): the EMA model classifies this rank's probes
+        (before this step's update, as the official code's single session.run), every rank's
+        probabilities and labels are gathered, and every rank applies the same update."""
+        model = self.ema.module if self.ema is not None else self.net
+        model.eval()
+        with self.autocast():
+            logits = model(x_probe.to(self.device, non_blocking=True, memory_format=torch.channels_last))
+        probs = torch.softmax(logits.float(), dim=-1)
+        self.policy.learn(probe, self.collective.all_gather(probs), self.collective.all_gather(y_lb))
 
     # -- evaluation --------------------------------------------------------------------------
     @torch.no_grad()

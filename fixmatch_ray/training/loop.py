@@ -89,7 +89,7 @@ def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ra
                  wrap: Callable[[nn.Module], nn.Module] | None = None) -> Trainer:
     """Train ``cfg`` (from ``state`` when given) to its last step, feeding ``sinks``."""
     data = data or load_run_data(cfg)
-    policy = build_policy(cfg.policy)
+    policy = build_policy(cfg.policy, device)
     trainer = Trainer(cfg, device, wrap, num_unlabeled=len(data.train), collective=ranks.collective, policy=policy)
     if state is not None:
         trainer.load_state_dict(state)

@@ -31,8 +31,13 @@ class Policy:
         """The strong views of a uint8 batch of weak views, each sample its own draws from ``gen``."""
         raise NotImplementedError
 
-    def learn(self, **step: Any) -> None:
-        """Update the policy after a step (only for ``learns`` policies)."""
+    def probe_batch(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, Any]:
+        """Probe views of a uint8 batch of weak labeled views and what :meth:`learn` needs to know
+        of them (only for ``learns`` policies)."""
+        raise NotImplementedError
+
+    def learn(self, probe: Any, probs: torch.Tensor, labels: torch.Tensor) -> None:
+        """Update from the probes' class probabilities (EMA model) and labels, the same on every rank."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}

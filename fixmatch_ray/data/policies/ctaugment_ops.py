@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from .batch_ops import _apply_lut, _blend, _gray, _smooth, _words
+from .randaugment_batched import _apply_lut, _blend, _gray, _smooth, _words
 from .ctaugment import CUTOUT_FILL, OP_NAMES
 from .ctaugment_resample import rescale_batch
 

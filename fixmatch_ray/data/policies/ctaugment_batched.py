@@ -19,6 +19,7 @@ import functools
 import torch
 
 from .ctaugment import DECAY, DEPTH, N_RATES, OP_NAMES, OPS, THRESHOLD, rate_offsets
+from .base import Policy
 from .ctaugment_ops import apply_round, cutout_batch, cutout_size
 
 MAX_PARAMS = max(len(b) for b in OPS.values())  # 2 (rescale)
@@ -182,3 +183,47 @@ class BatchedCTAugment:
         if rates.numel() != N_RATES:
             raise ValueError(f"CTAugment rates have {rates.numel()} entries, expected {N_RATES}")
         self.rates = rates.to(self.rates.device, torch.float64, copy=True)
+
+
+class CTAugmentPolicy(Policy):
+    """CTAugment as the paper's CTA variant (``policy: ctaugment``): it learns during training.
+
+    The batched path holds the rates on the training device; after each step the run loop
+    probes the step's weak labeled views (:meth:`probe_batch`, global batch, identical draws on
+    every rank), classifies them with the EMA model, gathers the probabilities of all ranks and
+    calls :meth:`learn`, so every rank applies the same update and the rates stay identical. The
+    rates are in every checkpoint (exact resume). ``strong_image`` is the per-image reference
+    (the same rates), for tests and in-process loading only: data-loader processes never see the
+    updates, so the config requires ``aug_backend: tensor`` for this policy.
+    """
+
+    name = "ctaugment"
+    learns = True
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.batched = BatchedCTAugment(device)
+
+    def strong_image(self, img, rng):
+        from .ctaugment import CTAugment, apply, cutout
+
+        ref = CTAugment(self.batched.depth, self.batched.threshold, self.batched.decay)
+        ref.load_state_dict(self.batched.state_dict())
+        return cutout(apply(img, ref.policy(rng, probe=False), rng), 1.0, rng)
+
+    def strong_batch(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return self.batched.strong(x, gen)
+
+    def probe_batch(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        images, ops, values = self.batched.probe(x, gen)
+        return images, (ops, values)
+
+    def learn(self, probe: tuple[torch.Tensor, torch.Tensor], probs: torch.Tensor, labels: torch.Tensor) -> None:
+        ops, values = probe
+        self.batched.update(ops, values, probs.to(torch.float64), labels)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.batched.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.batched.load_state_dict(state)

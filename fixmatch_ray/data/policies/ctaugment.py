@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from .augment import weak_augment
+from .randaugment import weak_augment
 
 DEPTH, THRESHOLD, DECAY = 2, 0.80, 0.99  # flags adepth, ath, adecay of cta/lib/train.py
 CUTOUT_FILL = (127, 127, 127)
