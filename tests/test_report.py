@@ -58,6 +58,7 @@ def test_known_mean_and_sample_std(experiment):
     assert fm["n"] == 3 and fm["seeds"] == [1, 2, 3] and (fm["running"], fm["failed"]) == (1, 1)
     assert fm["median20_acc"]["mean"] == pytest.approx(92.0)
     assert fm["median20_acc"]["std"] == pytest.approx(2.0)  # ddof=1: sqrt((4+0+4)/2)
+    assert fm["last_acc"]["mean"] == pytest.approx(92.0) and fm["best_acc"]["mean"] == pytest.approx(92.0)
     assert fm["error"]["mean"] == pytest.approx(8.0)
     assert fm["paper_error"] == {"mean": 13.81, "std": 3.37}
     assert fm["delta_paper_std"] == pytest.approx((8.0 - 13.81) / 3.37)

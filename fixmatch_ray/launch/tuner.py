@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 
 from ..config import Resources, RunConfig, SweepSpec, Trial
 from ..results.read import STATUS_FILE, TRAIN_DIR
@@ -123,8 +124,8 @@ def experiment_exists(experiment: str) -> bool:
 def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool):
     """A new or restored Tuner over the sweep's trials."""
     # The run records are the results and each Train run writes its own TensorBoard events: Tune's
-    # CSV/JSON/TensorBoard copies per trial (indexed by iteration, not step) would only add a
-    # second, misleading run per trial to TensorBoard.
+    # CSV and TensorBoard copies per trial (indexed by iteration, not step) would only add a second,
+    # misleading run per trial to TensorBoard. Its JSON log stays: Tune's own result objects read it.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     experiment = spec.experiment_path()
     # the trial driver holds no GPU: the driver resource where the cluster has it, else a sliver of CPU
@@ -141,7 +142,7 @@ def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool):
         run_config=tune.RunConfig(
             name=spec.name, storage_path=spec.storage, verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.trial_retries),
-            callbacks=[ProgressTable(len(spec.trials))],
+            callbacks=[ProgressTable(len(spec.trials)), JsonLoggerCallback()],
         ),
     )
 
