@@ -84,6 +84,11 @@ class Ranks:
         return self.rank == 0
 
 
+def sinks_for(sinks: Sequence[Sink], ranks: Ranks) -> list[Sink]:
+    """The sinks this rank runs: all on rank 0, only those not marked ``chief_only`` elsewhere."""
+    return [s for s in sinks if ranks.chief or not s.chief_only]
+
+
 def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ranks: Ranks = Ranks(),
                  state: dict[str, Any] | None = None, data: RunData | None = None,
                  wrap: Callable[[nn.Module], nn.Module] | None = None) -> Trainer:
@@ -93,7 +98,7 @@ def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ra
     trainer = Trainer(cfg, device, wrap, num_unlabeled=len(data.train), collective=ranks.collective, policy=policy)
     if state is not None:
         trainer.load_state_dict(state)
-    sinks = [s for s in sinks if ranks.chief or not s.chief_only]
+    sinks = sinks_for(sinks, ranks)
     try:
         for s in sinks:
             s.start(trainer)
