@@ -8,13 +8,13 @@ normalised to float32 at the end. The same code runs on CPU and CUDA.
 """
 from __future__ import annotations
 
-import functools
 
 import torch
 
 import numpy as np
 
 from .datasets import DatasetSpec, ImageData
+from .normalize import normalize
 from .policies.randaugment import MAX_LEVEL
 from .policies.base import Policy
 from .policies.randaugment_batched import rand_augment_batch
@@ -103,19 +103,6 @@ def strong_batch(x: torch.Tensor, gen: torch.Generator, flip: bool, n: int = 2, 
     return rand_augment_batch(weak_batch(x, gen, flip), gen, n, m, cutout_frac)
 
 
-@functools.lru_cache(maxsize=None)
-def _normalizer(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    scale = torch.tensor([1 / (255.0 * s) for s in std], device=device).view(1, -1, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
-    return scale, shift
-
-
-def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 → float32 ``(x/255 − mean)/std`` per channel: one conversion, one in-place multiply-add."""
-    scale, shift = _normalizer(tuple(mean), tuple(std), x.device)
-    return x.float().mul_(scale).add_(shift)
-
-
 class BatchAugmenter:
     """Weak or strong views of images of a :class:`CropStore` (uint8, resident on the device),
     as normalised float32 (N, 3, H, W)."""
@@ -144,10 +131,7 @@ class BatchAugmenter:
 
 def normalized_tensor(data: ImageData, spec: DatasetSpec) -> torch.Tensor:
     """The whole set as a normalised float32 ``(N, 3, H, W)`` tensor (for evaluation)."""
-    x = torch.from_numpy(data.images).permute(0, 3, 1, 2).float().div_(255)
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalize(torch.from_numpy(data.images).permute(0, 3, 1, 2), spec.mean, spec.std)
 
 
 class DeviceBatches:

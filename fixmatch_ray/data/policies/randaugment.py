@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
+from ..normalize import normalize
 from .base import Policy
 
 FILL = (128, 128, 128)  # uncovered pixels of rotate/shear/translate (as the PyTorch port)
@@ -153,9 +154,8 @@ def strong_augment(img: Image.Image, rng: np.random.Generator, flip: bool) -> Im
 
 
 def to_tensor(img: Image.Image, mean: tuple[float, float, float], std: tuple[float, float, float]) -> torch.Tensor:
-    """float32 CHW: ``(x/255 - mean) / std``."""
-    x = torch.from_numpy(np.array(img, dtype=np.float32, copy=True)).permute(2, 0, 1).div_(255.0)
-    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    """float32 CHW: ``(x/255 - mean) / std`` (:func:`..normalize.normalize`)."""
+    return normalize(torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1), mean, std)
 
 
 class TransformFixMatch:
