@@ -19,7 +19,7 @@ from typing import Sequence
 
 from ..config import ConfigError, SweepSpec, load_sweep
 from ..errors import UserError
-from ..storage import Store, is_uri
+from ..storage import Store, internal_file, is_uri
 from .cluster import cluster_resources, ensure_ray, normalize_storage, reap_orphan_placement_groups
 from .interrupt import Interrupts
 from .lease import LEASE_FILE, Lease
@@ -85,14 +85,14 @@ def prepare_experiment(spec: SweepSpec, sweep_file: str, fresh: bool) -> bool:
     if is_uri(experiment):
         exists = experiment_exists(experiment)
     else:
-        exists = Path(experiment).exists() and any(p.name != LEASE_FILE for p in Path(experiment).iterdir())
+        exists = Path(experiment).exists() and any(not _lease_file(p.name) for p in Path(experiment).iterdir())
     if exists and fresh:
         if is_uri(experiment):
             raise ConfigError(f"--fresh: move {experiment} aside yourself (remote storage) or use another name")
         aside = Path(f"{experiment}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         aside.mkdir()
         for child in Path(experiment).iterdir():  # everything but our lease, which stays held
-            if child.name != LEASE_FILE:
+            if not _lease_file(child.name):
                 shutil.move(child, aside / child.name)
         print(f"moved the earlier experiment to {aside}", file=sys.stderr)
         exists = False
@@ -197,8 +197,13 @@ def release_lease(lease: Lease, experiment: str) -> None:
         return
     path = Path(experiment)
     with contextlib.suppress(OSError):
-        if {p.name for p in path.iterdir()} <= {f".{LEASE_FILE}.lock"}:  # the local lease's lock file only
+        if all(_lease_file(p.name) for p in path.iterdir()):  # only the local lease's lock file is left
             shutil.rmtree(path)
+
+
+def _lease_file(name: str) -> bool:
+    """The lease and the lock file its local conditional writes keep beside it."""
+    return name == LEASE_FILE or internal_file(name)
 
 
 def _absolute_paths(spec: SweepSpec) -> SweepSpec:

@@ -92,7 +92,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with restored.as_directory() as d:
             state, _ = load_checkpoint(d)
     run_dir = config["run_dir"]
-    sinks = [RaySink(rank, world), RecordSink(run_dir, config.get("trial")), TrackerSink(TRACKERS["tensorboard"](logdir=join(run_dir, TB_DIR)))]
+    sinks = [RaySink(rank, world), RecordSink(run_dir, config.get("trial")), TrackerSink(lambda: TRACKERS["tensorboard"](logdir=join(run_dir, TB_DIR)))]
     ranks = Ranks(rank, world, TorchCollective() if world > 1 else LOCAL)
     run_training(cfg, device, sinks, ranks, state=state, wrap=wrap)
 

@@ -125,7 +125,7 @@ def run_local(cfg: RunConfig, state: dict[str, Any] | None = None, progress: boo
     data = load_run_data(cfg)  # before anything is written: a bad dataset leaves no directory
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
-    sinks = [CheckpointSink(out), RecordSink(str(out)), TrackerSink(TRACKERS["tensorboard"](logdir=out)),
+    sinks = [CheckpointSink(out), RecordSink(str(out)), TrackerSink(lambda: TRACKERS["tensorboard"](logdir=out)),
              ProgressSink(progress)]
     device = resolve_device(cfg.device)
     if device.type == "cuda" and device.index is not None:
