@@ -35,6 +35,7 @@ def test_fit_evaluates_every_eval_step_and_at_the_end():
     fit(trainer, batches(), test, on_epoch=seen.append, progress=lambda s, m: progress.append((s, sorted(m))),
         check_every=2)
     assert [r["step"] for r in seen] == [3, 6, 7] and [r["epoch"] for r in seen] == [1, 2, 3]
+    assert all(r["world_size"] == 1 for r in seen)
     assert trainer.history == seen and trainer.step == 7
     rec = seen[0]
     for key in ("train_loss", "train_loss_x", "train_loss_u", "mask_rate", "lr", "images_per_s", "test_acc",

@@ -45,8 +45,8 @@ def _quiet_train_logs() -> None:
 class RaySink(Sink):
     """Every rank reports each evaluation to Ray Train; rank 0 attaches the checkpoint."""
 
-    def __init__(self, rank: int, world_size: int):
-        self.rank, self.world = rank, world_size
+    def __init__(self, rank: int):
+        self.rank = rank
 
     def start(self, trainer: Trainer) -> None:
         if trainer.step >= trainer.cfg.total_steps and trainer.history:
@@ -57,7 +57,7 @@ class RaySink(Sink):
     def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
         import ray.train
 
-        metrics = {**record, **summarize(trainer.history), "world_size": self.world}
+        metrics = {**record, **summarize(trainer.history)}
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0:
@@ -92,7 +92,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with restored.as_directory() as d:
             state, _ = load_checkpoint(d)
     run_dir = config["run_dir"]
-    sinks = [RaySink(rank, world), RecordSink(run_dir, config.get("trial")), TrackerSink(lambda: TRACKERS["tensorboard"](logdir=join(run_dir, TB_DIR)))]
+    sinks = [RaySink(rank), RecordSink(run_dir, config.get("trial")), TrackerSink(lambda: TRACKERS["tensorboard"](logdir=join(run_dir, TB_DIR)))]
     ranks = Ranks(rank, world, TorchCollective() if world > 1 else LOCAL)
     run_training(cfg, device, sinks, ranks, state=state, wrap=wrap)
 

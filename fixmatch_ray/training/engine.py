@@ -262,6 +262,7 @@ def _epoch_record(trainer: Trainer, names: list[str], sums: torch.Tensor, local_
         **{record_key(k): v for k, v in zip(names, means)},
         "images_per_s": images_per_step * steps / max(seconds, 1e-9),
         "samples_per_step": images_per_step,
+        "world_size": collective.world_size,  # DDP ranks that ran the epoch
     }
 
 
