@@ -12,7 +12,7 @@ import functools
 
 import torch
 
-from .augment import MAX_LEVEL
+from .augment import MAGNITUDE
 from .batch_ops import rand_augment_batch
 
 
@@ -92,7 +92,7 @@ def weak_batch(x: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tenso
     return crop_batch(x.contiguous(), torch.arange(len(x), device=x.device), gen, flip)
 
 
-def strong_batch(x: torch.Tensor, gen: torch.Generator, flip: bool, n: int = 2, m: int = MAX_LEVEL,
+def strong_batch(x: torch.Tensor, gen: torch.Generator, flip: bool, n: int = 2, m: int = MAGNITUDE,
                  cutout_frac: float = 0.5) -> torch.Tensor:
     """weak, then RandAugmentMC with its Cutout, on the uint8 batch ``x``."""
     return rand_augment_batch(weak_batch(x, gen, flip), gen, n, m, cutout_frac)
