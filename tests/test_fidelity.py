@@ -1,0 +1,202 @@
+"""Facts the reported number rests on, each against the official code (google-research/fixmatch;
+file:line in the docstrings) with hand-computed values, on both augmentation paths where there are two.
+
+Every test here was written after breaking the fact on purpose left the rest of the suite green.
+"""
+import copy
+import math
+import statistics
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from fixmatch_ray.augment import FILL, OpDraw, apply_draws, apply_op, cutout, cutout_box
+from fixmatch_ray.batch_ops import OP, _cutout_table, apply_ops, cutout_batch, rand_augment_drawn
+from fixmatch_ray.config import RunConfig
+from fixmatch_ray.engine import Batch, Trainer
+from fixmatch_ray.model import build_model
+
+PATHS = pytest.mark.parametrize("path", ["pil", "tensor"])
+
+
+def run_op(path: str, a: np.ndarray, name: str, level: int, sign: int = 1) -> np.ndarray:
+    """One op on one HWC uint8 image through the PIL reference or the batched tensor path."""
+    if path == "pil":
+        return np.asarray(apply_op(Image.fromarray(a), name, level, sign)).astype(int)
+    x = torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()
+    out = apply_ops(x, torch.tensor([OP[name]]), torch.tensor([level]), torch.tensor([sign]), torch.tensor([True]))
+    return out[0].permute(1, 2, 0).numpy().astype(int)
+
+
+def run_draws(path: str, a: np.ndarray, draws: list[OpDraw]) -> np.ndarray:
+    """Drawn ops, uncovered pixels grey, no Cutout (size 0), through either path."""
+    if path == "pil":
+        return np.asarray(apply_draws(Image.fromarray(a), draws)).astype(int)
+    x = torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()
+    col = lambda f: torch.tensor([[f(d)] for d in draws])  # noqa: E731  (rounds, 1)
+    zero = torch.zeros(1, dtype=torch.long)
+    out = rand_augment_drawn(x, col(lambda d: OP[d.name]), col(lambda d: d.level), col(lambda d: d.sign),
+                             col(lambda d: d.apply), zero, zero, 0)
+    return out[0].permute(1, 2, 0).numpy().astype(int)
+
+
+def ramp(size: int = 16) -> np.ndarray:
+    """Every value 0..255 once per channel (16×16), channels shifted so they differ."""
+    v = np.arange(256).reshape(16, 16)
+    return np.stack([v, np.roll(v, 5), np.roll(v, 99)], -1).astype(np.uint8)
+
+
+# -- RandAugmentMC ops: third_party/auto_augment/augmentations.py -----------------------------------
+@PATHS
+def test_posterize_keeps_4_minus_int_04v_bits(path):
+    """augmentations.py:265-268: ``4 - int_parameter(level, 4)`` bits; levels 1..9 give 4..1."""
+    bits = {1: 4, 2: 4, 3: 3, 4: 3, 5: 2, 6: 2, 7: 2, 8: 1, 9: 1}
+    white = {4: 240, 3: 224, 2: 192, 1: 128}  # 255 with the low 8 - bits bits cleared
+    a = ramp()
+    for level, b in bits.items():
+        out = run_op(path, a, "Posterize", level)
+        assert np.array_equal(out, a & (0xFF << (8 - b) & 0xFF)), level
+        assert out.max() == white[b], level
+
+
+@PATHS
+def test_solarize_threshold_is_256_minus_int_256v_over_10(path):
+    """augmentations.py:376-391: threshold ``256 - int_parameter(level, 256)``: never 0 (full invert)."""
+    thresholds = {1: 231, 2: 205, 3: 180, 4: 154, 5: 128, 6: 103, 7: 77, 8: 52, 9: 26}
+    a = ramp().astype(int)
+    for level, t in thresholds.items():
+        assert np.array_equal(run_op(path, ramp(), "Solarize", level), np.where(a >= t, 255 - a, a)), level
+
+
+@PATHS
+@pytest.mark.parametrize("size", [32, 16])
+def test_translate_moves_v_pixels_at_any_size(path, size):
+    """augmentations.py:320-360: ``int_parameter(level, 10)`` = v pixels, sign ±; uncovered pixels 0."""
+    a = np.random.default_rng(size).integers(1, 256, (size, size, 3)).astype(np.uint8)
+    for v in range(1, 10):
+        left = run_op(path, a, "TranslateX", v, 1)  # content moves left by v
+        assert np.array_equal(left[:, :-v], a[:, v:]) and np.all(left[:, -v:] == 0), v
+        right = run_op(path, a, "TranslateX", v, -1)
+        assert np.array_equal(right[:, v:], a[:, :-v]) and np.all(right[:, :v] == 0), v
+        up = run_op(path, a, "TranslateY", v, 1)
+        assert np.array_equal(up[:-v], a[v:]) and np.all(up[-v:] == 0), v
+
+
+# -- Cutout: augmentations.py:66-121 (create_cutout_mask, cutout_numpy) -----------------------------
+@pytest.mark.parametrize("cy, cx, box, area", [
+    (0, 0, (0, 8, 0, 8), 64),  # a corner: [c - 8, c + 8) clipped, not moved inside
+    (16, 16, (8, 24, 8, 24), 256),  # the middle: the whole 16 x 16
+    (31, 31, (23, 32, 23, 32), 81),
+    (0, 20, (0, 8, 12, 28), 128),
+])
+@PATHS
+def test_cutout_box_is_centred_and_clipped(path, cy, cx, box, area):
+    assert cutout_box(cy, cx, 32, 32, 16) == box
+    a = np.full((32, 32, 3), 7, np.uint8)
+    if path == "pil":
+        class Centre:  # the PIL path draws the row, then the column
+            def __init__(self):
+                self.values = [cy, cx]
+
+            def integers(self, lo, hi):
+                return self.values.pop(0)
+
+        out = np.asarray(cutout(Image.fromarray(a), 16, Centre()))
+    else:
+        x = torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()
+        out = cutout_batch(x, 16, torch.tensor([cy]), torch.tensor([cx]))[0].permute(1, 2, 0).numpy()
+    grey = np.all(out == FILL, -1)
+    y0, y1, x0, x1 = box
+    assert grey.sum() == area and grey[y0:y1, x0:x1].all()
+
+
+def test_cutout_mean_area_over_centres():
+    """Per axis the box is 8..16 long: lengths sum to 448 over the 32 centres, so the mean area is
+    (448/32)² = 196 px (an always-inside 16 × 16 box would be 256). Half the side on 16×16: lengths
+    4..8..5 sum to 112, mean area 112² / 256 = 49 px, the same 19.1 % of the image."""
+    assert _cutout_table(32, 32, 16, torch.device("cpu")).sum().item() / 1024 == 196
+    areas = [(y1 - y0) * (x1 - x0) for cy in range(32) for cx in range(32)
+             for y0, y1, x0, x1 in [cutout_box(cy, cx, 32, 32, 16)]]
+    assert statistics.mean(areas) == 196
+    assert _cutout_table(16, 16, 8, torch.device("cpu")).sum().item() / 256 == 49
+
+
+# -- the RGBA image of the official apply_policy: augmentations.py:152-187 --------------------------
+PLAIN = np.tile(np.array([200, 100, 50], np.uint8), (32, 32, 1))
+SHIFT = OpDraw("TranslateX", 3, True, 1)  # uncovers the last 3 columns
+
+
+@PATHS
+def test_uncovered_pixels_turn_grey_unless_an_rgb_op_made_them_black(path):
+    """Geometric ops leave transparent pixels (``pil_wrap`` makes the image RGBA) that ``pil_unwrap``
+    turns grey; AutoContrast converts to RGB first, so they are black and count in its range."""
+    out = run_draws(path, PLAIN, [SHIFT, OpDraw("Brightness", 5, True, 1)])  # factor 1.0
+    assert np.all(out[:, :29] == (200, 100, 50)) and np.all(out[:, 29:] == FILL)
+    exact = np.tile(np.array([255, 51, 85], np.uint8), (32, 32, 1))  # 255/51 and 255/85 are exact
+    out = run_draws(path, exact, [SHIFT, OpDraw("AutoContrast", 1, True, 1)])
+    # black is each channel's minimum now: 255, 51 and 85 all stretch to 255 (grey would have been the
+    # minimum of red and the maximum of green and blue)
+    assert np.all(out[:, :29] == 255) and np.all(out[:, 29:] == 0)
+    out = run_draws(path, PLAIN, [OpDraw("AutoContrast", 1, True, 1), SHIFT])  # other order: grey
+    assert np.all(out[:, :29] == (200, 100, 50)) and np.all(out[:, 29:] == FILL)
+
+
+@PATHS
+def test_contrast_mean_counts_transparent_pixels_as_black(path):
+    """Contrast keeps alpha but its mean grey reads the RGB of every pixel: L(200, 100, 50) = 124 on
+    928 pixels and 0 on the 96 uncovered ones -> mean int(112.375 + .5) = 112; factor 0.28:
+    trunc(112 + 0.28·(v − 112)) = 136, 108, 94 (grey-filled pixels would have given a mean of 124)."""
+    out = run_draws(path, PLAIN, [SHIFT, OpDraw("Contrast", 1, True, 1)])
+    assert np.all(out[:, :29] == (136, 108, 94)) and np.all(out[:, 29:] == FILL)
+
+
+@PATHS
+def test_transparent_pixels_move_with_a_second_geometric_op(path):
+    """Left by 3 then right by 3: the first op's hole leaves the image, the second uncovers columns 0..2."""
+    a = np.random.default_rng(0).integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    out = run_draws(path, a, [SHIFT, OpDraw("TranslateX", 3, True, -1)])
+    assert np.all(out[:, :3] == FILL) and np.array_equal(out[:, 3:], a[:, 3:])
+
+
+# -- fp32 loss math: the official code is fp32 throughout ----------------------------------------
+@pytest.mark.parametrize("arch, kw", [("wideresnet", dict(depth=10, width=1)),
+                                      ("resnext", dict(depth=11, width=4, cardinality=2))])
+def test_classifier_head_is_fp32_under_bf16_autocast(arch, kw):
+    torch.manual_seed(0)
+    net = build_model(arch, 10, **kw).eval()
+    fc = net.fc if arch == "wideresnet" else net.classifier
+    x = torch.randn(4, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features, logits = net.features(x), net(x)
+        assert fc(features).dtype == torch.bfloat16  # what the head would give inside autocast
+    assert features.dtype == torch.bfloat16 and logits.dtype == torch.float32
+    assert torch.equal(logits, F.linear(features.float(), fc.weight, fc.bias))
+
+
+def tiny_cfg(**changes) -> RunConfig:
+    return RunConfig(dataset="digits", num_labeled=20, batch_size=2, mu=2, total_steps=4, eval_step=2, seed=0,
+                     depth=10, width=1, ema_decay=0.5, **changes)
+
+
+def batch(n_lb: int = 2, n_ulb: int = 4, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    x = lambda n: torch.randn(n, 3, 16, 16, generator=g)  # noqa: E731
+    return Batch(x(n_lb), torch.arange(n_lb) % 10, x(n_ulb), x(n_ulb))
+
+
+def test_training_and_evaluation_logits_are_fp32_under_bf16_autocast():
+    trainer = Trainer(tiny_cfg(amp="bf16"), torch.device("cpu"))
+    dtypes = []
+    for net in (trainer.net, trainer.ema.module):
+        net.conv1.register_forward_hook(lambda m, i, o: dtypes.append(("body", o.dtype)))
+        net.fc.register_forward_hook(lambda m, i, o: dtypes.append(("logits", o.dtype)))
+    out = trainer.train_step(batch())
+    trainer.evaluate(torch.randn(5, 3, 16, 16), torch.arange(5), use_ema=True)
+    trainer.evaluate(torch.randn(5, 3, 16, 16), torch.arange(5), use_ema=False)
+    assert dtypes == [("body", torch.bfloat16), ("logits", torch.float32)] * 3
+    assert all(t.dtype == torch.float32 for t in out)
+
