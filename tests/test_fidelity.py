@@ -6,6 +6,7 @@ Every test here was written after breaking the fact on purpose left the rest of 
 import copy
 import math
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +18,11 @@ from torch import nn
 from fixmatch_ray.augment import FILL, OpDraw, apply_draws, apply_op, cutout, cutout_box
 from fixmatch_ray.batch_ops import OP, _cutout_table, apply_ops, cutout_batch, rand_augment_drawn
 from fixmatch_ray.config import RunConfig
-from fixmatch_ray.engine import Batch, Trainer
+from fixmatch_ray.data import DATASETS
+from fixmatch_ray.engine import Batch, Trainer, fit, summarize
+from fixmatch_ray.grid import load_sweep
 from fixmatch_ray.model import build_model
+from fixmatch_ray.optim import build_optimizer
 
 PATHS = pytest.mark.parametrize("path", ["pil", "tensor"])
 
@@ -178,8 +182,9 @@ def test_classifier_head_is_fp32_under_bf16_autocast(arch, kw):
 
 
 def tiny_cfg(**changes) -> RunConfig:
-    return RunConfig(dataset="digits", num_labeled=20, batch_size=2, mu=2, total_steps=4, eval_step=2, seed=0,
-                     depth=10, width=1, ema_decay=0.5, **changes)
+    base = dict(dataset="digits", num_labeled=20, batch_size=2, mu=2, total_steps=4, eval_step=2, seed=0,
+                depth=10, width=1, ema_decay=0.5)
+    return RunConfig(**{**base, **changes})
 
 
 def batch(n_lb: int = 2, n_ulb: int = 4, seed: int = 0) -> Batch:
@@ -200,3 +205,181 @@ def test_training_and_evaluation_logits_are_fp32_under_bf16_autocast():
     assert dtypes == [("body", torch.bfloat16), ("logits", torch.float32)] * 3
     assert all(t.dtype == torch.float32 for t in out)
 
+
+
+# -- pinned facts: each was broken on purpose and the rest of the suite stayed green ---------------
+def test_optimizer_decays_conv_and_dense_kernels_only():
+    """ab_fixmatch_ra.py:106-107: L2 on variables named 'kernel' only, not on BatchNorm or biases."""
+    net = build_model("wideresnet", 10, 10, 1)
+    opt = build_optimizer(net, lr=0.1, weight_decay=0.5, momentum=0.0, nesterov=False)
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert len(decay) == len(list(net.parameters()))  # each parameter exactly once
+    names = {n: decay[id(p)] for n, p in net.named_parameters()}
+    assert names["fc.weight"] == 0.5 and names["conv1.weight"] == 0.5 and names["fc.bias"] == 0.0
+    assert names["bn1.weight"] == names["bn1.bias"] == names["block1.0.bn1.weight"] == 0.0
+    # a step with zero gradients: decayed weights shrink by lr·wd = 5 %, the rest do not move
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for n, p in net.named_parameters():
+        if p.dim() > 1:
+            assert torch.allclose(p.detach(), before[n] * 0.95, rtol=1e-6, atol=0), n
+        else:
+            assert torch.equal(p.detach(), before[n]), n
+
+
+def test_paper_metric_is_the_median_of_the_last_20_evaluations():
+    """scripts/extract_accuracy.py:36: ``np.median(accuracies[-20:])``. Last 20 here: ten 50s and
+    60..69 -> median (50 + 60)/2 = 55; their mean is 57.25, the last ten's median 64.5 and the
+    median of all 25 is 62."""
+    accs = [99.0] * 5 + [50.0] * 10 + [60.0 + i for i in range(10)]
+    s = summarize([{"test_acc": a} for a in accs])
+    assert s["median20_acc"] == 55.0
+    assert (s["best_acc"], s["last_acc"], s["evals"]) == (99.0, 69.0, 25)
+    assert s["median20_acc"] != statistics.mean(accs[-20:])
+
+
+class FixedLogits(nn.Module):
+    """Stands in for the network: returns given logits for the (labeled, weak, strong) batch."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits, self.scale = logits, nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        assert len(x) == len(self.logits)
+        return self.logits * self.scale
+
+
+L9 = [math.log(0.9), math.log(0.1)]  # softmax (0.9, 0.1)
+LOGITS = torch.tensor([[0.0, 0.0],  # labeled, label 0: CE = ln 2
+                       L9, [1.0, 0.0],  # weak: 0.9 confident at τ = 0.85; softmax(1, 0) = 0.73 is not
+                       [0.0, 0.0], L9[::-1]])  # strong: CE(·, 0) = ln 2 for the first
+
+
+@pytest.mark.parametrize("T, threshold, lambda_u, loss_u, mask", [
+    (1.0, 0.85, 2.0, math.log(2) / 2, 0.5),  # one of two confident: ln2 / 2 over ALL μB
+    (2.0, 0.85, 2.0, 0.0, 0.0),  # T = 2: softmax = (0.75, 0.25), below τ
+    (1.0, 0.95, 2.0, 0.0, 0.0),  # τ = 0.95: 0.9 is below it
+    (1.0, 0.85, 0.0, math.log(2) / 2, 0.5),  # supervised baseline: computed, weighted 0
+])
+def test_train_step_uses_the_configured_loss_and_pseudo_labels_from_the_weak_view(T, threshold, lambda_u,
+                                                                                  loss_u, mask):
+    """The engine passes λu, T and τ on, and the pseudo-labels come from the weak view (from the
+    strong one the second sample would be confident, with CE(weak, 1) = ln(1 + e) ≠ ln 2)."""
+    trainer = Trainer(tiny_cfg(T=T, threshold=threshold, lambda_u=lambda_u), torch.device("cpu"))
+    trainer.model = FixedLogits(LOGITS)
+    out = trainer.train_step(batch(1, 2))
+    assert out.loss_x.item() == pytest.approx(math.log(2))
+    assert out.loss_u.item() == pytest.approx(loss_u) and out.mask.item() == mask
+    assert out.loss.item() == pytest.approx(math.log(2) + lambda_u * loss_u)
+
+
+def test_one_forward_over_labeled_weak_and_strong():
+    """ab_fixmatch_ra.py:84-85: one forward, so BatchNorm's batch statistics cover all B + 2μB."""
+    trainer = Trainer(tiny_cfg(), torch.device("cpu"))
+    sizes = []
+    trainer.net.block1[0].bn1.register_forward_hook(lambda m, i, o: sizes.append(len(i[0])))
+    trainer.train_step(batch(2, 4))
+    assert sizes == [10]
+
+
+def test_ema_starts_as_a_copy_and_uses_the_configured_decay():
+    """ab_fixmatch_ra.py:110-113 (tf.train.ExponentialMovingAverage: shadows start at the values):
+    after one step with decay 0.5, ema = (initial + updated) / 2."""
+    trainer = Trainer(tiny_cfg(), torch.device("cpu"))  # ema_decay 0.5
+    initial = copy.deepcopy(trainer.net.state_dict())
+    trainer.train_step(batch())
+    for name, p in trainer.net.named_parameters():
+        expected = 0.5 * initial[name] + 0.5 * p.detach()
+        assert torch.allclose(trainer.ema.module.state_dict()[name], expected, atol=1e-7), name
+    for name, b in trainer.net.named_buffers():  # BatchNorm statistics: the live ones
+        assert torch.equal(trainer.ema.module.state_dict()[name], b), name
+
+
+def test_reported_accuracy_is_the_ema_model_in_eval_mode():
+    """ab_fixmatch_ra.py:123: the reported classifier is the EMA one, inference-mode BatchNorm."""
+    trainer = Trainer(tiny_cfg(total_steps=2, eval_step=2), torch.device("cpu"))
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(12, 3, 16, 16, generator=g), torch.arange(12) % 10
+    steps = iter([vars(batch(seed=s)) for s in range(2)])
+    record = fit(trainer, steps, (x, y))[-1]
+    ema, raw = trainer.ema.module.eval(), trainer.net.eval()
+    with torch.no_grad():
+        expected, other = F.cross_entropy(ema(x), y).item(), F.cross_entropy(raw(x), y).item()
+        batch_stats = F.cross_entropy(copy.deepcopy(ema).train()(x), y).item()
+    assert record["test_loss"] == pytest.approx(expected, rel=1e-5)
+    assert abs(expected - other) > 1e-3 and abs(expected - batch_stats) > 1e-3  # they can be told apart
+
+
+def test_initialisation_is_the_official_one():
+    """models.py:70, 97: conv kernels N(0, 1/(0.5·k²·out)) (fan-out), dense Glorot normal."""
+    torch.manual_seed(0)
+    net = build_model("wideresnet", 10, 28, 2)
+    conv = net.block2[0].conv1  # 32 -> 64 channels, 3x3: fan-in and fan-out differ
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (9 * 64)), rel=0.03)  # fan-in: 0.083
+    short = net.block2[0].conv_shortcut  # 1x1, 64 outputs
+    assert short.weight.std().item() == pytest.approx(math.sqrt(2 / 64), rel=0.05)
+    assert net.fc.weight.std().item() == pytest.approx(math.sqrt(2 / (128 + 10)), rel=0.05)
+
+
+def test_residual_blocks_are_the_official_pre_activation_ones():
+    """models.py:72-84: x = act(bn(x0)); the shortcut takes x instead of x0 only in the first block
+    (activate_before_residual); a width change convolves the shortcut."""
+    torch.manual_seed(0)
+    net = build_model("wideresnet", 10, 10, 2).eval()  # 16 -> 32 -> 64 -> 128 channels
+    act = lambda t: F.leaky_relu(t, 0.1)  # noqa: E731
+    with torch.no_grad():
+        for block, stem_activated, inp in ((net.block1[0], True, torch.randn(2, 16, 8, 8)),
+                                           (net.block2[0], False, torch.randn(2, 32, 8, 8))):
+            a = act(block.bn1(inp))
+            body = block.conv2(act(block.bn2(block.conv1(a))))
+            expected = block.conv_shortcut(a if stem_activated else inp) + body
+            assert torch.allclose(block(inp.clone()), expected, atol=1e-6)
+
+
+def test_flips_only_where_the_label_survives():
+    """libml/augment.py:343-352: CIFAR mirrors and shifts, SVHN (digits, like digits here) only shifts."""
+    assert DATASETS["cifar10"].flip and DATASETS["cifar100"].flip and not DATASETS["digits"].flip
+
+
+def test_paper_sweep_is_fp32_with_the_official_defaults():
+    """ab_fixmatch_ra.py:150-161 and fixmatch.py defaults; the paper ran fp32 (TF1)."""
+    spec = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "paper.yaml")
+    for t in spec.trials:
+        r = t.run
+        assert r.amp == "off" and r.arch == "wideresnet" and r.aug_backend in ("pil", "tensor")
+        assert (r.momentum, r.nesterov, r.warmup, r.T, r.lambda_u, r.use_ema, r.bn_momentum) == (
+            0.9, True, 0.0, 1.0, 1.0, True, 0.001)
+    c = RunConfig()
+    assert (c.momentum, c.T, c.warmup, c.bn_momentum, c.amp) == (0.9, 1.0, 0.0, 0.001, "off")
+
+
+def _is_reflect_crop(view: np.ndarray, img: np.ndarray, pad: int) -> bool:
+    padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    h, w = img.shape[:2]
+    return any(np.array_equal(view, padded[t:t + h, s:s + w]) for t in range(2 * pad + 1) for s in range(2 * pad + 1))
+
+
+@pytest.mark.parametrize("backend", ["pil", "tensor"])
+def test_labeled_images_get_the_weak_view(backend):
+    """ab_fixmatch_ra.py:93 with augment 'd.d.rac': labeled images are only flipped and shifted
+    (digits: shifted), never RandAugment'ed or cut out."""
+    from fixmatch_ray.data import LABELED, StepDataset
+    from fixmatch_ray.runner import DeviceBatches, load_run_data
+
+    cfg = tiny_cfg(batch_size=8, aug_backend=backend)
+    data = load_run_data(cfg)
+    mean, std = np.array(data.spec.mean), np.array(data.spec.std)
+    if backend == "pil":
+        ds = StepDataset(data.train, data.spec, cfg.seed)
+        keys = [(LABELED, 0, j, int(i)) for j, i in enumerate(data.labeled_idx[:8])]
+        views, index = torch.stack([ds[k][1][0] for k in keys]), [k[3] for k in keys]
+    else:
+        it = DeviceBatches(cfg, data, 0, torch.device("cpu"))
+        index = [k[3] for k in it.sampler.keys(0) if k[0] == LABELED]
+        views = next(it)["x_lb"]
+    u8 = np.rint((views.permute(0, 2, 3, 1).numpy() * std + mean) * 255).astype(np.uint8)
+    for view, i in zip(u8, index):
+        assert _is_reflect_crop(view, data.train.images[i], 2)
