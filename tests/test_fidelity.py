@@ -383,3 +383,12 @@ def test_labeled_images_get_the_weak_view(backend):
     u8 = np.rint((views.permute(0, 2, 3, 1).numpy() * std + mean) * 255).astype(np.uint8)
     for view, i in zip(u8, index):
         assert _is_reflect_crop(view, data.train.images[i], 2)
+
+
+def test_each_step_uses_the_cosine_rate_of_its_step():
+    """ab_fixmatch_ra.py:77-78: lr · cos(7π·k / 16K) at step k (K = 4 here, no warmup)."""
+    trainer = Trainer(tiny_cfg(lr=0.1), torch.device("cpu"))
+    for k in range(4):
+        trainer.train_step(batch(seed=k))
+        for group in trainer.optimizer.param_groups:
+            assert group["lr"] == pytest.approx(0.1 * math.cos(7 * math.pi * k / 64)), k
