@@ -15,9 +15,9 @@ import numpy as np
 
 from .datasets import DatasetSpec, ImageData
 from .normalize import normalize
-from .policies.randaugment import MAX_LEVEL
 from .policies.base import Policy
-from .policies.randaugment_batched import rand_augment_batch
+from .policies.randaugment import MAGNITUDE
+from .policies.randaugment_policy import rand_augment_batch
 from .sampling import LABELED, StepBatchSampler
 
 
@@ -97,7 +97,7 @@ def weak_batch(x: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tenso
     return crop_batch(x.contiguous(), torch.arange(len(x), device=x.device), gen, flip)
 
 
-def strong_batch(x: torch.Tensor, gen: torch.Generator, flip: bool, n: int = 2, m: int = MAX_LEVEL,
+def strong_batch(x: torch.Tensor, gen: torch.Generator, flip: bool, n: int = 2, m: int = MAGNITUDE,
                  cutout_frac: float = 0.5) -> torch.Tensor:
     """weak, then RandAugmentMC with its Cutout, on the uint8 batch ``x``."""
     return rand_augment_batch(weak_batch(x, gen, flip), gen, n, m, cutout_frac)

@@ -2,7 +2,7 @@
 
 Leaky ReLU with slope 0.1 and BatchNorm momentum 0.001 (PyTorch's convention: the running
 statistics move by 0.1% a step, the official TF decay of 0.999). Depth and width are free so
-tests can use tiny nets.
+tests can use tiny nets. The final Linear runs in fp32 outside any autocast (:func:`head`).
 """
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ def _bn(channels: int) -> nn.BatchNorm2d:
 
 def _act() -> nn.LeakyReLU:
     return nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+
+
+def head(fc: nn.Linear, features: torch.Tensor) -> torch.Tensor:
+    """Logits of ``fc`` in fp32 on fp32 features, autocast off: the pseudo-label softmax, the
+    0.95 mask, both cross-entropies and the accuracy come from fp32 logits whatever the body's
+    precision (the official code is fp32 throughout)."""
+    with torch.autocast(features.device.type, enabled=False):
+        return fc(features.float())
 
 
 class BasicBlock(nn.Module):
@@ -76,10 +84,14 @@ class WideResNet(nn.Module):
         self.fc = nn.Linear(ch[3], num_classes)
         _init(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features the classifier reads (in the autocast dtype, if any)."""
         out = self.block3(self.block2(self.block1(self.conv1(x))))
         out = self.relu(self.bn1(out))
-        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return head(self.fc, self.features(x))
 
 
 class ResNeXtBottleneck(nn.Module):
@@ -126,10 +138,14 @@ class CifarResNeXt(nn.Module):
         self.classifier = nn.Linear(st[3], num_classes)
         _init(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features the classifier reads (in the autocast dtype, if any)."""
         x = self.act(self.bn_1(self.conv_1_3x3(x)))
         x = self.stage_3(self.stage_2(self.stage_1(x)))
-        return self.classifier(F.adaptive_avg_pool2d(x, 1).flatten(1))
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return head(self.classifier, self.features(x))
 
 
 def _init(model: nn.Module) -> None:

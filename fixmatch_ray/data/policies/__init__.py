@@ -8,7 +8,7 @@ import torch
 
 from .base import Policy
 from .ctaugment_batched import CTAugmentPolicy
-from .randaugment_batched import RandAugment
+from .randaugment_policy import RandAugment
 
 POLICIES: dict[str, type[Policy]] = {p.name: p for p in (RandAugment, CTAugmentPolicy)}
 

@@ -1,0 +1,59 @@
+"""RandAugmentMC as the paper's RA policy: the draws of a whole batch and the policy object.
+
+The ops themselves (PIL-exact, on uint8 batches) are in :mod:`.randaugment_batched`, the
+per-image reference in :mod:`.randaugment`.
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import Policy
+from .randaugment import MAGNITUDE, OP_NAMES, rand_augment_mc
+from .randaugment_batched import _prepare, _round, cutout_batch
+
+
+def draw_ops(n_images: int, gen: torch.Generator, device: torch.device, n: int = 2, m: int = MAGNITUDE):
+    """RandAugmentMC's choices, (n, N) each: op uniform over 14 (with replacement), level
+    uniform in 1..m−1 (official ``randint(1, magnitude)``: 1..9), sign ±1, active with p = 0.5."""
+    op = torch.randint(0, len(OP_NAMES), (n, n_images), generator=gen, device=device)
+    level = torch.randint(1, m, (n, n_images), generator=gen, device=device)
+    sign = torch.randint(0, 2, (n, n_images), generator=gen, device=device) * 2 - 1
+    active = torch.rand(n, n_images, generator=gen, device=device) < 0.5
+    return op, level, sign, active
+
+
+def rand_augment_drawn(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, sign: torch.Tensor,
+                       active: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: int,
+                       dense: bool | None = None) -> torch.Tensor:
+    """The drawn rounds ((n, N) each), then grey on uncovered pixels and on the Cutout box at
+    (cy, cx): per image what :func:`augment.apply_draws` and :func:`augment.cutout` do."""
+    op, level, mag, code = _prepare(op, level, sign, active)
+    hole = None
+    for r in range(len(op)):
+        x, hole = _round(x, op[r], level[r], mag[r], code[r], x.is_cuda if dense is None else dense, hole)
+    return cutout_batch(x, size, cy, cx, hole)
+
+
+def rand_augment_batch(x: torch.Tensor, gen: torch.Generator, n: int = 2, m: int = MAGNITUDE,
+                       cutout_frac: float = 0.5) -> torch.Tensor:
+    """``n`` RandAugmentMC rounds, then an always-on Cutout of ``cutout_frac`` of the side (uint8);
+    the Cutout centre is uniform over the pixels, row then column (official ``cutout_numpy``)."""
+    h, w = x.shape[-2:]
+    draws = draw_ops(len(x), gen, x.device, n, m)
+    cy = torch.randint(0, h, (len(x),), generator=gen, device=x.device)
+    cx = torch.randint(0, w, (len(x),), generator=gen, device=x.device)
+    return rand_augment_drawn(x, *draws, cy, cx, int(cutout_frac * w))
+
+
+class RandAugment(Policy):
+    """RandAugmentMC + Cutout as the paper's RA variant: the PIL reference per image, the batched
+    ops per batch (equal under the same draws, within the tolerances the tests state)."""
+
+    name = "randaugment"
+
+    def strong_image(self, img, rng):
+        return rand_augment_mc(img, rng)
+
+    def strong_batch(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return rand_augment_batch(x, gen)
+
