@@ -58,12 +58,14 @@ class RunConfig:
     dataset: str = opt("cifar10", "dataset (default cifar10)", choices=tuple(DATASETS))
     data_dir: str = opt("data", "where datasets live / are downloaded (default ./data)")
     download: bool = opt(True, "never download datasets", flag="--no-download", action="store_false")
-    num_labeled: int = opt(4000, "number of labeled images, class-balanced (default 4000)")
+    num_labeled: int = opt(4000, "number of labeled images (default 4000): class-balanced; SVHN by class "
+                           "frequency; STL-10 a fold of 1000")
     expand_labels: bool = opt(False, "repeat labeled images to fill an epoch", action="store_true")
     arch: str = opt("wideresnet", "network (default wideresnet)", choices=ARCHS)
     depth: int | None = opt(None, "network depth (default: the reference's for the dataset)")
     width: int | None = opt(None, "widen factor k (ResNeXt: base width)")
     cardinality: int | None = opt(None, "ResNeXt cardinality")
+    scales: int | None = opt(None, "wideresnet stages (default: the reference's for the dataset, else 3)")
     bn_momentum: float = opt(0.001, "BatchNorm momentum (default 0.001, the official 0.999 decay)")
     total_steps: int = opt(2**20, "optimisation steps (default 2^20)")
     eval_step: int = opt(1024, "steps between evaluations (default 1024)")
@@ -114,7 +116,7 @@ class RunConfig:
         """A copy with the seed drawn and the network shape of the reference code filled in."""
         changes: dict[str, Any] = {}
         if self.seed is None:
-            changes["seed"] = random.SystemRandom().randrange(2**31)
+            changes["seed"] = random.SystemRandom().randrange(DATASETS[self.dataset].num_seeds or 2**31)
         for key, value in DATASETS[self.dataset].arch_defaults.get(self.arch, {}).items():
             if getattr(self, key) is None:
                 changes[key] = value
@@ -159,7 +161,7 @@ def _check_values(c: RunConfig) -> None:
     )
     for name in ("total_steps", "eval_step", "batch_size", "mu", "eval_batch_size"):
         require(getattr(c, name) > 0, f"{name}: must be a positive integer, got {getattr(c, name)}")
-    for name in ("depth", "width", "cardinality"):
+    for name in ("depth", "width", "cardinality", "scales"):
         v = getattr(c, name)
         require(v is None or v > 0, f"{name}: must be a positive integer, got {v}")
     require(c.num_workers >= 0, f"num_workers: must be >= 0, got {c.num_workers}")
@@ -176,6 +178,14 @@ def _check_values(c: RunConfig) -> None:
     spec = DATASETS[c.dataset]
     problem = spec.check_num_labeled(c.num_labeled)
     require(problem is None, f"num_labeled: {problem}")
+    problem = None if c.seed is None else spec.check_seed(c.seed)
+    require(problem is None, f"seed: {problem}")
+    scales = c.scales or spec.arch_defaults.get(c.arch, {}).get("scales", 3)
+    if c.arch == "wideresnet" and c.depth is not None:  # models.wideresnet's rule, checked before torch loads
+        fits = c.depth >= 1 + 3 * scales and (c.depth - 1 - scales) % (2 * scales) == 0
+        require(fits, f"depth: {c.depth} does not fit a wideresnet of {scales} scales; expected 1 + {scales}·(2n+1): "
+                f"{', '.join(str(1 + scales * (2 * n + 1)) for n in range(1, 5))}, ... (or set scales)")
+    require(c.scales is None or c.arch == "wideresnet", f"scales: applies to wideresnet only, not {c.arch}")
     missing = [k for k in ("depth", "width") if getattr(c, k) is None and k not in spec.arch_defaults.get(c.arch, {})]
     require(not missing, f"{'/'.join(missing)}: {c.arch} has no default shape for {c.dataset}; set "
              f"{' and '.join(missing)} (e.g. depth: 28, width: 2)")

@@ -60,7 +60,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             net = build_model(cfg.arch, cfg.num_classes, cfg.depth, cfg.width, cfg.cardinality,
-                              bn_momentum=cfg.bn_momentum)
+                              bn_momentum=cfg.bn_momentum, scales=cfg.scales)
         self.net = net.to(device, memory_format=torch.channels_last)
         self.model = wrap(self.net) if wrap else self.net  # e.g. DistributedDataParallel
         if cfg.compile:
