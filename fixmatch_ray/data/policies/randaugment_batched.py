@@ -314,11 +314,17 @@ def draw_ops(n_images: int, gen: torch.Generator, device: torch.device, n: int =
 
 
 def rand_augment_batch(x: torch.Tensor, gen: torch.Generator, n: int = 2, m: int = MAX_LEVEL,
-                       cutout_frac: float = 0.5) -> torch.Tensor:
-    """``n`` RandAugmentMC rounds, then an always-on Cutout of ``cutout_frac`` of the side (uint8)."""
-    op, level, mag, code = _prepare(*draw_ops(len(x), gen, x.device, n, m))
-    for r in range(n):
-        x = _round(x, op[r], level[r], mag[r], code[r], dense=x.is_cuda)
+                       cutout_frac: float = 0.5, with_ops: bool = True, with_cutout: bool = True) -> torch.Tensor:
+    """``n`` RandAugmentMC rounds, then an always-on Cutout of ``cutout_frac`` of the side (uint8).
+
+    ``with_ops=False`` / ``with_cutout=False`` leave that part out (the official Cutout
+    ablations); a part left out draws nothing from ``gen``, as on the PIL path."""
+    if with_ops:
+        op, level, mag, code = _prepare(*draw_ops(len(x), gen, x.device, n, m))
+        for r in range(n):
+            x = _round(x, op[r], level[r], mag[r], code[r], dense=x.is_cuda)
+    if not with_cutout:
+        return x
     h, w = x.shape[-2:]
     cx = torch.rand(len(x), generator=gen, device=x.device) * w
     cy = torch.rand(len(x), generator=gen, device=x.device) * h
@@ -332,7 +338,7 @@ class RandAugment(Policy):
     name = "randaugment"
 
     def strong_image(self, img, rng):
-        return rand_augment_mc(img, rng)
+        return rand_augment_mc(img, rng, with_ops=self.with_ops, with_cutout=self.with_cutout)
 
     def strong_batch(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return rand_augment_batch(x, gen)
+        return rand_augment_batch(x, gen, with_ops=self.with_ops, with_cutout=self.with_cutout)
