@@ -198,10 +198,9 @@ class DeviceBatches:
         self.step += 1
         aug, store, gen = self.augment, self.store, self.gen
         lb_weak = store.crop(lb, gen)
-        x_lb = aug.normalize(lb_weak)
         x_ulb_w, x_ulb_s = aug.unlabeled(store, ulb, gen)  # (pseudo-label view, trained view)
         batch = {
-            "x_lb": self._slice(x_lb),
+            "x_lb": self._slice(aug.normalize(lb_weak)),
             "y_lb": self._slice(self.targets[lb]),
             "x_ulb_w": self._slice(x_ulb_w),
             "x_ulb_s": self._slice(x_ulb_s),

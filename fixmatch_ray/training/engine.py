@@ -17,9 +17,9 @@ from torch import nn
 
 from ..algorithms import LOCAL, Collective, StepInput, build_algorithm
 from ..config import RunConfig
+from ..config.run import ADAM_BETAS, LINEAR_LR_END
 from ..errors import NonFiniteLossError
 from ..models import build_model
-from ..config.run import LINEAR_LR_END
 from .optim import ModelEMA, build_optimizer, lr_at, set_lr
 
 STEP_KEYS = ("x_lb", "y_lb", "x_ulb_w", "x_ulb_s", "idx_ulb")  # what a step's batch must carry
@@ -73,7 +73,7 @@ class Trainer:
         if cfg.compile:
             self.model = torch.compile(self.model)
         self.ema = ModelEMA(self.net, cfg.ema_decay) if cfg.use_ema else None
-        betas = (0.9 if cfg.beta1 is None else cfg.beta1, 0.999 if cfg.beta2 is None else cfg.beta2)
+        betas = tuple(d if v is None else v for v, d in zip((cfg.beta1, cfg.beta2), ADAM_BETAS))
         self.optimizer = build_optimizer(self.net, cfg.lr, cfg.wdecay, cfg.momentum, cfg.nesterov,
                                          cfg.optimizer, betas)
         self.algorithm = build_algorithm(cfg.algorithm, cfg, cfg.num_classes, num_unlabeled, device)
