@@ -15,7 +15,7 @@ import numpy as np
 
 from .datasets import DatasetSpec, ImageData
 from .normalize import normalize
-from .policies.base import Policy
+from .policies.base import Policy, parse_anchoring
 from .policies.randaugment import MAGNITUDE
 from .policies.randaugment_policy import rand_augment_batch
 from .sampling import LABELED, StepBatchSampler
@@ -105,11 +105,14 @@ def strong_batch(x: torch.Tensor, gen: torch.Generator, flip: bool, n: int = 2, 
 
 class BatchAugmenter:
     """Weak or strong views of images of a :class:`CropStore` (uint8, resident on the device),
-    as normalised float32 (N, 3, H, W)."""
+    as normalised float32 (N, 3, H, W). ``anchoring`` names an unlabeled image's two views
+    (pseudo-label view, trained view): (weak, strong) unless ablated (ab_fixmatch_anchoring)."""
 
-    def __init__(self, mean, std, flip: bool, policy: Policy | None = None):
+    def __init__(self, mean, std, flip: bool, policy: Policy | None = None,
+                 anchoring: str | tuple[str, str] = ("weak", "strong")):
         self.mean, self.std, self.flip, self.policy = tuple(mean), tuple(std), flip, policy
         self.strong_batch = policy.strong_batch if policy is not None else rand_augment_batch
+        self.anchoring = parse_anchoring(anchoring)
 
     def store(self, images: torch.Tensor) -> CropStore:
         return CropStore(images, self.flip)
@@ -122,6 +125,11 @@ class BatchAugmenter:
 
     def strong(self, store: CropStore, index: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return normalize(self.strong_batch(store.crop(index, gen), gen), self.mean, self.std)
+
+    def unlabeled(self, store: CropStore, index: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two views of unlabeled images ``index`` that ``anchoring`` names, the first drawn first."""
+        first, second = ((self.strong if kind == "strong" else self.weak)(store, index, gen) for kind in self.anchoring)
+        return first, second
 
     def __call__(self, x_u8: torch.Tensor, gen: torch.Generator, strong: bool) -> torch.Tensor:
         """The whole uint8 batch ``x_u8``, once (an untabulated store, as :func:`crop_batch`)."""
@@ -174,11 +182,12 @@ class DeviceBatches:
         self.step += 1
         aug, store, gen = self.augment, self.store, self.gen
         lb_weak = store.crop(lb, gen)
+        x_ulb_w, x_ulb_s = aug.unlabeled(store, ulb, gen)  # (pseudo-label view, trained view)
         batch = {
             "x_lb": self._slice(aug.normalize(lb_weak)),
             "y_lb": self._slice(self.targets[lb]),
-            "x_ulb_w": self._slice(aug.weak(store, ulb, gen)),
-            "x_ulb_s": self._slice(aug.strong(store, ulb, gen)),
+            "x_ulb_w": self._slice(x_ulb_w),
+            "x_ulb_s": self._slice(x_ulb_s),
             "y_ulb": self._slice(self.targets[ulb]),
             "idx_ulb": self._slice(ulb),
         }

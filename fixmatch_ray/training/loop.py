@@ -42,7 +42,7 @@ def load_run_data(cfg: RunConfig) -> RunData:
     train = load_dataset(cfg.dataset, cfg.data_dir, "train", download=cfg.download)
     test = load_dataset(cfg.dataset, cfg.data_dir, "test", download=cfg.download)
     try:
-        labeled = spec.split(cfg.data_dir, train.targets, cfg.num_labeled, cfg.seed)
+        labeled = spec.split(cfg.data_dir, train.targets, cfg.num_labeled, cfg.labeled_split_seed)
     except ValueError as e:
         raise ConfigError(f"num_labeled: {e}") from None
     labeled = expand_labeled(labeled, cfg.batch_size, cfg.eval_step, cfg.expand_labels)
@@ -56,17 +56,19 @@ def step_batches(
     device: torch.device | None = None, policy: Policy | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """This rank's batches from ``start_step`` on (a pure function of the config and step)."""
-    policy = policy or build_policy(cfg.policy)
+    policy = policy or build_policy(cfg.policy, strong_aug=cfg.strong_aug)
     if cfg.aug_backend == "tensor":
         sampler = StepBatchSampler(data.labeled_idx, len(data.train), cfg.batch_size, cfg.unlabeled_batch_size,
                                    cfg.seed, start_step, cfg.total_steps)
-        augmenter = BatchAugmenter(data.spec.mean, data.spec.std, flip=data.spec.flip, policy=policy)
+        augmenter = BatchAugmenter(data.spec.mean, data.spec.std, flip=data.spec.flip, policy=policy,
+                                   anchoring=cfg.anchoring)
         return DeviceBatches(data.train, sampler, augmenter, cfg.seed, device or torch.device("cpu"), rank, world_size)
     loader = train_loader(
         data.train, data.spec, data.labeled_idx,
         batch_size=cfg.batch_size, ulb_batch_size=cfg.unlabeled_batch_size, seed=cfg.seed,
         start_step=start_step, total_steps=cfg.total_steps, num_workers=cfg.num_workers,
         rank=rank, world_size=world_size, policy=cfg.policy, pin_memory=(device is not None and device.type == "cuda"),
+        strong_aug=cfg.strong_aug, anchoring=cfg.anchoring,
     )
     return iter(loader)
 
@@ -94,7 +96,7 @@ def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ra
                  wrap: Callable[[nn.Module], nn.Module] | None = None) -> Trainer:
     """Train ``cfg`` (from ``state`` when given) to its last step, feeding ``sinks``."""
     data = data or load_run_data(cfg)
-    policy = build_policy(cfg.policy, device)
+    policy = build_policy(cfg.policy, device, cfg.strong_aug)
     trainer = Trainer(cfg, device, wrap, num_unlabeled=len(data.train), collective=ranks.collective, policy=policy)
     if state is not None:
         trainer.load_state_dict(state)

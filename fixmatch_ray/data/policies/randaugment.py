@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from ..normalize import normalize
-from .base import Policy
+from .base import Policy, parse_anchoring
 
 # The official grey is 0 in its [-1, 1] pixel scale, i.e. 127.5: uint8 here, so 128 (both for the
 # pixels geometric ops leave transparent, official ``pil_unwrap``, and for Cutout, official
@@ -177,14 +177,17 @@ def apply_draws(img: Image.Image, draws: list[OpDraw]) -> Image.Image:
 
 
 def rand_augment_mc(img: Image.Image, rng: np.random.Generator, n: int = 2, m: int = MAGNITUDE,
-                    cutout_frac: float = 0.5) -> Image.Image:
+                    cutout_frac: float = 0.5, with_ops: bool = True, with_cutout: bool = True) -> Image.Image:
     """RandAugmentMC: ``n`` random ops, then an always-on Cutout of ``cutout_frac`` of the side.
 
     The official code cuts a fixed 16 px at every size; half the side is the same 16 px on the
     paper's 32×32 images and keeps the same proportion on other sizes (8 px on 16×16 digits).
+    ``with_ops=False`` / ``with_cutout=False`` leave that part out (the official Cutout
+    ablations); a part left out draws nothing from ``rng``.
     """
-    img = apply_draws(img, draw_rand_augment(rng, n, m))
-    return cutout(img, int(cutout_frac * img.size[0]), rng)
+    if with_ops:
+        img = apply_draws(img, draw_rand_augment(rng, n, m))
+    return cutout(img, int(cutout_frac * img.size[0]), rng) if with_cutout else img
 
 
 def weak_augment(img: Image.Image, rng: np.random.Generator, flip: bool) -> Image.Image:
@@ -214,22 +217,30 @@ def to_tensor(img: Image.Image, mean: tuple[float, float, float], std: tuple[flo
 
 
 class TransformFixMatch:
-    """The per-image reference pipeline: labeled → weak; unlabeled → (weak, strong)."""
+    """The per-image reference pipeline: labeled → weak; unlabeled → (weak, strong), or the views
+    ``anchoring`` names (pseudo-label view, trained view: ab_fixmatch_anchoring)."""
 
     def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float], flip: bool,
-                 policy: Policy | None = None):
+                 policy: Policy | None = None, anchoring: str | tuple[str, str] = ("weak", "strong")):
         self.mean, self.std, self.flip = tuple(mean), tuple(std), flip
         self.strong_image = policy.strong_image if policy is not None else rand_augment_mc
+        self.anchoring = parse_anchoring(anchoring)
 
     def labeled(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
         """Weakly augmented, normalised."""
         return to_tensor(weak_augment(img, rng, self.flip), self.mean, self.std)
 
-    def unlabeled(self, img: Image.Image, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weak, strong) views; weak draws first, and strong does its own independent weak step."""
+    def view(self, img: Image.Image, rng: np.random.Generator, kind: str) -> Image.Image:
+        """A ``weak`` view, or a ``strong`` one: its own weak step, then the policy."""
         weak = weak_augment(img, rng, self.flip)
-        strong = self.strong_image(weak_augment(img, rng, self.flip), rng)
-        return to_tensor(weak, self.mean, self.std), to_tensor(strong, self.mean, self.std)
+        return self.strong_image(weak, rng) if kind == "strong" else weak
+
+    def unlabeled(self, img: Image.Image, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weak, strong) views (or the ``anchoring`` pair); the first draws first, and each view
+        does its own independent weak step."""
+        first = self.view(img, rng, self.anchoring[0])
+        second = self.view(img, rng, self.anchoring[1])
+        return to_tensor(first, self.mean, self.std), to_tensor(second, self.mean, self.std)
 
     def test(self, img: Image.Image) -> torch.Tensor:
         """No augmentation, just normalised."""

@@ -324,5 +324,3 @@ def cutout_batch(x: torch.Tensor, size: int, cy: torch.Tensor, cx: torch.Tensor,
         grey = grey | hole
     grey = grey.view(n, 1, h, w)
     return (x * (1 - grey)).add_(grey * FILL[0])
-
-

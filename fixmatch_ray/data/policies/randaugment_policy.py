@@ -35,14 +35,24 @@ def rand_augment_drawn(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, s
 
 
 def rand_augment_batch(x: torch.Tensor, gen: torch.Generator, n: int = 2, m: int = MAGNITUDE,
-                       cutout_frac: float = 0.5) -> torch.Tensor:
+                       cutout_frac: float = 0.5, with_ops: bool = True, with_cutout: bool = True) -> torch.Tensor:
     """``n`` RandAugmentMC rounds, then an always-on Cutout of ``cutout_frac`` of the side (uint8);
-    the Cutout centre is uniform over the pixels, row then column (official ``cutout_numpy``)."""
+    the Cutout centre is uniform over the pixels, row then column (official ``cutout_numpy``).
+
+    ``with_ops=False`` / ``with_cutout=False`` leave that part out (the official Cutout
+    ablations); a part left out draws nothing from ``gen``, as on the PIL path."""
     h, w = x.shape[-2:]
-    draws = draw_ops(len(x), gen, x.device, n, m)
-    cy = torch.randint(0, h, (len(x),), generator=gen, device=x.device)
-    cx = torch.randint(0, w, (len(x),), generator=gen, device=x.device)
-    return rand_augment_drawn(x, *draws, cy, cx, int(cutout_frac * w))
+    draws = draw_ops(len(x), gen, x.device, n, m) if with_ops else None
+    if with_cutout:
+        cy = torch.randint(0, h, (len(x),), generator=gen, device=x.device)
+        cx = torch.randint(0, w, (len(x),), generator=gen, device=x.device)
+        size = int(cutout_frac * w)
+    else:  # a box of size 0 covers nothing; the pixels ops left uncovered still turn grey
+        cy = cx = torch.zeros(len(x), dtype=torch.long, device=x.device)
+        size = 0
+    if draws is None:
+        return cutout_batch(x, size, cy, cx) if with_cutout else x
+    return rand_augment_drawn(x, *draws, cy, cx, size)
 
 
 class RandAugment(Policy):
@@ -52,8 +62,8 @@ class RandAugment(Policy):
     name = "randaugment"
 
     def strong_image(self, img, rng):
-        return rand_augment_mc(img, rng)
+        return rand_augment_mc(img, rng, with_ops=self.with_ops, with_cutout=self.with_cutout)
 
     def strong_batch(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return rand_augment_batch(x, gen)
+        return rand_augment_batch(x, gen, with_ops=self.with_ops, with_cutout=self.with_cutout)
 
