@@ -26,6 +26,7 @@ from .lease import LEASE_FILE, Lease
 from .tuner import build_tuner, experiment_exists, write_status
 
 SPEC_FILE = "sweep.yaml"  # the sweep file as given, saved in the experiment directory
+LEASE_NAMES = {LEASE_FILE, f".{LEASE_FILE}.lock"}  # the lease and its local lock file: not the experiment
 
 
 def check_capacity(spec: SweepSpec, autoscaling: bool) -> int:
@@ -85,14 +86,14 @@ def prepare_experiment(spec: SweepSpec, sweep_file: str, fresh: bool) -> bool:
     if is_uri(experiment):
         exists = experiment_exists(experiment)
     else:
-        exists = Path(experiment).exists() and any(p.name != LEASE_FILE for p in Path(experiment).iterdir())
+        exists = Path(experiment).exists() and any(p.name not in LEASE_NAMES for p in Path(experiment).iterdir())
     if exists and fresh:
         if is_uri(experiment):
             raise ConfigError(f"--fresh: move {experiment} aside yourself (remote storage) or use another name")
         aside = Path(f"{experiment}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         aside.mkdir()
         for child in Path(experiment).iterdir():  # everything but our lease, which stays held
-            if child.name != LEASE_FILE:
+            if child.name not in LEASE_NAMES:
                 shutil.move(child, aside / child.name)
         print(f"moved the earlier experiment to {aside}", file=sys.stderr)
         exists = False
