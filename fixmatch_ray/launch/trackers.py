@@ -60,16 +60,16 @@ class StepMLflowLogger(MLflowLoggerCallback):
 
     def log_trial_start(self, trial) -> None:
         client = self._client()
-        if trial not in self._trial_runs:
-            key = run_key(trial)
-            run_id = mlflow_tracking.find_run(client, self.mlflow_util.experiment_id, key)
-            if run_id is None:
-                tags = {**self.tags, "trial_name": str(trial), "trial_id": trial.trial_id, mlflow_tracking.RUN_TAG: key}
-                run_id = self.mlflow_util.start_run(run_name=trial.config["trial"]["name"], tags=tags).info.run_id
-            else:
-                client.update_run(run_id, status="RUNNING")
-            self._trial_runs[trial] = run_id
-        mlflow_tracking.log_params_once(client, self._trial_runs[trial], trial_params(trial))
+        run_id = self._trial_runs.get(trial) or mlflow_tracking.find_run(
+            client, self.mlflow_util.experiment_id, run_key(trial))
+        if run_id is None:
+            tags = {**self.tags, "trial_name": str(trial), "trial_id": trial.trial_id,
+                    mlflow_tracking.RUN_TAG: run_key(trial)}
+            run_id = self.mlflow_util.start_run(run_name=trial.config["trial"]["name"], tags=tags).info.run_id
+        else:  # a retried trial, or one the restarted driver resumes: its run goes on
+            client.update_run(run_id, status="RUNNING")
+        self._trial_runs[trial] = run_id
+        mlflow_tracking.log_params_once(client, run_id, trial_params(trial))
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
         if "step" not in result:
