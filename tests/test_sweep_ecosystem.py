@@ -124,3 +124,34 @@ def test_results_load_from_a_uri(swept, s3_env):
     assert remote[["seed", "step", "test_acc"]].equals(local[["seed", "step", "test_acc"]])
     assert results.summary(uri).median20_acc_mean.tolist() == pytest.approx(
         results.summary(str(swept["exp"])).median20_acc_mean.tolist())
+
+
+def test_wandb_callback_retry_continues_the_run(ray_session, tmp_path):
+    """Ray's WandbLoggerCallback as the sweep wires it, on a trial that fails and is retried: the
+    retry waits for the first W&B process to finish and resumes the same run id (offline: a second
+    directory that `wandb sync` merges), every row at its training step."""
+    from test_tracking import FakeTrial, report
+
+    from fixmatch_ray.config.tracking import WandbSpec
+    from fixmatch_ray.launch.trackers import StepWandbLogger
+
+    callback = StepWandbLogger(WandbSpec(project="fixmatch-test", mode="offline"), group="smoke", dir=str(tmp_path))
+    callback.setup()
+    (tmp_path / "trial").mkdir()
+    trial = FakeTrial("abc_00000", str(tmp_path / "smoke"), local_path=str(tmp_path / "trial"))
+    callback.log_trial_start(trial)
+    report(callback, trial, 4)
+    callback.log_trial_end(trial, failed=True)
+    callback.log_trial_start(trial)  # Tune retries it
+    report(callback, trial, 8)
+    report(callback, trial, 12)
+    callback.log_trial_end(trial, failed=False)
+    callback.on_experiment_end([trial])
+    from readback import wandb_run
+
+    dirs = sorted((tmp_path / "wandb").glob("offline-run-*"), key=lambda d: d.stat().st_mtime)
+    assert dirs and all(d.name.endswith("-abc_00000") for d in dirs)  # one run id: the trial's
+    runs = [wandb_run(d) for d in dirs]
+    assert [(h["step"], h["test/acc"]) for r in runs for h in r["history"]] == [(4, 4.0), (8, 8.0), (12, 12.0)]
+    assert runs[-1]["summary"]["median20_acc"] == 12.0 and runs[-1]["config"]["setting"] == "digits@20"
+    assert all("median20_acc" not in r["summary"] for r in runs[:-1])  # no summary for the failed attempt

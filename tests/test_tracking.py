@@ -165,3 +165,52 @@ def test_sweep_file_example_in_readme_parses():
         lines.append(line[4:])
     block = yaml.safe_load("\n".join(lines))["tracking"]
     assert parse_sweep({**GOOD, "tracking": block}).tracking.enabled
+
+
+class FakeTrial:
+    """What Tune's logger callbacks read of a trial (a Tune Trial needs a running experiment)."""
+
+    def __init__(self, trial_id: str, experiment: str, local_path: str = ""):
+        run = {"total_steps": 12, "lr": 0.03, "seed": 1, "num_labeled": 20}
+        self.trial_id, self.local_path, self.experiment_dir_name = trial_id, local_path, "smoke"
+        self.config = {"trial": {"name": "digits@20.s1", "label": "digits@20", "experiment": experiment, "run": run}}
+        self.last_result: dict = {}
+
+    def __str__(self) -> str:
+        return f"digits@20.s1_{self.trial_id}"
+
+
+def report(callback, trial, step: int) -> None:
+    result = {"step": step, "test_acc": float(step), "training_iteration": step // 4,
+              "median20_acc": float(step), "best_acc": float(step), "last_acc": float(step), "evals": step // 4}
+    trial.last_result = result
+    callback.log_trial_result(step // 4, trial, result)
+
+
+def test_mlflow_callback_retry_and_driver_restart_continue_one_run(tmp_path, file_store):
+    """Ray's MLflowLoggerCallback as the sweep wires it: a trial that fails and is retried, then a
+    new driver (a restored sweep) that finishes it, all land in one MLflow run, by training step."""
+    from fixmatch_ray.config.tracking import MLflowSpec
+    from fixmatch_ray.launch.trackers import StepMLflowLogger
+
+    spec = MLflowSpec(tracking_uri=file_store)
+    first = StepMLflowLogger(spec, "smoke")
+    first.setup()
+    trial = FakeTrial("abc_00000", str(tmp_path / "smoke"))
+    first.log_trial_start(trial)
+    report(first, trial, 4)
+    first.log_trial_end(trial, failed=True)
+    first.log_trial_start(trial)  # Tune retries it
+    report(first, trial, 8)
+    second = StepMLflowLogger(spec, "smoke")  # the driver died; the rerun command restores the sweep
+    second.setup()
+    second.log_trial_start(trial)
+    report(second, trial, 12)
+    second.log_trial_end(trial, failed=False)
+    (run,) = mlflow_runs(file_store, "smoke").values()
+    assert run["status"] == "FINISHED" and run["tags"]["trial_id"] == "abc_00000"
+    assert run["tags"]["fixmatch.run"] == str(tmp_path / "smoke" / "train" / "digits@20.s1-abc_00000")
+    assert run["history"]["test/acc"] == [(4, 4.0), (8, 8.0), (12, 12.0)]
+    assert run["history"]["median20_acc"] == [(12, 12.0)]  # the summary, once: the trial finished
+    assert "training_iteration" not in run["history"]
+    assert run["params"]["setting"] == "digits@20" and run["params"]["lr"] == "0.03"
