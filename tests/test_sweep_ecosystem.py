@@ -155,3 +155,24 @@ def test_wandb_callback_retry_continues_the_run(ray_session, tmp_path):
     assert [(h["step"], h["test/acc"]) for r in runs for h in r["history"]] == [(4, 4.0), (8, 8.0), (12, 12.0)]
     assert runs[-1]["summary"]["median20_acc"] == 12.0 and runs[-1]["config"]["setting"] == "digits@20"
     assert all("median20_acc" not in r["summary"] for r in runs[:-1])  # no summary for the failed attempt
+
+
+def test_train_on_ray_workers_logs_from_rank_0(ray_session, tmp_path, monkeypatch):
+    """train --ddp-workers 2 --tracking ...: one MLflow run and one W&B run (rank 0's), by step; the
+    driver's MLFLOW_* settings reach the worker."""
+    from test_tracking import TINY
+
+    from fixmatch_ray.train import main as train
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    out = tmp_path / "ddp"
+    assert train([*TINY, "--out", str(out), "--ddp-workers", "2", "--tracking", "mlflow", "--mlflow-uri", uri,
+                  "--tracking", "wandb", "--wandb-project", "fixmatch-test", "--wandb-mode", "offline"]) == 0
+    record = __import__("json").loads((out / "metrics.json").read_text())
+    accs = [(h["step"], h["test_acc"]) for h in record["history"]]
+    (run,) = mlflow_runs(uri, "fixmatch").values()
+    assert run["status"] == "FINISHED" and run["history"]["test/acc"] == pytest.approx(accs)
+    assert run["history"]["median20_acc"] == [(8, pytest.approx(record["summary"]["median20_acc"]))]
+    (wb,) = wandb_runs(out).values()
+    assert [(h["step"], h["test/acc"]) for h in wb["history"]] == pytest.approx(accs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import tempfile
 from typing import Any
 
@@ -97,11 +98,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     run_dir = config["run_dir"]
     trackers = [TRACKERS["tensorboard"](logdir=join(run_dir, TB_DIR))]
     if config.get("tracking"):  # train --ddp-workers --tracking ...: MLflow / W&B from rank 0
+        os.environ.update(config.get("tracking_env") or {})  # the driver's MLFLOW_* / WANDB_* settings
         spec = from_mapping(TrackingSpec, config["tracking"], "tracking")
         trackers += trackers_for(spec, run_dir, split_last(run_dir)[1], local_dir=run_dir)
     sinks = [RaySink(rank, world), RecordSink(run_dir, config.get("trial")), *(TrackerSink(t) for t in trackers)]
     ranks = Ranks(rank, world, TorchCollective() if world > 1 else LOCAL)
     run_training(cfg, device, sinks, ranks, state=state, wrap=wrap)
+
+
+def tracking_env() -> dict[str, str]:
+    """The driver's MLflow / W&B variables (server, credentials, MLFLOW_ALLOW_FILE_STORE...): rank 0
+    of a Train run is another process, maybe on another node, and its trackers need them too."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "WANDB_"))}
 
 
 def build_trainer(
@@ -128,7 +136,8 @@ def build_trainer(
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"run": cfg.to_dict(), "run_dir": join(storage_path, name), "trial": trial,
-                           "tracking": dataclasses.asdict(tracking) if tracking is not None else None},
+                           "tracking": dataclasses.asdict(tracking) if tracking is not None else None,
+                           "tracking_env": tracking_env() if tracking is not None else None},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers, use_gpu=resources.use_gpu,
             resources_per_worker=resources.per_worker(),
