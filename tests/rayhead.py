@@ -51,44 +51,62 @@ class Head:
         subprocess.run(cmd, env=self.env, check=True, capture_output=True, text=True, timeout=180)
         return self
 
-    def processes(self):
-        """Every live process of this head: those naming its temp dir, and their descendants."""
-        import psutil
-
-        mine = set()
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            try:
-                if p.pid != os.getpid() and str(self.root) in " ".join(p.info["cmdline"] or []):
-                    mine.add(p)
-                    mine.update(p.children(recursive=True))
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-        return [p for p in mine if p.pid != os.getpid()]
+    def processes(self) -> set[int]:
+        """Every live process of this head: those naming its temp dir, and their descendants (Linux /proc)."""
+        table = _process_table()
+        mine = {pid for pid, (_, cmd) in table.items() if str(self.root) in cmd}
+        while True:
+            children = {pid for pid, (ppid, _) in table.items() if ppid in mine} - mine
+            if not children:
+                break
+            mine |= children
+        mine.discard(os.getpid())
+        return mine
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        for p in self.processes():
-            try:
-                p.send_signal(sig)
-            except Exception:
-                pass
+        for pid in self.processes():
+            _signal(pid, sig)
 
     def stop(self) -> None:
         """SIGTERM this head's processes, then SIGKILL what is left after 10 s."""
-        import psutil
+        pids = self.processes()
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.2)
+        for pid in pids | self.processes():
+            _signal(pid, signal.SIGKILL)
 
-        procs = self.processes()
-        for p in procs:
-            try:
-                p.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=10)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=10)
+
+def _process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            ppid = int(Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        out[int(name)] = (ppid, cmd)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
 
 
 def new_head(**env: str) -> Head:

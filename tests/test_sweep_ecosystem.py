@@ -12,6 +12,7 @@ from readback import mlflow_runs, wandb_runs
 from fixmatch_ray import results
 from fixmatch_ray.results.read import read_trials
 from fixmatch_ray.sweep import main
+from fixmatch_ray.training.engine import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = ("median20_acc", "best_acc", "last_acc", "evals")
@@ -52,8 +53,9 @@ def test_mlflow_one_run_per_trial_by_training_step(swept):
         # every evaluation at its training step (4, 8, 12), not Tune's iteration (1, 2, 3)
         assert run["history"]["test/acc"] == pytest.approx([(h["step"], h["test_acc"]) for h in t.history])
         assert [s for s, _ in run["history"]["train/mask"]] == [4, 8, 12]
-        for key in SUMMARY:  # the final summary, once, at the last step
-            assert run["history"][key] == [(12, pytest.approx(t.final[key]))]
+        for key, value in summarize(t.history).items():  # the final summary, once, at the last step
+            assert run["history"][key] == [(12, pytest.approx(value))]
+        assert set(SUMMARY) <= set(run["history"])
         assert not any(k.startswith(("config", "trial", "time_", "training_iteration")) for k in run["history"])
 
 
@@ -67,8 +69,7 @@ def test_wandb_offline_runs_by_training_step(swept):
         assert run["config"]["seed"] == t.seed and run["config"]["setting"] == "digits@20"
         assert [(h["step"], h["test/acc"]) for h in run["history"]] == pytest.approx(
             [(h["step"], h["test_acc"]) for h in t.history])
-        for key in SUMMARY:
-            assert run["summary"][key] == pytest.approx(t.final[key])
+        assert {k: run["summary"][k] for k in SUMMARY} == pytest.approx(summarize(t.history))
 
 
 def test_tensorboard_one_scalar_run_per_trial(swept):

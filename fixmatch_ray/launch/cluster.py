@@ -3,6 +3,7 @@ and the user-facing error behind a failed Train run.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -61,6 +62,25 @@ def quiet_output(verbose: bool = False) -> None:
     os.environ.setdefault(TRAIN_LOG_LEVEL_ENV, "WARNING")
     os.environ.setdefault("RAY_DEDUP_LOGS_SKIP_REGEX", "|".join(KNOWN_NOISE))
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ray 2.60 turns token authentication on for a local cluster and warns that it did, on every
+    # start. (Setting RAY_AUTH_MODE here instead would not do: a driver that has imported ray
+    # keeps the mode it read then, and its own new cluster would refuse it.)
+    logging.getLogger(AUTH_LOGGER).addFilter(_DropMessage(AUTH_ENABLED_NOTICE))
+
+
+AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+AUTH_ENABLED_NOTICE = "Token authentication is enabled for this Ray cluster"
+
+
+class _DropMessage(logging.Filter):
+    """Drops log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
 
 
 def job_env() -> dict[str, str]:
@@ -79,8 +99,6 @@ def ensure_ray(address: str | None = None, min_cpus: float = 1) -> None:
     running is a one-line :class:`ClusterError` (``ray.init`` would try to join it, then refuse
     ``num_cpus`` with a traceback).
     """
-    import logging
-
     import ray
 
     if ray.is_initialized():
@@ -92,9 +110,6 @@ def ensure_ray(address: str | None = None, min_cpus: float = 1) -> None:
         ray.init(address=address, runtime_env=runtime_env, **quiet)
         return
     cpus = max(os.cpu_count() or 1, int(min_cpus + 1.999))
-    # Ray 2.60 turns token authentication on for a local cluster unless told, and warns that it
-    # did: say so explicitly (the token goes to ~/.ray/auth_token as Ray does by default).
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray.init(num_cpus=cpus, resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS}, dashboard_host="127.0.0.1",
              include_dashboard=True, runtime_env=runtime_env, **quiet)
 
