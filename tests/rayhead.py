@@ -43,12 +43,11 @@ class Head:
                  "--object-manager-port": free_port(), "--metrics-export-port": free_port(),
                  "--runtime-env-agent-port": free_port(), "--dashboard-agent-grpc-port": free_port(),
                  "--dashboard-agent-listen-port": free_port(), "--ray-client-server-port": free_port()}
-        base = free_port()
         cmd = [*RAY, "start", "--head", f"--temp-dir={self.temp_dir}", "--dashboard-host=127.0.0.1",
-               f"--include-dashboard={str(dashboard).lower()}", f"--min-worker-port={base}",
-               f"--max-worker-port={base + 200}", "--disable-usage-stats",
+               f"--include-dashboard={str(dashboard).lower()}", "--disable-usage-stats",
                *[f"{k}={v}" for k, v in ports.items()], *args]
-        subprocess.run(cmd, env=self.env, check=True, capture_output=True, text=True, timeout=180)
+        out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, f"ray start failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
         return self
 
     def processes(self) -> set[int]:
