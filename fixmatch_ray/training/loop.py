@@ -22,7 +22,7 @@ from ..data.policies import Policy, build_policy
 from ..data.sampling import StepBatchSampler, train_loader
 from ..data.splits import expand_labeled
 from ..errors import ConfigError
-from ..tracking import TRACKERS
+from ..tracking import TRACKERS, Tracker
 from .engine import Trainer, fit, resolve_device, summarize
 from .sinks import CheckpointSink, ProgressSink, RecordSink, Sink, TrackerSink
 
@@ -121,14 +121,16 @@ def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ra
     return trainer
 
 
-def run_local(cfg: RunConfig, state: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run (or continue from ``state``) one training in this process; returns the summary."""
+def run_local(cfg: RunConfig, state: dict[str, Any] | None = None, progress: bool = True,
+              trackers: Sequence[Tracker] = ()) -> dict[str, Any]:
+    """Run (or continue from ``state``) one training in this process, recording to TensorBoard and
+    ``trackers`` (MLflow, W&B: :func:`fixmatch_ray.tracking.trackers_for`); returns the summary."""
     out = Path(cfg.out)
     data = load_run_data(cfg)  # before anything is written: a bad dataset leaves no directory
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
     sinks = [CheckpointSink(out), RecordSink(str(out)), TrackerSink(lambda: TRACKERS["tensorboard"](logdir=out)),
-             ProgressSink(progress)]
+             *(TrackerSink(lambda t=t: t) for t in trackers), ProgressSink(progress)]
     device = resolve_device(cfg.device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # --gpu-id N: kernels, NCCL and caches on that GPU, not GPU 0
