@@ -35,13 +35,13 @@ def sweep_file(tmp_path: Path, seeds: list[int], total: int = 160) -> Path:
     return p
 
 
-def start_sweep(path: Path, store: Path) -> subprocess.Popen:
+def start_sweep(path: Path, store: Path, verbose: bool = False) -> subprocess.Popen:
     """The real sweep CLI joined to the test cluster; its output goes to a file (a pipe nobody
     drains while the test polls would fill up and block the sweep)."""
     import ray
 
     cmd = [sys.executable, "-m", "fixmatch_ray.sweep", str(path), "--storage", str(store), "--no-report",
-           "--address", ray.get_runtime_context().gcs_address]
+           "--address", ray.get_runtime_context().gcs_address] + (["--verbose"] if verbose else [])
     log = open(path.parent / f"sweep-{time.time_ns()}.log", "w+")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     proc.log = log  # type: ignore[attr-defined]
@@ -100,7 +100,7 @@ def test_node_loss_and_worker_kill_mid_sweep(ray_cluster, tmp_path):
     ray_cluster.wait_for_nodes()
     store, seeds = tmp_path / "store", [1, 2]
     exp = store / "faults"
-    proc = start_sweep(sweep_file(tmp_path, seeds), store)
+    proc = start_sweep(sweep_file(tmp_path, seeds), store, verbose=True)  # Train logs the failures it recovers from
     try:
         wait_for(lambda: len(live_train_workers()) == 2 and len({
             p.parent.parent.name for p in exp.glob("train/*/checkpoint_*/checkpoint.pt")}) == 2,
