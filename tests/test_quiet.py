@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 # configuration box and hints, Ray's token-authentication warning).
 RAY_NOISE = ("TrainController", "RayTrainWorker", "PreemptionWatcher", "(raylet)", "Configuration for experiment",
              "View detailed results", "tensorboard --logdir", "Token authentication", "Requesting resources")
-OURS = ("[sweep] ", "  digits@20", "starting smoke:", "|", "mean ± sample std")  # plan, live table, final table
+OURS = ("[sweep] ", "[plan] ", "  digits@20", "starting smoke:", "|", "mean ± sample std")  # plan, live table, final table
 
 
 @pytest.fixture
