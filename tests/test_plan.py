@@ -3,6 +3,7 @@ sweep file under sweeps/ passing the sweep's validation. No Ray: no cluster is r
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from fixmatch_ray.errors import ConfigError
 from fixmatch_ray.launch.plan import (DEFAULTS, load_step_times, make_plan, makespan, model_key, step_ms,
                                       trials_at_once)
 from fixmatch_ray.sweep import main
+from rayhead import new_head, remove
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP_FILES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "sweeps").rglob("*.yaml"))
@@ -200,3 +202,36 @@ def test_the_dry_run_does_not_import_ray(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "GPU-hours: 179.1" in out.stdout  # 15 x 6 ms + 15 x 35 ms over 2^20 steps
+
+
+def test_a_dead_recorded_cluster_is_one_line(tmp_path, capsys):
+    """As the sweep: a cluster `ray start` recorded but that is gone is refused, not silently skipped."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends
+    (tmp_path / "raytmp" / "ray").mkdir(parents=True)
+    (tmp_path / "raytmp" / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}")
+    assert main([str(write(tmp_path, small(tmp_path))), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"records a Ray cluster at 127.0.0.1:{port} that is not running" in err and "\n" not in err
+
+
+@pytest.mark.ray
+def test_the_plan_reads_a_recorded_cluster(tmp_path):
+    """A live `ray start` cluster of 6 CPUs and 2 (logical) GPUs: the plan joins it and reads its
+    resources; 2 CPU + 0.01 for the trial's driver -> 2 trials by CPU, 2 by GPU."""
+    head = new_head()
+    try:
+        head.start("--num-cpus=6", "--num-gpus=2")
+        steps = step_file(tmp_path, {"card": "T", "step_ms": {"wideresnet-28-2": {"off": 36.0}}})
+        cmd = [sys.executable, "-m", "fixmatch_ray.sweep", str(write(tmp_path, small(tmp_path))), "--dry-run",
+               "--step-times", str(steps)]
+        out = subprocess.run(cmd, cwd=ROOT, env=head.env, capture_output=True, text=True, timeout=300)
+    finally:
+        remove(head)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert re.search(rf"at once: 2 \(cluster at [0-9.]+:{head.port}: 6 CPU, 2 GPU\)", out.stdout), out.stdout
+    assert "GPU-hours: 6.0; wall time: 3.0 h" in out.stdout  # 6 one-hour trials, 2 at once
+    assert not (tmp_path / "store").exists()

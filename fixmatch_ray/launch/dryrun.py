@@ -43,7 +43,7 @@ def reachable_cluster(address: str | None) -> tuple[Mapping[str, float] | None, 
         address = recorded_cluster()
     if not address:
         return None, ("no cluster reachable: no --address, $RAY_ADDRESS or live `ray start` cluster; "
-                      "assuming the resources the file asks for")
+                      "assuming the resources the file asks for (--max-concurrent-trials N: N at once)")
     from .cluster import cluster_resources, ensure_ray
 
     ensure_ray(address)
