@@ -126,6 +126,25 @@ def test_a_resume_from_another_file_fails_as_the_sweep_would(tmp_path, capsys):
     assert main([str(sweep), "--dry-run", "--fresh"]) == 0  # --fresh would move it aside
 
 
+def test_a_live_driver_is_refused_and_a_dead_ones_lease_noted(tmp_path, capsys):
+    from fixmatch_ray.launch.lease import Holder
+
+    sweep = write(tmp_path, small(tmp_path))
+    exp = tmp_path / "store" / "small"
+    exp.mkdir(parents=True)
+    (exp / "sweep.yaml").write_text(sweep.read_text())
+    (exp / "lease.json").write_bytes(Holder.this_process().to_bytes())  # alive: this very process
+    assert main([str(sweep), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is in use by another driver" in err and "\n" not in err
+    gone = Holder("elsewhere", 1, "h", "2020-01-01T00:00:00+00:00", "2020-01-01T00:00:00+00:00")
+    (exp / "lease.json").write_bytes(gone.to_bytes())
+    before = snapshot(exp)
+    assert main([str(sweep), "--dry-run"]) == 0
+    assert "its lease would be taken over: the previous driver sent no heartbeat" in capsys.readouterr().out
+    assert snapshot(exp) == before
+
+
 @pytest.mark.parametrize("doc, match", [
     ("not json", "not JSON"),
     ({"card": "x"}, "non-empty \"step_ms\""),

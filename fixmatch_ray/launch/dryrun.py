@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Mapping
 from ..errors import ConfigError, DataError
 from ..storage import Store, is_uri
 from ..tracking import check_tracking
-from .plan import DEFAULTS, format_plan, load_step_times, make_plan
+from .lease import LEASE_FILE, Holder, Lease, LeaseHeld
+from .plan import DEFAULTS, cluster_line, format_plan, load_step_times, make_plan
 
 if TYPE_CHECKING:
     from ..config import SweepSpec
@@ -48,8 +49,7 @@ def reachable_cluster(address: str | None) -> tuple[Mapping[str, float] | None, 
 
     ensure_ray(address)
     have = cluster_resources()
-    shown = ", ".join(f"{have.get(k, 0):g} {k}" for k in ("CPU", "GPU"))
-    return have, f"cluster at {address}: {shown}"
+    return have, cluster_line(f"cluster at {address}", have)
 
 
 def check_storage_readonly(storage: str) -> str:
@@ -70,17 +70,34 @@ def check_experiment_readonly(spec: "SweepSpec", sweep_file: str, fresh: bool) -
     """What the sweep would do with ``<storage>/<name>``; a resume from another file is the
     sweep's own ConfigError."""
     experiment = spec.experiment_path()
-    old = Store(experiment).read_text(SPEC_FILE)
+    store = Store(experiment)
+    held = check_lease_readonly(store)
+    old = store.read_text(SPEC_FILE)
     if old is None:
-        return f"new experiment {experiment}"
+        return f"new experiment {experiment}{held}"
     if fresh:
-        return f"--fresh: the earlier {experiment} would be moved aside"
+        return f"--fresh: the earlier {experiment} would be moved aside{held}"
     if old != Path(sweep_file).read_text(encoding="utf-8"):
         raise ConfigError(
             f"{sweep_file} differs from the one {experiment} was started with; resume with the "
             f"same file, or pass --fresh (the old experiment is moved aside) or another --name"
         )
-    return f"resumes {experiment} (finished trials are not rerun)"
+    return f"resumes {experiment} (finished trials are not rerun){held}"
+
+
+def check_lease_readonly(store: Store) -> str:
+    """The sweep's lease check without taking the lease: a live driver on the experiment is the
+    sweep's :class:`LeaseHeld`; a dead one's lease would be taken over (returned as a note)."""
+    data = store.read_bytes(LEASE_FILE)
+    if data is None:
+        return ""
+    lease, rec = Lease(store), Holder.parse(data)
+    reason = lease._dead(rec)  # the rule acquire() applies
+    if reason is None:
+        raise LeaseHeld(f"{store.uri()} is in use by another driver ({rec.describe()}); wait for it to finish "
+                        f"or stop it: its lease is taken over once its process is gone (same host) or after "
+                        f"{lease.stale_after_s:g} s without a heartbeat")
+    return f"; its lease would be taken over: the previous driver {reason}"
 
 
 def check_data_readonly(spec: "SweepSpec") -> list[str]:

@@ -157,6 +157,11 @@ def trials_at_once(resources: "Resources", have: Mapping[str, float], autoscalin
     return max(1, min(fits))
 
 
+def cluster_line(where: str, have: Mapping[str, float]) -> str:
+    """``where: 16 CPU, 2 GPU``: the resources the plan's concurrency comes from."""
+    return f"{where}: " + ", ".join(f"{have.get(k, 0):g} {k}" for k in ("CPU", "GPU"))
+
+
 def makespan(hours: Iterable[float], slots: int) -> float:
     """Wall time of trials started in order, each as soon as one of ``slots`` is free."""
     free = [0.0] * max(1, slots)

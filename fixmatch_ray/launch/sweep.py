@@ -25,7 +25,7 @@ from .cluster import cluster_resources, ensure_ray, normalize_storage, quiet_out
 from .dryrun import SPEC_FILE, dry_run
 from .interrupt import Interrupts
 from .lease import LEASE_FILE, Lease
-from .plan import DEFAULTS, format_plan, load_step_times, make_plan, trials_at_once
+from .plan import DEFAULTS, cluster_line, format_plan, load_step_times, make_plan, trials_at_once
 
 # .tuner imports Ray: imported where needed, after quiet_output has set what Ray reads at import
 
@@ -163,7 +163,8 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
         verb = "resuming" if restore else "starting"
         print(f"{verb} {spec.name}: {len(spec.trials)} trials, up to {concurrent} at once, "
               f"in {spec.experiment_path()}", flush=True)
-        plan = make_plan(spec, cluster_resources(), table, args.autoscaling, "the cluster's resources")
+        have = cluster_resources()
+        plan = make_plan(spec, have, table, args.autoscaling, cluster_line("the cluster", have))
         print("\n".join(format_plan(plan)), flush=True)
         write_status(spec.experiment_path(), [])  # failed trials are retried now: none has failed for good yet
         results = build_tuner(spec, concurrent, restore).fit()
