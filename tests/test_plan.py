@@ -63,6 +63,19 @@ def test_plan_numbers_by_hand_with_a_step_time_file(tmp_path):
     assert [(c, h, src) for _, c, h, src in plan.rows] == [(6, pytest.approx(1.0), "measured on T")]
 
 
+def test_shared_gpus_and_ddp_by_hand(tmp_path):
+    table = load_step_times(step_file(tmp_path, {"step_ms": {"wideresnet-28-2": {"off": 36.0}}}))
+    # half a GPU a trial: 2 trials share the GPU, each at half speed (2 h), 3 rounds of 2 h
+    half = parse_sweep(small(tmp_path, resources={"gpus_per_worker": 0.5, "cpus_per_worker": 2}))
+    plan = make_plan(half, {"CPU": 8.0, "GPU": 1.0}, table)
+    assert (plan.at_once, plan.gpu_hours, plan.wall_hours) == (2, pytest.approx(6.0), pytest.approx(6.0))
+    # 2 DDP workers of one GPU: 0.5 h a trial, 2 trials on 4 GPUs, 3 rounds
+    ddp = parse_sweep(small(tmp_path, resources={"workers": 2, "gpus_per_worker": 1, "cpus_per_worker": 2}))
+    plan = make_plan(ddp, {"CPU": 16.0, "GPU": 4.0, "fixmatch_driver": 100}, table)
+    assert (plan.at_once, plan.gpu_hours, plan.wall_hours) == (2, pytest.approx(6.0), pytest.approx(1.5))
+    assert any("ideal scaling" in n for n in plan.notes)
+
+
 def test_plan_numbers_by_hand_with_the_defaults(tmp_path):
     spec = parse_sweep(small(tmp_path))
     plan = make_plan(spec, None, DEFAULTS)  # no cluster: max_concurrent_trials unset -> one at a time
@@ -81,7 +94,7 @@ def test_cli_prints_the_plan_and_marks_estimates(tmp_path, capsys):
     assert "[plan] small: 6 trials = 2 settings x 3 seeds" in out
     assert "1 worker x (2 CPU, 1 GPU)" in out and "assuming the resources the file asks for" in out
     assert "at 36 ms/step = 1 GPU-h/trial [measured on H100 (bench gpu)]" in out
-    assert "GPU-hours: 6.0; wall time: 6.0 h (0.2 days) at 1 at once" in out
+    assert "GPU-hours: 6.0; wall time: 6.0 h (0.2 days) with 1 trial at once" in out
     assert "estimate:" not in out and "evaluation, checkpoints" in out
     assert main([str(write(tmp_path, small(tmp_path))), "--dry-run"]) == 0
     out = capsys.readouterr().out

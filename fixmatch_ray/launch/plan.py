@@ -228,8 +228,9 @@ def _estimate(plan: Plan, spec: "SweepSpec", table: StepTimes) -> None:
         plan.notes.append(f"{r.workers} DDP workers a trial: assumed {r.workers}x faster than one GPU (ideal scaling)")
     if share < 1:
         plan.notes.append(f"a trial holds {share:g} GPU: assumed to run at {share:g} of a whole GPU's speed")
-    if any(t.run.aug_backend == "pil" for t in spec.trials):
-        plan.notes.append("trials with aug_backend pil: step times assume the device path; CPU loaders may bound them")
+    if pil := sum(t.run.aug_backend == "pil" for t in spec.trials):
+        plan.notes.append(f"{pil} trials use aug_backend pil: the step times assume augmentation on the GPU "
+                          "(aug_backend: tensor); issue 15 puts the PIL path at ~45-50 ms/step with 7 loader processes")
 
 
 def format_plan(plan: Plan) -> list[str]:
@@ -243,7 +244,7 @@ def format_plan(plan: Plan) -> list[str]:
     if plan.gpu:
         total = "unknown (a model has no step time)" if plan.gpu_hours is None else f"{plan.gpu_hours:,.1f}"
         wall = "unknown" if plan.wall_hours is None else f"{plan.wall_hours:,.1f} h ({plan.wall_hours / 24:.1f} days)"
-        lines.append(f"GPU-hours: {total}; wall time: {wall} at {plan.at_once} at once")
+        lines.append(f"GPU-hours: {total}; wall time: {wall} with {plan.at_once} trial{'s' * (plan.at_once > 1)} at once")
         lines.append("(training steps only: evaluation, checkpoints, start-up and retries not counted)")
     if any(src == ESTIMATE for *_, src in plan.rows):
         lines.append(ESTIMATE_LEGEND)
