@@ -25,7 +25,7 @@ from .plan import DEFAULTS, cluster_line, format_plan, load_step_times, make_pla
 if TYPE_CHECKING:
     from ..config import SweepSpec
 
-SPEC_FILE = "sweep.yaml"  # as launch.sweep.SPEC_FILE (imported from there it would be a cycle)
+SPEC_FILE = "sweep.yaml"  # the sweep file as given, saved in the experiment directory (launch.sweep's too)
 
 
 def recorded_address_file() -> Path:
@@ -52,18 +52,17 @@ def reachable_cluster(address: str | None) -> tuple[Mapping[str, float] | None, 
     return have, cluster_line(f"cluster at {address}", have)
 
 
-def check_storage_readonly(storage: str) -> str:
-    """The checks of the sweep's storage probe, reading only; the experiment root as a note."""
+def check_storage_readonly(storage: str) -> None:
+    """The checks of the sweep's storage probe (:func:`.sweep.check_storage`, which writes a file), reading only."""
     if is_uri(storage):
         Store(storage)  # pyarrow opens it: a malformed URI or unknown scheme is a StorageError line
-        return storage
+        return
     path = Path(storage)
     while not path.exists() and path != path.parent:
         path = path.parent
     if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"storage: cannot write to {storage!r} ({path} is not a writable directory); "
                           "choose a writable path")
-    return storage
 
 
 def check_experiment_readonly(spec: "SweepSpec", sweep_file: str, fresh: bool) -> str:
