@@ -117,8 +117,10 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
 def test_dry_run_writes_nothing(tmp_path, capsys):
     sweep = write(tmp_path, small(tmp_path))
     store = tmp_path / "store"
+    before = snapshot(tmp_path)
     assert main([str(sweep), "--dry-run"]) == 0
-    assert not store.exists() and not (tmp_path / "data").exists()  # no experiment, no download
+    assert snapshot(tmp_path) == before  # no experiment, no lease, no status file, no download
+    assert not store.exists() and not (tmp_path / "data").exists()
     # an earlier experiment of this file: the dry run reads it (would resume) and changes no byte
     (store / "small" / "train").mkdir(parents=True)
     (store / "small" / "sweep.yaml").write_text(sweep.read_text())
