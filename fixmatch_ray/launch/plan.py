@@ -235,7 +235,7 @@ def _estimate(plan: Plan, spec: "SweepSpec", table: StepTimes) -> None:
 
 def format_plan(plan: Plan) -> list[str]:
     """The plan as console lines, each starting with ``[plan]``."""
-    lines = [f"{plan.name}: {plan.trials} trials = {plan.settings} settings x {plan.seeds} seeds",
+    lines = [f"{plan.name}: {_n(plan.trials, 'trial')} = {_n(plan.settings, 'setting')} x {_n(plan.seeds, 'seed')}",
              f"per trial: {plan.per_trial}",
              f"at once: {plan.at_once} ({plan.cluster})"]
     for text, _count, hours, source in plan.rows:
@@ -250,3 +250,7 @@ def format_plan(plan: Plan) -> list[str]:
         lines.append(ESTIMATE_LEGEND)
     lines += plan.notes
     return [f"[plan] {line}" for line in lines]
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
