@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -256,7 +257,7 @@ def test_a_dead_recorded_cluster_is_one_line(tmp_path, capsys):
 def test_the_plan_reads_a_recorded_cluster(tmp_path):
     """A live `ray start` cluster of 6 CPUs and 2 (logical) GPUs: the plan joins it and reads its
     resources; 2 CPU + 0.01 for the trial's driver -> 2 trials by CPU, 2 by GPU."""
-    head = new_head()
+    head = new_head(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))  # Ray 2.60 local clusters: token auth
     try:
         head.start("--num-cpus=6", "--num-gpus=2")
         steps = step_file(tmp_path, {"card": "T", "step_ms": {"wideresnet-28-2": {"off": 36.0}}})
