@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 # configuration box and hints, Ray's token-authentication warning).
 RAY_NOISE = ("TrainController", "RayTrainWorker", "PreemptionWatcher", "(raylet)", "Configuration for experiment",
              "View detailed results", "tensorboard --logdir", "Token authentication", "Requesting resources")
-OURS = ("[sweep] ", "  digits@20", "starting smoke:", "|", "mean ± sample std")  # plan, live table, final table
+OURS = ("[sweep] ", "[plan] ", "  digits@20", "starting smoke:", "|", "mean ± sample std")  # plan, live table, final table
 
 
 @pytest.fixture
@@ -43,6 +43,7 @@ def test_quiet_by_default_and_everything_with_verbose(own_ray, tmp_path):
     quiet = sweep(own_ray, tmp_path / "q")
     assert quiet[0].startswith("starting smoke: 2 trials, up to 1 at once")
     assert any(line.startswith("[sweep] ") for line in quiet)
+    assert "[plan] smoke: 2 trials = 1 setting x 2 seeds" in quiet  # the plan heads the sweep, quiet or not
     assert any(line.startswith("| digits@20 | 2 |") for line in quiet)  # the final table
     noise = [line for line in quiet if any(n in line for n in RAY_NOISE)]
     assert not noise, noise

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import math
 import os
 import shutil
 import sys
@@ -21,37 +20,18 @@ from ..config import ConfigError, SweepSpec, load_sweep
 from ..errors import UserError
 from ..storage import Store, internal_file, is_uri
 from ..tracking import check_tracking
-from .cluster import (DRIVER_RESOURCE, TRIAL_DRIVER_CPU, cluster_resources, ensure_ray, normalize_storage, quiet_output,
-                      reap_orphan_placement_groups)
+from .cluster import cluster_resources, ensure_ray, normalize_storage, quiet_output, reap_orphan_placement_groups
+from .dryrun import SPEC_FILE, dry_run
 from .interrupt import Interrupts
 from .lease import LEASE_FILE, Lease
+from .plan import DEFAULTS, cluster_line, format_plan, load_step_times, make_plan, trials_at_once
 
 # .tuner imports Ray: imported where needed, after quiet_output has set what Ray reads at import
-
-SPEC_FILE = "sweep.yaml"  # the sweep file as given, saved in the experiment directory
 
 
 def check_capacity(spec: SweepSpec, autoscaling: bool) -> int:
     """How many trials the cluster can run at once; an impossible request is a ConfigError."""
-    have = cluster_resources()
-    r = spec.resources
-    per_worker = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker, **r.custom_per_worker}
-    # a trial's driver holds the driver resource where the cluster has it, else a sliver of CPU
-    driver_cpu = 0.0 if have.get(DRIVER_RESOURCE, 0) > 0 else TRIAL_DRIVER_CPU
-    fits = []
-    for res, each in per_worker.items():
-        amount = r.workers * each + (driver_cpu if res == "CPU" else 0.0)
-        if amount <= 0:
-            continue
-        total = have.get(res, 0.0)
-        if total < amount and not autoscaling:
-            driver = f" + {driver_cpu:g} for the trial's driver" if res == "CPU" and driver_cpu else ""
-            raise ConfigError(
-                f"resources: a trial needs {amount:g} {res} ({r.workers} workers x {each:g}{driver}) but the "
-                f"cluster has {total:g}; lower the request, or pass --autoscaling if nodes will be added"
-            )
-        fits.append(math.floor(total / amount + 1e-9) if total >= amount else 1)
-    return max(1, min(fits))
+    return trials_at_once(spec.resources, cluster_resources(), autoscaling)
 
 
 def check_data(spec: SweepSpec) -> None:
@@ -129,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--autoscaling", action="store_true",
                    help="the cluster adds nodes on demand: don't reject requests it cannot meet now")
     p.add_argument("--no-report", action="store_true", help="skip the results table at the end")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check everything and print the plan (trials, resources, GPU-hours); start and write nothing")
+    p.add_argument("--step-times", metavar="FILE",
+                   help="ms/step per model and precision (JSON, as `bench gpu` writes) for the plan's estimates")
     p.add_argument("--verbose", action="store_true",
                    help="print everything Ray prints (start-up, Ray Train's INFO lines, known-harmless warnings)")
     return p
@@ -137,8 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_output(args.verbose)
+    if args.dry_run:
+        return _plan_only(args)
     with Interrupts() as interrupts:
         return _main(args, interrupts)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {"storage": args.storage, "name": args.name, "max_concurrent_trials": args.max_concurrent_trials}
+
+
+def _plan_only(args: argparse.Namespace) -> int:
+    """``--dry-run``: the checks and the plan, before anything imports Ray (:mod:`.dryrun`)."""
+    try:
+        return dry_run(_absolute_paths(load_sweep(args.sweep_file, _overrides(args))), args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
@@ -146,9 +145,8 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
 
     lease = None
     try:
-        overrides = {"storage": args.storage, "name": args.name, "max_concurrent_trials": args.max_concurrent_trials}
-        spec = load_sweep(args.sweep_file, overrides)
-        spec = _absolute_paths(spec)
+        spec = _absolute_paths(load_sweep(args.sweep_file, _overrides(args)))
+        table = load_step_times(args.step_times) if args.step_times else DEFAULTS
         check_tracking(spec.tracking)  # a missing mlflow / wandb package: one line, before Ray starts
         check_storage(spec.storage)
         lease = take_lease(spec.experiment_path(), interrupts)
@@ -164,6 +162,9 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
         verb = "resuming" if restore else "starting"
         print(f"{verb} {spec.name}: {len(spec.trials)} trials, up to {concurrent} at once, "
               f"in {spec.experiment_path()}", flush=True)
+        have = cluster_resources()
+        plan = make_plan(spec, have, table, args.autoscaling, cluster_line("the cluster", have))
+        print("\n".join(format_plan(plan)), flush=True)
         write_status(spec.experiment_path(), [])  # failed trials are retried now: none has failed for good yet
         results = build_tuner(spec, concurrent, restore).fit()
     except UserError as e:
