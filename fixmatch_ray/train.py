@@ -24,7 +24,7 @@ IGNORED_FLAGS = {
     "start_epoch": "--start-epoch is ignored; a resumed run restores its epoch from the checkpoint",
 }
 # What a resumed run may change: how it runs, not what it computes.
-RESUME_OVERRIDABLE = {"num_workers", "device", "data_dir", "download", "eval_batch_size", "compile"}
+RESUME_OVERRIDABLE = {"num_workers", "device", "data_dir", "download", "eval_batch_size", "compile", "checkpoint_every"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,7 +40,7 @@ def test_train_cli_with_tensor_backend(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--dataset", "digits", "--num-labeled", "20", "--batch-size", "8", "--mu", "2", "--total-steps", "10",
             "--eval-step", "5", "--depth", "10", "--width", "1", "--seed", "3", "--aug-backend", "tensor",
-            "--no-progress", "--out", str(out)]
+            "--no-progress", "--device", "cpu", "--out", str(out)]
     assert main(args) == 0
     doc = json.loads((out / "metrics.json").read_text())
     assert [h["step"] for h in doc["history"]] == [5, 10] and doc["config"]["aug_backend"] == "tensor"
@@ -59,7 +59,7 @@ def test_weak_views_are_crops_of_the_sampled_images():
     lb = [k[3] for k in keys if k[0] == LABELED]
     batch = next(it)
     mean, std = torch.tensor(data.spec.mean).view(1, 3, 1, 1), torch.tensor(data.spec.std).view(1, 3, 1, 1)
-    pixels = torch.round((batch["x_lb"] * std + mean) * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    pixels = torch.round((batch["x_lb"] * std + mean) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     for i, k in enumerate(lb):
         assert any(np.array_equal(v, pixels[i]) for v in reflect_crops(data.train.images[k], 2)), i
         assert int(batch["y_lb"][i]) == int(data.train.targets[k])

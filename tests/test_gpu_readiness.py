@@ -131,3 +131,37 @@ def test_gpu_id_selects_the_device_before_anything_runs(monkeypatch, tmp_path):
                         type("T", (), {"history": []})())
     loop.run_local(TINY.replace(device="cuda:1", out=str(tmp_path / "r")), progress=False)
     assert calls == [torch.device("cuda", 1), ("run", torch.device("cuda", 1))]
+
+
+# -- the device path by default on a GPU -----------------------------------------------------------
+def test_aug_backend_auto_is_tensor_on_a_gpu_and_pil_on_the_cpu():
+    cfg = RunConfig()
+    assert cfg.aug_backend == "auto"
+    assert cfg.aug_backend_for("cuda") == "tensor" and cfg.aug_backend_for("cpu") == "pil"
+    assert cfg.replace(aug_backend="pil").aug_backend_for("cuda") == "pil"  # an explicit setting wins
+    assert cfg.replace(aug_backend="tensor").aug_backend_for("cpu") == "tensor"
+    assert cfg.replace(policy="ctaugment").aug_backend_for("cpu") == "tensor"  # a learning policy needs it
+    with pytest.raises(ConfigError, match="needs aug_backend: tensor or auto"):
+        RunConfig(policy="ctaugment", aug_backend="pil")
+
+
+def test_a_run_records_the_backend_that_ran(tmp_path):
+    import json
+
+    from fixmatch_ray.training.checkpoint import load_checkpoint
+    from fixmatch_ray.training.loop import run_local
+
+    out = tmp_path / "run"
+    run_local(TINY.replace(total_steps=2, eval_step=2, out=str(out)), progress=False)
+    assert json.loads((out / "metrics.json").read_text())["config"]["aug_backend"] == "pil"
+    assert load_checkpoint(out)[0]["config"]["aug_backend"] == "pil"
+    assert "aug_backend: pil" in (out / "config.yaml").read_text()
+
+
+def test_paper_sweep_trains_on_the_device_path():
+    from pathlib import Path
+
+    from fixmatch_ray.config import load_sweep
+
+    spec = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "paper.yaml")
+    assert {t.run.aug_backend for t in spec.trials} == {"tensor"} and len(spec.trials) == 30

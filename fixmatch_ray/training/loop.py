@@ -87,7 +87,11 @@ class Ranks:
 def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ranks: Ranks = Ranks(),
                  state: dict[str, Any] | None = None, data: RunData | None = None,
                  wrap: Callable[[nn.Module], nn.Module] | None = None) -> Trainer:
-    """Train ``cfg`` (from ``state`` when given) to its last step, feeding ``sinks``."""
+    """Train ``cfg`` (from ``state`` when given) to its last step, feeding ``sinks``.
+
+    ``aug_backend: auto`` is resolved for ``device`` here: the trainer, its checkpoints and the run
+    record carry the backend that ran."""
+    cfg = cfg.replace(aug_backend=cfg.aug_backend_for(device.type))
     data = data or load_run_data(cfg)
     policy = build_policy(cfg.policy, device)
     trainer = Trainer(cfg, device, wrap, num_unlabeled=len(data.train), collective=ranks.collective, policy=policy)
@@ -117,13 +121,14 @@ def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ra
 def run_local(cfg: RunConfig, state: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
     """Run (or continue from ``state``) one training in this process; returns the summary."""
     out = Path(cfg.out)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # --gpu-id N: kernels, NCCL and caches on that GPU, not GPU 0
+    cfg = cfg.replace(aug_backend=cfg.aug_backend_for(device.type))
     data = load_run_data(cfg)  # before anything is written: a bad dataset leaves no directory
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
     sinks = [CheckpointSink(out), RecordSink(str(out)), TrackerSink(TRACKERS["tensorboard"](logdir=out)),
              ProgressSink(progress)]
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)  # --gpu-id N: kernels, NCCL and caches on that GPU, not GPU 0
     trainer = run_training(cfg, device, sinks, state=state, data=data)
     return summarize(trainer.history)
