@@ -62,6 +62,8 @@ class Trainer:
             net = build_model(cfg.arch, cfg.num_classes, cfg.depth, cfg.width, cfg.cardinality,
                               bn_momentum=cfg.bn_momentum)
         self.net = net.to(device, memory_format=torch.channels_last)
+        if device.type == "cuda":  # fixed shapes every step: let cuDNN pick its fastest kernels once
+            torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
         self.model = wrap(self.net) if wrap else self.net  # e.g. DistributedDataParallel
         if cfg.compile:
             self.model = torch.compile(self.model)
