@@ -63,3 +63,68 @@ def test_weak_views_are_crops_of_the_sampled_images():
     for i, k in enumerate(lb):
         assert any(np.array_equal(v, pixels[i]) for v in reflect_crops(data.train.images[k], 2)), i
         assert int(batch["y_lb"][i]) == int(data.train.targets[k])
+
+
+def test_stream_tables_hold_the_sampler_draws_across_epochs_and_blocks():
+    """The device-resident index tables give every step exactly the sampler's draws (the PIL
+    path's keys), across epoch and block boundaries and from any start."""
+    import numpy as np
+
+    from fixmatch_ray.data.sampling import UNLABELED, StepBatchSampler, StreamTable
+
+    labeled = np.array([3, 7, 9, 11, 20])
+    sampler = StepBatchSampler(labeled, 23, 4, 8, seed=2, start_step=0, total_steps=100)
+    cpu = torch.device("cpu")
+    lb_table = StreamTable(2, LABELED, labeled, cpu, block_items=12)  # 2 epochs of 5 per block
+    ulb_table = StreamTable(2, UNLABELED, np.arange(23), cpu, block_items=50)
+    for step in [*range(40), 97, 3]:
+        lb, ulb = sampler.indices(step)
+        assert lb_table.take(step * 4, 4).tolist() == lb.tolist()
+        assert ulb_table.take(step * 8, 8).tolist() == ulb.tolist()
+        assert [k[3] for k in sampler.keys(step)] == [*lb.tolist(), *ulb.tolist()]
+
+
+def test_ctaugment_rank_slices_and_probes_join_to_the_one_worker_batch():
+    cfg = CFG.replace(policy="ctaugment")
+    data = load_run_data(cfg)
+    cpu = torch.device("cpu")
+    one = step_batches(cfg, data, 1, device=cpu)
+    halves = [step_batches(cfg, data, 1, r, 2, cpu) for r in range(2)]
+    for _ in range(2):
+        full, a, b = next(one), next(halves[0]), next(halves[1])
+        for key in ("x_lb", "y_lb", "x_ulb_w", "x_ulb_s", "idx_ulb", "x_probe"):
+            assert torch.equal(torch.cat([a[key], b[key]]), full[key]), key
+        for part in range(2):  # the whole batch's probe draws, on every rank: they all learn alike
+            assert torch.equal(a["probe"][part], full["probe"][part]) and torch.equal(b["probe"][part], full["probe"][part])
+
+
+def test_eval_images_normalise_like_the_host_and_split_over_ranks():
+    """The test set is held as uint8 and normalised per batch with the host's float32 ops: bit for
+    bit the old float32 copy. Two ranks' shares cover it exactly once: their summed loss and hits
+    are the one-process evaluation's."""
+    from fixmatch_ray.data.batched import EvalImages, normalized_tensor
+    from fixmatch_ray.training.engine import Trainer
+
+    data = load_run_data(CFG)
+    test = EvalImages(data.test, data.spec, torch.device("cpu"))
+    assert test.x.dtype == torch.uint8
+    xs, ys = zip(*test.batches(100))
+    assert torch.equal(torch.cat(xs), normalized_tensor(data.test, data.spec)) and len(torch.cat(ys)) == len(test)
+
+    class Capture:
+        def __init__(self, rank, world):
+            self.rank, self.world_size, self.sums = rank, world, None
+
+        def all_reduce(self, t, op="sum"):
+            self.sums = t.clone()
+            return t
+
+    one = Trainer(CFG, torch.device("cpu"), num_unlabeled=100).evaluate(test)
+    shares = []
+    for rank in range(2):
+        trainer = Trainer(CFG, torch.device("cpu"), num_unlabeled=100, collective=Capture(rank, 2))
+        trainer.evaluate(test)
+        shares.append(trainer.collective.sums)
+    loss, hits = (shares[0] + shares[1]).tolist()
+    assert 100.0 * hits / len(test) == one["acc"]
+    assert abs(loss / len(test) - one["loss"]) < 1e-5

@@ -118,21 +118,24 @@ class Trainer:
 
     # -- evaluation --------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, use_ema: bool = True) -> dict[str, float]:
-        """Mean cross-entropy and top-1 accuracy (%) on ``(x, y)`` of the EMA (or raw) model."""
+    def evaluate(self, test: Any, use_ema: bool = True) -> dict[str, float]:
+        """Mean cross-entropy and top-1 accuracy (%) of the EMA (or raw) model on ``test`` (an
+        :class:`~fixmatch_ray.data.batched.EvalImages`): each rank evaluates its share, the sums
+        are all-reduced (one host read per evaluation)."""
         model = self.ema.module if (use_ema and self.ema is not None) else self.net
         model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for xb, yb in zip(x.split(self.cfg.eval_batch_size), y.split(self.cfg.eval_batch_size)):
-            xb = xb.to(self.device, non_blocking=True, memory_format=torch.channels_last)
-            yb = yb.to(self.device, non_blocking=True)
+        rank, world = self.collective.rank, self.collective.world_size
+        for xb, yb in test.batches(self.cfg.eval_batch_size, rank, world):
             with self.autocast():
-                logits = model(xb).float()
+                logits = model(xb.contiguous(memory_format=torch.channels_last)).float()
             loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum")
             correct += (logits.argmax(1) == yb).sum()
-        n = len(y)
-        return {"loss": loss_sum.item() / n, "acc": 100.0 * correct.item() / n}
+        # float64 carries the float32 loss sum and the count exactly
+        loss, hits = self.collective.all_reduce(torch.stack([loss_sum.double(), correct.double()]), "sum").tolist()
+        n = len(test)
+        return {"loss": loss / n, "acc": 100.0 * hits / n}
 
     # -- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -193,7 +196,7 @@ def record_key(metric: str) -> str:
 def fit(
     trainer: Trainer,
     batches: Iterator[dict[str, torch.Tensor]],
-    test: tuple[torch.Tensor, torch.Tensor],
+    test: Any,
     on_epoch: Callable[[dict[str, Any]], None] = lambda record: None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
     check_every: int = 50,
@@ -212,10 +215,10 @@ def fit(
         tic = time.perf_counter()
         names, sums, local_images = _train_epoch(trainer, batches, end, progress, check_every)
         record = _epoch_record(trainer, names, sums, local_images, end - start, time.perf_counter() - tic)
-        ev = trainer.evaluate(*test, use_ema=True)
+        ev = trainer.evaluate(test, use_ema=True)
         record.update(test_acc=ev["acc"], test_loss=ev["loss"])
         if trainer.ema is not None:
-            record["raw_test_acc"] = trainer.evaluate(*test, use_ema=False)["acc"]
+            record["raw_test_acc"] = trainer.evaluate(test, use_ema=False)["acc"]
         record["wall_time"] = time.time()  # when this evaluation ended (Unix seconds)
         trainer.history.append(record)
         summary = summarize(trainer.history)

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..algorithms import LOCAL, Collective
 from ..config import RunConfig
-from ..data.batched import BatchAugmenter, DeviceBatches, normalized_tensor
+from ..data.batched import BatchAugmenter, DeviceBatches, EvalImages
 from ..data.datasets import DatasetSpec, ImageData, get_spec, load_dataset
 from ..data.policies import Policy, build_policy
 from ..data.sampling import StepBatchSampler, train_loader
@@ -32,8 +32,7 @@ class RunData:
     spec: DatasetSpec
     train: ImageData  # the unlabeled set; the labeled pool is its first part (the train set)
     labeled_idx: np.ndarray  # after --expand-labels
-    x_test: torch.Tensor
-    y_test: torch.Tensor
+    test: ImageData
 
 
 def load_run_data(cfg: RunConfig) -> RunData:
@@ -48,7 +47,7 @@ def load_run_data(cfg: RunConfig) -> RunData:
     labeled = expand_labeled(labeled, cfg.batch_size, cfg.eval_step, cfg.expand_labels)
     pool = train if spec.unlabeled_split is None else load_dataset(cfg.dataset, cfg.data_dir, spec.unlabeled_split,
                                                                    download=cfg.download)
-    return RunData(spec, pool, labeled, normalized_tensor(test, spec), torch.from_numpy(test.targets))
+    return RunData(spec, pool, labeled, test)
 
 
 def step_batches(
@@ -111,7 +110,8 @@ def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ra
             for s in sinks:
                 s.progress(step, means)
 
-        fit(trainer, batches, (data.x_test, data.y_test), on_epoch, on_progress, check_every=min(50, cfg.eval_step))
+        test = EvalImages(data.test, data.spec, device)  # resident on the device as uint8
+        fit(trainer, batches, test, on_epoch, on_progress, check_every=min(50, cfg.eval_step))
     finally:
         for s in sinks:
             s.close()

@@ -27,7 +27,7 @@ import itertools
 
 import torch
 
-from .base import Policy
+from .base import Policy, Rows
 from .randaugment import CUTOUT_FILL, FILL, MAX_LEVEL, OP_NAMES, magnitude, rand_augment_mc
 
 OP = {name: i for i, name in enumerate(OP_NAMES)}
@@ -314,14 +314,16 @@ def draw_ops(n_images: int, gen: torch.Generator, device: torch.device, n: int =
 
 
 def rand_augment_batch(x: torch.Tensor, gen: torch.Generator, n: int = 2, m: int = MAX_LEVEL,
-                       cutout_frac: float = 0.5) -> torch.Tensor:
-    """``n`` RandAugmentMC rounds, then an always-on Cutout of ``cutout_frac`` of the side (uint8)."""
-    op, level, mag, code = _prepare(*draw_ops(len(x), gen, x.device, n, m))
+                       cutout_frac: float = 0.5, rows: Rows | None = None) -> torch.Tensor:
+    """``n`` RandAugmentMC rounds, then an always-on Cutout of ``cutout_frac`` of the side (uint8);
+    ``x`` may be ``rows`` of a bigger batch (draws for all of it, see :class:`.base.Rows`)."""
+    rows = rows or Rows.all(len(x))
+    op, level, mag, code = _prepare(*(rows.of(t, 1) for t in draw_ops(rows.total, gen, x.device, n, m)))
     for r in range(n):
         x = _round(x, op[r], level[r], mag[r], code[r], dense=x.is_cuda)
     h, w = x.shape[-2:]
-    cx = torch.rand(len(x), generator=gen, device=x.device) * w
-    cy = torch.rand(len(x), generator=gen, device=x.device) * h
+    cx = rows.of(torch.rand(rows.total, generator=gen, device=x.device)) * w
+    cy = rows.of(torch.rand(rows.total, generator=gen, device=x.device)) * h
     return cutout_batch(x, int(cutout_frac * w), cx, cy)
 
 
@@ -334,5 +336,5 @@ class RandAugment(Policy):
     def strong_image(self, img, rng):
         return rand_augment_mc(img, rng)
 
-    def strong_batch(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return rand_augment_batch(x, gen)
+    def strong_batch(self, x: torch.Tensor, gen: torch.Generator, rows: Rows | None = None) -> torch.Tensor:
+        return rand_augment_batch(x, gen, rows=rows)
