@@ -177,6 +177,11 @@ class EvalImages:
             yield x, self.y[start:stop]
 
 
+def device_generator(device: torch.device) -> torch.Generator:
+    """The augmentation's generator, on the device it draws on (the fake-CUDA test swaps it)."""
+    return torch.Generator(device=device)
+
+
 def step_seed(seed: int, step: int) -> int:
     """The augmentation generator's seed at ``step`` (a resumed run continues the same stream)."""
     return int(np.random.SeedSequence([seed, 0xA06, step]).generate_state(1)[0])
@@ -204,7 +209,7 @@ class DeviceBatches:
         self.targets = torch.from_numpy(data.targets).to(device)
         self.store = augmenter.store(images)
         del images
-        self.gen = torch.Generator(device=device)
+        self.gen = device_generator(device)
         self.rank, self.world = rank, world_size
         self.tables = (StreamTable(seed, LABELED, sampler.labeled_idx, device),
                        StreamTable(seed, UNLABELED, np.arange(sampler.num_unlabeled), device))

@@ -227,30 +227,46 @@ def fit(
     return trainer.history
 
 
+class StepSums:
+    """The per-step bookkeeping of an epoch, all on the device: the algorithm's metric sums, the
+    first step whose loss was not finite (−1: none), and the images per step on this rank."""
+
+    def __init__(self, device: torch.device):
+        self.names: list[str] = []
+        self.sums = torch.zeros((), device=device)
+        self.bad_step = torch.full((), -1, device=device, dtype=torch.long)
+        self.images = 0
+
+    def add(self, step: int, loss: torch.Tensor, metrics: dict[str, torch.Tensor]) -> None:
+        self.names = self.names or list(metrics)
+        self.sums = self.sums + torch.stack([metrics[k].float() for k in self.names])
+        first_bad = (self.bad_step < 0) & ~torch.isfinite(loss.detach())
+        self.bad_step = torch.where(first_bad, torch.full_like(self.bad_step, step), self.bad_step)
+
+
+def run_steps(trainer: Trainer, batches: Iterator[dict[str, torch.Tensor]], n: int, acc: StepSums) -> None:
+    """``n`` steps: the per-step path (batch, step, EMA, bookkeeping). It never reads a value
+    back to the host; ``tests/test_fake_cuda.py`` runs it on a fake CUDA device to keep it so."""
+    for _ in range(n):
+        step = trainer.step
+        batch = next(batches)
+        acc.images = sum(len(batch[k]) for k in ("x_lb", "x_ulb_w", "x_ulb_s"))
+        loss, metrics = trainer.train_step(batch)
+        acc.add(step, loss, metrics)
+
+
 def _train_epoch(trainer: Trainer, batches: Iterator[dict[str, torch.Tensor]], end: int,
                  progress: Callable[[int, dict[str, float]], None] | None,
                  check_every: int) -> tuple[list[str], torch.Tensor, int]:
-    """Steps up to ``end``; the metric names, their sums on the device, images per step here."""
-    start, reduce = trainer.step, trainer.collective.all_reduce
-    names: list[str] = []
-    sums = torch.zeros((), device=trainer.device)
-    bad_step = torch.full((), -1, device=trainer.device, dtype=torch.long)
-    local_images = 0
+    """Steps up to ``end``, read back every ``check_every`` steps and at the end; the metric names,
+    their sums on the device, images per step here."""
+    start, acc = trainer.step, StepSums(trainer.device)
     while trainer.step < end:
-        step = trainer.step
-        batch = next(batches)
-        local_images = sum(len(batch[k]) for k in ("x_lb", "x_ulb_w", "x_ulb_s"))
-        loss, metrics = trainer.train_step(batch)
-        names = names or list(metrics)
-        sums = sums + torch.stack([metrics[k].float() for k in names])
-        first_bad = (bad_step < 0) & ~torch.isfinite(loss.detach())
-        bad_step = torch.where(first_bad, torch.full_like(bad_step, step), bad_step)
-        done = trainer.step - start
-        if done % check_every == 0 or trainer.step == end:
-            _raise_if_bad(reduce(bad_step.clone(), "max"))
-            if progress is not None:
-                progress(trainer.step, dict(zip(names, (sums / done).tolist())))
-    return names, sums, local_images
+        run_steps(trainer, batches, min(check_every - (trainer.step - start) % check_every, end - trainer.step), acc)
+        _raise_if_bad(trainer.collective.all_reduce(acc.bad_step.clone(), "max"))
+        if progress is not None:
+            progress(trainer.step, dict(zip(acc.names, (acc.sums / (trainer.step - start)).tolist())))
+    return acc.names, acc.sums, acc.images
 
 
 def _epoch_record(trainer: Trainer, names: list[str], sums: torch.Tensor, local_images: int, steps: int,
