@@ -214,7 +214,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {k:<16} {v['ms_per_step']:10.1f} ms/step  {v['images_per_s']:10.0f} images/s")
         Path(args.json).write_text(json.dumps({"step": res}, indent=1))
         return 0
-    res = bench_ray(repeats=args.repeats)
+    from .errors import UserError
+
+    try:
+        res = bench_ray(repeats=args.repeats)
+    except UserError as e:  # e.g. a dead cluster recorded on this machine: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"controller poll interval (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S): {res['health_check_interval_s']} s")
     print(f"ray.init (local, this machine):      {res['ray_init_s']:.1f} s")
     print(f"Train run start-up (1 worker):       {res['train_startup_s']:.1f} s")

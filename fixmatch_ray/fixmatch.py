@@ -24,11 +24,27 @@ def pseudo_label(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard pseudo-labels and confidence mask from weak-view logits (no gradient flows back).
 
-    ``T`` is the softmax temperature, ``threshold`` is the paper's τ.
+    ``T`` is the softmax temperature, ``threshold`` is the paper's τ. The mask is taken from the
+    sharpened distribution ``softmax(logits/T)`` (the official ``ab_fixmatch_sharpen.py``; its
+    argmax is T's); FixMatch itself has no T, which is ``T = 1`` here, bit for bit.
     """
     probs = torch.softmax(logits_ulb_w.detach().float() / T, dim=-1)
     max_probs, targets = probs.max(dim=-1)
     return targets, max_probs.ge(threshold).float()
+
+
+def soft_pseudo_label(
+    logits_ulb_w: torch.Tensor, T: float = 1.0, threshold: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft targets ``softmax(logits/T)`` and the mask ``max softmax(logits) ≥ τ`` of the *plain*
+    distribution (no gradient flows back): the official
+    ``ab_fixmatch_sharpen_conditional_consistency.py``, where T sharpens the target only."""
+    logits = logits_ulb_w.detach().float()
+    mask = torch.softmax(logits, dim=-1).max(dim=-1).values.ge(threshold).float()
+    return torch.softmax(logits / T, dim=-1), mask
+
+
+PSEUDO_LABELS = {"hard": pseudo_label, "soft": soft_pseudo_label}
 
 
 def fixmatch_loss(
@@ -40,14 +56,19 @@ def fixmatch_loss(
     lambda_u: float = 1.0,
     T: float = 1.0,
     threshold: float = 0.95,
+    pseudo: str = "hard",
 ) -> FixMatchLoss:
     """The FixMatch loss: ``CE(lb) + λu · mean(mask · CE(strong, pseudo(weak)))``.
 
     The unlabeled term is averaged over *all* μB samples, masked ones included, as in the
-    official code (not over the confident ones only).
+    official code (not over the confident ones only). ``pseudo`` picks the pseudo-label:
+    ``hard`` (:func:`pseudo_label`; with T ≠ 1 the official ``ab_fixmatch_sharpen.py``) or
+    ``soft`` (:func:`soft_pseudo_label`: cross-entropy against the sharpened distribution).
     """
+    if pseudo not in PSEUDO_LABELS:
+        raise ValueError(f"unknown pseudo-label {pseudo!r}; expected one of {', '.join(PSEUDO_LABELS)}")
     loss_x = F.cross_entropy(logits_x_lb.float(), y_lb, reduction="mean")
-    targets_u, mask = pseudo_label(logits_x_ulb_w, T=T, threshold=threshold)
+    targets_u, mask = PSEUDO_LABELS[pseudo](logits_x_ulb_w, T=T, threshold=threshold)
     ce_u = F.cross_entropy(logits_x_ulb_s.float(), targets_u, reduction="none")
     loss_u = (ce_u * mask).mean()
     return FixMatchLoss(loss_x + lambda_u * loss_u, loss_x, loss_u, mask.mean())

@@ -1,7 +1,6 @@
 """Shared test helpers: tiny CIFAR-format datasets written in torchvision's on-disk layout."""
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 

@@ -149,3 +149,77 @@ def test_train_step_has_no_host_sync(name):
         assert loss.dim() == 0 and all(v.dim() == 0 for v in metrics.values())
         with pytest.raises(DataDependentOutputException):
             loss.item()  # the probe works: a host read is refused
+
+
+# -- the official ablations through the interface: soft targets, the EMA model as teacher ------------
+def test_fixmatch_teacher_ema_takes_the_pseudo_labels_from_ema_forward():
+    """teacher: ema (ab_fixmatch_meanteacher): the student's forward still covers all three views,
+    the pseudo-labels come from the EMA forward of the weak view (eval mode)."""
+    cfg = RunConfig(threshold=0.5, teacher="ema", pseudo_label="soft", T=0.5)
+    torch.manual_seed(0)
+    net = build_model("wideresnet", 10, depth=10, width=1)
+    batch = _batch()
+    teacher_logits = torch.randn(6, 10) * 4
+    seen = []
+
+    def ema_forward(x, train=False):
+        seen.append((x, train))
+        return teacher_logits
+
+    batch.ema_forward = ema_forward
+    loss, metrics = FixMatch(cfg, 10, 50, CPU).train_step(net, batch, LOCAL)
+    assert len(seen) == 1 and seen[0][0] is batch.x_ulb_w and seen[0][1] is False
+    logits = net(torch.cat([batch.x_lb, batch.x_ulb_w, batch.x_ulb_s]))
+    ref = fixmatch_loss(logits[:4], batch.y_lb, teacher_logits, logits[10:], threshold=0.5, T=0.5, pseudo="soft")
+    assert torch.allclose(loss, ref.loss) and torch.equal(metrics["mask"], ref.mask)
+    assert 0.0 < ref.mask.item() < 1.0
+
+    seen.clear()
+    FixMatch(RunConfig(teacher="ema_train"), 10, 50, CPU).train_step(net, batch, LOCAL)
+    assert seen[0][1] is True  # ab_fixmatch_meanteacher_train: batch statistics
+    batch.ema_forward = None
+    with pytest.raises(ValueError, match="teacher: ema needs the EMA model"):
+        FixMatch(cfg, 10, 50, CPU).train_step(net, batch, LOCAL)
+
+
+def test_engine_gives_the_ema_forward_and_leaves_the_ema_unchanged_by_it():
+    """Trainer with teacher ema: one step = student forward over cat(lb, weak, strong), the EMA
+    model (eval mode, before this step's update) labels the weak view. With ema_train the EMA's
+    BatchNorm buffers move in its forward but the update copies the model's over them."""
+    cfg = RunConfig(depth=10, width=1, seed=3, threshold=0.1, total_steps=10, teacher="ema", ema_decay=0.5)
+    engine = Trainer(cfg, CPU, num_unlabeled=50)
+    engine.train_step({"x_lb": torch.rand(4, 3, 32, 32), "y_lb": torch.tensor([0, 1, 2, 3]),
+                       "x_ulb_w": torch.rand(6, 3, 32, 32), "x_ulb_s": torch.rand(6, 3, 32, 32),
+                       "idx_ulb": torch.arange(6)})  # the EMA now differs from the model
+    ema_before = copy.deepcopy(engine.ema.module)
+    mine = copy.deepcopy(engine)
+    batch = _batch(seed=1)
+    loss, _ = engine.train_step({k: getattr(batch, k) for k in ("x_lb", "y_lb", "x_ulb_w", "x_ulb_s", "idx_ulb")})
+    x = torch.cat([batch.x_lb, batch.x_ulb_w, batch.x_ulb_s]).contiguous(memory_format=torch.channels_last)
+    mine.model.train()
+    lb, _, st = mine.model(x).split([4, 6, 6])
+    with torch.no_grad():
+        w = ema_before.eval()(batch.x_ulb_w.contiguous(memory_format=torch.channels_last))
+    ref = fixmatch_loss(lb, batch.y_lb, w, st, threshold=cfg.threshold)
+    assert torch.equal(loss, ref.loss)
+    assert not engine.ema.module.training
+
+    cfg_t = RunConfig(depth=10, width=1, seed=3, threshold=0.1, total_steps=10, teacher="ema_train")
+    t = Trainer(cfg_t, CPU, num_unlabeled=50)
+    t.train_step({k: getattr(batch, k) for k in ("x_lb", "y_lb", "x_ulb_w", "x_ulb_s", "idx_ulb")})
+    for a, b in zip(t.ema.module.buffers(), t.net.buffers(), strict=True):
+        assert torch.equal(a, b)  # what the train-mode forward moved was overwritten by the update
+    assert not t.ema.module.training
+
+
+def test_ablation_steps_have_no_host_sync():
+    from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+
+    with FakeTensorMode():
+        algo = build_algorithm("fixmatch", RunConfig(pseudo_label="soft", T=0.5, teacher="ema"), 3, 10, CPU)
+        batch = StepInput(torch.randn(2, 3), torch.tensor([0, 1]), torch.randn(4, 3), torch.randn(4, 3),
+                          torch.tensor([1, 2, 2, 3]), 0, ema_forward=lambda x, train=False: x * 2)
+        loss, metrics = algo.train_step(lambda x: x, batch, LOCAL)
+        assert loss.dim() == 0 and all(v.dim() == 0 for v in metrics.values())
+        with pytest.raises(DataDependentOutputException):
+            loss.item()

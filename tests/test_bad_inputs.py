@@ -44,12 +44,17 @@ SWEEPS = [
     ("negative labels", sweep_doc(block={"num_labeled": [-20]}), "num_labeled: must be a positive"),
     ("non-divisible labels", sweep_doc(block={"num_labeled": [25]}), "25 is not divisible by the 10 classes"),
     ("labels above class size", sweep_doc(block={"num_labeled": [2000]}), "only 139 training images"),
-    ("unknown dataset", sweep_doc(base={**SMOKE["base"], "dataset": "svhn"}), "dataset: unknown 'svhn'"),
+    ("unknown dataset", sweep_doc(base={**SMOKE["base"], "dataset": "mnist"}), "dataset: unknown 'mnist'"),
     ("unknown arch", sweep_doc(block={"arch": "vit"}), "arch: unknown 'vit'"),
     ("batch vs workers", sweep_doc(resources={"workers": 3}), "not divisible by 3 DDP workers"),
     ("missing dataset offline", sweep_doc(base={**SMOKE["base"], "dataset": "cifar10", "download": False,
                                                 "data_dir": "/nonexistent-data"}, block={"num_labeled": [40]}),
      "cifar-10-batches-py"),
+    ("missing svhn offline", sweep_doc(base={**SMOKE["base"], "dataset": "svhn", "download": False,
+                                             "data_dir": "/nonexistent-data"}, block={"num_labeled": [45]}),
+     "train_32x32.mat"),
+    ("stl10 seed outside its folds", sweep_doc(block={"dataset": "stl10", "num_labeled": [1000], "depth": 16},
+                                               seeds=[1, 10]), "the seed must be 0..9, got 10"),
 ]
 
 

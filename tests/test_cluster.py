@@ -50,3 +50,46 @@ def test_schema_catches_a_bad_key():
     config["max_workerz"] = 3
     with pytest.raises(jsonschema.ValidationError, match="max_workerz"):
         validate_config(prepare_config(config))
+
+
+def test_every_node_uses_token_authentication():
+    """RAY_AUTH_MODE=token in every container, the token copied from the launching machine's
+    ~/.ray (where `ray get-auth-token --generate` writes it) to the container user's ~/.ray on
+    every node, and no token in the file."""
+    import re
+
+    text = (ROOT / "cluster.yaml").read_text()
+    config = yaml.safe_load(text)
+    assert "--env=RAY_AUTH_MODE=token" in config["docker"]["run_options"]
+    assert config["file_mounts"]["/home/ray/.ray"] == "~/.ray"
+    assert "head_docker" not in config and "worker_docker" not in config  # one container setup for all nodes
+    assert all("docker" not in t for t in config["available_node_types"].values())
+    assert not re.search(r"[0-9a-f]{32,}", text), "a token-like secret in cluster.yaml"
+    assert "RAY_AUTH_TOKEN=" not in text
+
+
+def test_recorded_cluster(tmp_path, monkeypatch, capsys):
+    """Which cluster `ray start` recorded in Ray's temp dir ($RAY_TMPDIR/ray/ray_current_cluster):
+    none, a live one (joined, one notice line), a dead one (one-line ClusterError)."""
+    import socket
+
+    import pytest
+
+    from fixmatch_ray.launch.cluster import ClusterError, recorded_cluster
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert recorded_cluster() is None
+    record = tmp_path / "ray" / "ray_current_cluster"
+    record.parent.mkdir()
+    with socket.socket() as live:
+        live.bind(("127.0.0.1", 0))
+        live.listen()
+        address = f"127.0.0.1:{live.getsockname()[1]}"
+        record.write_text(address + "\n")
+        assert recorded_cluster() == address
+    notice = capsys.readouterr().err
+    assert notice.count("\n") == 1 and f"joining the Ray cluster already running on this machine at {address}" in notice
+    with pytest.raises(ClusterError) as e:  # the port is closed now: the recorded cluster is gone
+        recorded_cluster()
+    assert str(e.value) == (f"{record} records a Ray cluster at {address} that is not running (stopped uncleanly?); "
+                            "clear it with `ray stop`, or pass --address to choose a cluster")

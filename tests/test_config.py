@@ -108,3 +108,51 @@ def test_train_flags_are_generated_from_the_config_fields():
 
     helped = {f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("help")}
     assert helped == {f.name for f in dataclasses.fields(RunConfig)}  # no field without its flag
+
+
+# -- the official ablations' knobs ----------------------------------------------------------------
+@pytest.mark.parametrize("data, match", [
+    ({"pseudo_label": "fuzzy"}, "pseudo_label: unknown 'fuzzy'; expected one of hard, soft"),
+    ({"teacher": "student"}, "teacher: unknown 'student'"),
+    ({"teacher": "ema", "use_ema": False}, "teacher: ema takes pseudo-labels from the EMA model; it needs use_ema"),
+    ({"algorithm": "flexmatch", "pseudo_label": "soft"}, "pseudo_label: soft is a FixMatch ablation"),
+    ({"algorithm": "flexmatch", "teacher": "ema"}, "teacher: ema is a FixMatch ablation"),
+    ({"strong_aug": "no_ops"}, "strong_aug: unknown 'no_ops'; expected one of full, no_cutout, cutout_only"),
+    ({"anchoring": "strong"}, "anchoring: unknown 'strong'"),
+    ({"optimizer": "rmsprop"}, "optimizer: unknown 'rmsprop'; expected one of sgd, adam"),
+    ({"beta1": 0.9}, "beta1: only used by optimizer: adam"),
+    ({"optimizer": "adam", "beta2": 1.0}, r"beta2: must be in \[0, 1\), got 1.0"),
+    ({"optimizer": "adam", "beta1": "0.9"}, "beta1: expected float or null, got '0.9'"),
+    ({"lr_schedule": "step"}, "lr_schedule: unknown 'step'; expected one of cosine, linear"),
+    ({"lr_end": 0.0}, "lr_end: only used by lr_schedule: linear"),
+    ({"lr_schedule": "linear", "lr_end": -0.1}, "lr_end: must be >= 0"),
+    ({"momentum": 0.0}, "nesterov: Nesterov momentum needs momentum > 0; set nesterov: false"),
+    ({"split_seed": -1}, "split_seed: must be >= 0"),
+])
+def test_ablation_knobs_refuse_bad_values_in_one_line(data, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        RunConfig.from_dict(data)
+    assert "\n" not in str(e.value)
+
+
+def test_ablation_knobs_defaults_and_resolution():
+    c = RunConfig()
+    assert (c.pseudo_label, c.teacher, c.strong_aug, c.anchoring, c.optimizer, c.lr_schedule) == (
+        "hard", "model", "full", "weak.strong", "sgd", "cosine")
+    assert (c.beta1, c.beta2, c.lr_end, c.split_seed) == (None, None, None, None)
+    assert RunConfig(seed=5).labeled_split_seed == 5 and RunConfig(seed=5, split_seed=3).labeled_split_seed == 3
+    adam = RunConfig(optimizer="adam", beta2=0.0).resolved()
+    assert (adam.beta1, adam.beta2) == (0.9, 0.0)  # filled where not given, kept where given
+    assert RunConfig(lr_schedule="linear").resolved().lr_end == 0.02  # ab_fixmatch_linearlr's default
+    assert RunConfig(momentum=0.0, nesterov=False).momentum == 0.0  # plain SGD is fine
+
+
+def test_ablation_flags_reach_the_config():
+    from fixmatch_ray.train import build_parser
+
+    ns = build_parser().parse_args(["--pseudo-label", "soft", "--teacher", "ema", "--strong-aug", "cutout_only",
+                                    "--anchoring", "strong.strong", "--optimizer", "adam", "--beta2", "0",
+                                    "--lr-schedule", "linear", "--lr-end", "0.002", "--split-seed", "3"])
+    c = RunConfig.from_dict(vars(ns))
+    assert (c.pseudo_label, c.teacher, c.strong_aug, c.anchoring, c.optimizer, c.beta2, c.lr_schedule, c.lr_end,
+            c.split_seed) == ("soft", "ema", "cutout_only", "strong.strong", "adam", 0.0, "linear", 0.002, 3)

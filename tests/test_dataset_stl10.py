@@ -12,15 +12,17 @@ from fixmatch_ray.data.datasets.stl10 import load_stl10, stl10_fold
 SIZES = {"train": 20, "unlabeled": 15, "test": 10}
 
 
-def write_stl10(root: Path, seed: int = 0) -> dict:
+def write_stl10(root: Path, seed: int = 0, sizes: dict | None = None, fold_size: int = 4) -> dict:
     """``stl10_binary/`` as in the archive: ``*_X.bin`` uint8 images, each channel stored column by
-    column (column-major); ``*_y.bin`` labels 1..10; ``fold_indices.txt`` 10 lines of 0-based
-    indices into train, space-separated (with the trailing space of the real file)."""
+    column (column-major); ``*_y.bin`` labels 1..10; ``fold_indices.txt`` 10 lines of
+    ``fold_size`` 0-based indices into train, space-separated (with the trailing space of the real
+    file). ``sizes``: images per split (``SIZES`` by default)."""
     rng = np.random.default_rng(seed)
+    sizes = sizes or SIZES
     d = root / "stl10_binary"
     d.mkdir(parents=True, exist_ok=True)
     out = {}
-    for split, n in SIZES.items():
+    for split, n in sizes.items():
         images = rng.integers(0, 256, size=(n, 96, 96, 3), dtype=np.uint8)
         # (N, H, W, C) -> per image, per channel, per column (x), the rows (y): (N, C, W, H)
         (d / f"{split}_X.bin").write_bytes(images.transpose(0, 3, 2, 1).tobytes())
@@ -28,7 +30,7 @@ def write_stl10(root: Path, seed: int = 0) -> dict:
         if labels is not None:
             (d / f"{split}_y.bin").write_bytes((labels + 1).astype(np.uint8).tobytes())
         out[split] = (images, labels)
-    folds = [rng.choice(SIZES["train"], 4, replace=False) for _ in range(10)]
+    folds = [rng.choice(sizes["train"], fold_size, replace=False) for _ in range(10)]
     (d / "fold_indices.txt").write_text("".join(" ".join(map(str, f)) + " \n" for f in folds))
     out["folds"] = folds
     return out
@@ -126,3 +128,45 @@ def test_resident_crop_store_for_the_105k_training_images():
     assert x.numel() == 2_903_040_000  # 2.70 GiB kept as is
     assert x.numel() * store.variants == 145_152_000_000 > 6 << 30  # 135.2 GiB if tabulated
     assert not store.tabulated and store.data.shape == x.shape
+
+
+# -- the registry's spec --------------------------------------------------------------------------
+def test_registry_spec(stl_root):
+    from fixmatch_ray.data.datasets import get_spec, load_dataset
+
+    root, files = stl_root
+    spec = get_spec("stl10")
+    assert (spec.num_classes, spec.image_size, spec.flip, spec.unlabeled_split) == (10, 96, True, "train+unlabeled")
+    assert spec.arch_defaults["wideresnet"] == {"depth": 46, "width": 2, "scales": 5}  # the official 5 scales
+    pool = load_dataset("stl10", root, spec.unlabeled_split, download=False)
+    assert len(pool) == SIZES["train"] + SIZES["unlabeled"]
+    assert len(load_dataset("stl10", root, "test", download=False)) == SIZES["test"]
+
+
+def test_seed_and_label_count_are_config_errors():
+    from fixmatch_ray.config import RunConfig
+    from fixmatch_ray.errors import ConfigError
+
+    for bad, want in (({"seed": 10}, "seed: stl10 picks its labeled set by the seed, one of its 10 folds: "
+                                     "the seed must be 0..9, got 10"),
+                      ({"num_labeled": 250}, "num_labeled: stl10's labeled sets are its own folds of 1000"),
+                      ({"depth": 28}, "depth: 28 does not fit a wideresnet of 5 scales")):
+        with pytest.raises(ConfigError) as e:
+            RunConfig(**{"dataset": "stl10", "num_labeled": 1000, **bad})
+        assert str(e.value).startswith(want) and "\n" not in str(e.value)
+    cfg = RunConfig(dataset="stl10", num_labeled=1000, seed=9).resolved()
+    assert (cfg.depth, cfg.width, cfg.scales, cfg.wdecay) == (46, 2, 5, 5e-4)
+    drawn = {RunConfig(dataset="stl10", num_labeled=1000).resolved().seed for _ in range(50)}
+    assert drawn <= set(range(10)) and len(drawn) > 1  # a drawn seed is a fold too
+    assert RunConfig(dataset="stl10", num_labeled=1000, depth=10, scales=3).resolved().scales == 3
+
+
+def test_a_fold_of_the_wrong_size_is_one_line(tmp_path):
+    from fixmatch_ray.data.datasets import get_spec
+
+    files = write_stl10(tmp_path)  # folds of 4 indices, not 1000
+    with pytest.raises(DataError) as e:
+        get_spec("stl10").split(str(tmp_path), files["train"][1], 1000, 2)
+    msg = str(e.value)
+    assert "fold 2 must hold 1000 distinct indices into the 20 train images; it has 4" in msg and "\n" not in msg
+    assert get_spec("stl10").split(str(tmp_path), files["train"][1], 4, 2).tolist() == sorted(files["folds"][2])

@@ -192,3 +192,47 @@ def test_split_of_loaded_files_indexes_the_training_set(svhn_root):
     idx = split_svhn(data.targets, 10, seed=1)  # 3 images per digit: one label each
     assert len(idx) == 10 and idx.max() < len(data)
     assert sorted(data.targets[idx].tolist()) == list(range(10))
+
+
+# -- the registry's specs -------------------------------------------------------------------------
+def test_registry_specs(svhn_root):
+    from fixmatch_ray.data.datasets import get_spec, load_dataset
+
+    root, digits, images = svhn_root
+    svhn, extra = get_spec("svhn"), get_spec("svhn_extra")
+    for spec in (svhn, extra):
+        assert (spec.num_classes, spec.image_size, spec.flip) == (10, 32, False)  # no flip: a mirrored 2 is no 2
+        assert spec.arch_defaults["wideresnet"] == {"depth": 28, "width": 2}
+        assert spec.mean == (0.4377, 0.4438, 0.4728) and spec.std == (0.1980, 0.2010, 0.1970)
+        assert spec.unlabeled_split is None  # the unlabeled set is the training set
+    assert len(load_dataset("svhn", root, "train", download=False)) == 30  # Table 2's svhn_noextra
+    both = load_dataset("svhn_extra", root, "train", download=False)  # the official svhn
+    assert np.array_equal(both.images, np.concatenate([images["train"], images["extra"]]))
+    assert len(load_dataset("svhn_extra", root, "test", download=False)) == 12
+    t = digits["train"]
+    assert svhn.split(str(root), t, 13, 2).tolist() == split_svhn(t, 13, 2).tolist()
+
+
+def test_label_counts_follow_the_distribution_rule():
+    from fixmatch_ray.config import RunConfig
+    from fixmatch_ray.data.datasets import get_spec
+    from fixmatch_ray.errors import ConfigError
+
+    svhn, extra = get_spec("svhn"), get_spec("svhn_extra")
+    for n in (1, 40, 45, 250, 1000, 73_257):  # any count: 45 is not a multiple of the 10 classes
+        assert svhn.check_num_labeled(n) is None
+    assert "must be 1..73257 (its training images), got 73258" in svhn.check_num_labeled(73_258)
+    assert "got 0" in svhn.check_num_labeled(0)
+    assert extra.check_num_labeled(73_258) is None and extra.check_num_labeled(604_389) is not None
+    assert RunConfig(dataset="svhn", num_labeled=45).resolved().wdecay == 5e-4
+    with pytest.raises(ConfigError) as e:
+        RunConfig(dataset="svhn", num_labeled=100_000)
+    assert str(e.value).startswith("num_labeled: svhn spreads labels by its class distribution") and \
+        "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="45 is not divisible by the 10 classes of cifar10"):
+        RunConfig(dataset="cifar10", num_labeled=45)  # CIFAR stays class-balanced
+
+
+def test_every_training_image_can_be_labeled_on_the_real_counts():
+    t = _targets(SVHN_TRAIN_COUNTS)
+    assert len(np.unique(split_svhn(t, len(t), 1))) == len(t) == 73_257

@@ -1,6 +1,7 @@
 """aug_backend: tensor — batches augmented on the device, keyed by (seed, step) like the PIL path."""
 import json
 
+import pytest
 import torch
 
 from fixmatch_ray.config import RunConfig
@@ -12,11 +13,17 @@ CFG = RunConfig(dataset="digits", num_labeled=20, batch_size=8, mu=2, total_step
                 aug_backend="tensor", depth=10, width=1)
 
 
-def test_ranks_share_out_the_one_worker_batch():
-    data = load_run_data(CFG)
+@pytest.mark.parametrize("knobs", [{}, {"strong_aug": "no_cutout"}, {"strong_aug": "cutout_only"},
+                                   {"anchoring": "strong.weak"}, {"anchoring": "strong.strong"},
+                                   {"policy": "ctaugment", "strong_aug": "cutout_only"}])
+def test_ranks_share_out_the_one_worker_batch(knobs):
+    """Each rank augments its slice from the whole batch's draws: the slices join to the one-worker
+    batch, with every ablation (a left-out part draws nothing on either) and every anchoring."""
+    cfg = CFG.replace(**knobs)
+    data = load_run_data(cfg)
     cpu = torch.device("cpu")
-    one = step_batches(CFG, data, 2, device=cpu)
-    halves = [step_batches(CFG, data, 2, r, 2, cpu) for r in range(2)]
+    one = step_batches(cfg, data, 2, device=cpu)
+    halves = [step_batches(cfg, data, 2, r, 2, cpu) for r in range(2)]
     for _ in range(3):
         full, a, b = next(one), next(halves[0]), next(halves[1])
         for key in ("x_lb", "y_lb", "x_ulb_w", "x_ulb_s", "y_ulb"):

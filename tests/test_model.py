@@ -10,6 +10,40 @@ def test_paper_param_counts():
     assert round(count_params(build_model("wideresnet", 100, 28, 8)) / 1e6, 1) == 23.4  # WRN-28-8
 
 
+def official_resnet_params(scales: int, filters: int, repeat: int, num_classes: int) -> int:
+    """Parameters of the official libml/models.py ResNet, counted by hand from its definition:
+    stem 3x3 conv to 16; per stage i (filters << i channels, ``repeat`` blocks): bn, 3x3 conv,
+    bn, 3x3 conv per block, a 1x1 shortcut where the channels change; final bn; dense layer."""
+    total, c_in = 3 * 16 * 9, 16
+    for i in range(scales):
+        c = filters << i
+        for b in range(repeat):
+            cin = c_in if b == 0 else c
+            total += 2 * cin + 9 * cin * c + 2 * c + 9 * c * c + (cin * c if cin != c else 0)
+        c_in = c
+    return total + 2 * c_in + c_in * num_classes + num_classes
+
+
+def test_stl10_network_is_the_official_five_scale_resnet():
+    # fixmatch.py at 96 px: scales = ceil(log2(96)) - 2 = 5, filters 32, repeat 4
+    net = build_model("wideresnet", 10, 46, 2, scales=5)
+    assert count_params(net) == official_resnet_params(5, 32, 4, 10) == 23_765_978  # the paper's 23.8M
+    # the name "WRN-37-2" counts 4 scales: 1 + 4 * (2*4 + 1) weight layers, but 5.9M parameters
+    assert count_params(build_model("wideresnet", 10, 37, 2, scales=4)) == official_resnet_params(4, 32, 4, 10)
+    assert round(official_resnet_params(4, 32, 4, 10) / 1e6, 1) == 5.9
+    assert count_params(build_model("wideresnet", 10, 28, 2)) == official_resnet_params(3, 32, 4, 10)
+    sides = []
+    for name in net.stages:
+        getattr(net, name).register_forward_hook(lambda m, i, o: sides.append(tuple(o.shape[1:])))
+    net.eval()(torch.zeros(1, 3, 96, 96))
+    assert sides == [(32, 96, 96), (64, 48, 48), (128, 24, 24), (256, 12, 12), (512, 6, 6)]
+
+
+def test_three_scales_keep_the_checkpoint_keys():
+    keys = build_model("wideresnet", 10, 10, 1).state_dict().keys()
+    assert {k.split(".")[0] for k in keys} == {"conv1", "block1", "block2", "block3", "bn1", "fc"}
+
+
 def test_official_details():
     net = build_model("wideresnet", 10, 10, 1)
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -48,6 +82,9 @@ def test_resnext_tiny():
     (("wideresnet", 10, 27), "depth 27"),
     (("resnext", 10, 28), "depth 28"),
     (("vit", 10), "unknown arch 'vit'"),
+    (("wideresnet", 10, 28, 2, None, 0.0, 0.001, 5), "depth 28 is invalid with 5 scales"),
+    (("wideresnet", 10, 10, 1, None, 0.0, 0.001, 0), "scales 0"),
+    (("resnext", 10, 29, 4, 4, 0.0, 0.001, 5), "wideresnet only"),
 ])
 def test_bad_shapes(args, match):
     with pytest.raises(ValueError, match=match):

@@ -58,6 +58,7 @@ def test_known_mean_and_sample_std(experiment):
     assert fm["n"] == 3 and fm["seeds"] == [1, 2, 3] and (fm["running"], fm["failed"]) == (1, 1)
     assert fm["median20_acc"]["mean"] == pytest.approx(92.0)
     assert fm["median20_acc"]["std"] == pytest.approx(2.0)  # ddof=1: sqrt((4+0+4)/2)
+    assert fm["last_acc"]["mean"] == pytest.approx(92.0) and fm["best_acc"]["mean"] == pytest.approx(92.0)
     assert fm["error"]["mean"] == pytest.approx(8.0)
     assert fm["paper_error"] == {"mean": 13.81, "std": 3.37}
     assert fm["delta_paper_std"] == pytest.approx((8.0 - 13.81) / 3.37)
@@ -118,3 +119,101 @@ def test_a_retried_trial_is_running_not_failed(tmp_path):
     row = aggregate(read_trials(exp))[0]
     assert (row["n"], row["running"], row["failed"]) == (1, 1, 0)
     assert {t.seed: t.status for t in read_trials(exp)} == {1: "running", 2: "finished"}
+
+
+# -- the ablation view: by the axis the settings differ in --------------------------------------------
+def ablation_trial(exp: Path, setting: dict, seed: int, acc: float, **run_keys) -> None:
+    """A finished trial whose last evaluations all read ``acc`` (so its median20 is ``acc``)."""
+    from fixmatch_ray.config.sweep import _label
+    from fixmatch_ray.training.record import write_record
+
+    axes = {k: v for k, v in setting.items() if k != "dataset"}
+    run = RunConfig(dataset=setting["dataset"], num_labeled=250, seed=seed, total_steps=8, eval_step=2,
+                    **{**axes, **run_keys}).resolved().to_dict()
+    label = _label(setting)
+    history = [{"step": 2 * (i + 1), "test_acc": acc, "mask_rate": 0.5, "median20_acc": acc, "best_acc": acc,
+                "last_acc": acc} for i in range(4)]
+    name = f"{label.replace(' ', '_')}.s{seed}"
+    write_record(str(exp / "train" / f"{name}-x{seed}"), run, history,
+                 {"name": name, "label": label, "seed": seed, "setting": setting})
+
+
+def test_threshold_ablation_rows_by_value_with_n_seeds(tmp_path, capsys):
+    from fixmatch_ray.results.aggregate import ablation
+
+    exp = tmp_path / "threshold"
+    accs = {0.5: (80.0, 84.0), 0.95: (90.0, 92.0), 0.8: (85.0, 85.0)}
+    for tau, (a, b) in accs.items():
+        for seed, acc in ((1, a), (2, b)):
+            ablation_trial(exp, {"dataset": "cifar10", "threshold": tau}, seed, acc)
+    trials = read_trials(exp)
+    view = ablation(trials, aggregate(trials))
+    assert view["axis"] == "threshold" and view["series_axes"] == [] and view["layout"] == "lines"
+    assert [p["threshold"] for p in view["points"]] == [0.5, 0.8, 0.95]  # numeric order, not the labels'
+    p50, p80, p95 = view["points"]
+    assert p50["n"] == 2 and p50["seeds"] == [1, 2] and p50["error"]["mean"] == pytest.approx(18.0)
+    assert p50["error"]["std"] == pytest.approx(math.sqrt(8))  # ddof = 1: |80 - 84| / sqrt(2)
+    assert p80["error"] == {"mean": pytest.approx(15.0), "std": 0.0}
+    assert p95["error"]["mean"] == pytest.approx(9.0)
+
+    assert main([str(exp)]) == 0
+    out = capsys.readouterr().out
+    assert "### Error by threshold" in out and "| 0.95 | 2 | 9.00 ± 1.41 | 91.00 ± 1.41 | 1,2 |" in out
+    assert "| cifar10@250 threshold=0.95 |" not in out  # (the setting table keeps its own rows)
+    assert "| cifar10 threshold=0.95 | 2 |" in out
+    png = exp / "ablation.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    doc = json.loads((exp / "results.json").read_text())
+    assert doc["ablation"]["axis"] == "threshold" and len(doc["ablation"]["points"]) == 3
+    assert "### Error by threshold" in (exp / "results.md").read_text()
+
+
+def test_series_and_heterogeneous_blocks(tmp_path):
+    """Sharpening-style: x = threshold, a line per (pseudo_label, T); the hard block leaves T out of
+    its setting, its value comes from the run config (1.0)."""
+    from fixmatch_ray.results.aggregate import ablation
+
+    exp = tmp_path / "sharpen"
+    for tau in (0.0, 0.95):
+        for T in (0.5, 1.0):
+            ablation_trial(exp, {"dataset": "cifar10", "threshold": tau, "pseudo_label": "soft", "T": T}, 1, 90.0)
+        ablation_trial(exp, {"dataset": "cifar10", "threshold": tau, "pseudo_label": "hard"}, 1, 91.0)
+    view = ablation(read_trials(exp), aggregate(read_trials(exp)))
+    assert view["axis"] == "threshold" and view["series_axes"] == ["pseudo_label", "T"]
+    assert view["layout"] == "lines"
+    assert {p["series"] for p in view["points"]} == {("soft", 0.5), ("soft", 1.0), ("hard", 1.0)}
+    assert all(p["n"] == 1 and math.isnan(p["error"]["std"]) for p in view["points"])  # one seed: no std
+
+
+def test_a_table_ablation_is_categories_labelled_by_what_differs(tmp_path):
+    """Augmentation-style: settings from several blocks, each changing one thing from the baseline."""
+    from fixmatch_ray.results.aggregate import ablation
+    from fixmatch_ray.results.plots import plot_ablation
+
+    exp = tmp_path / "augment"
+    ablation_trial(exp, {"dataset": "cifar10", "strong_aug": "full"}, 1, 95.0, policy="ctaugment", aug_backend="tensor")
+    ablation_trial(exp, {"dataset": "cifar10", "strong_aug": "no_cutout"}, 1, 93.0, policy="ctaugment",
+                   aug_backend="tensor")
+    ablation_trial(exp, {"dataset": "cifar10", "anchoring": "weak.weak"}, 1, 80.0, policy="ctaugment",
+                   aug_backend="tensor")
+    ablation_trial(exp, {"dataset": "cifar10", "policy": "randaugment"}, 1, 94.0)
+    view = ablation(read_trials(exp), aggregate(read_trials(exp)))
+    assert {view["axis"], *view["series_axes"]} == {"strong_aug", "anchoring", "policy"}
+    assert view["layout"] == "categories"
+    labels = {p["setting"]: p["label"] for p in view["points"]}
+    assert labels == {"cifar10 strong_aug=full": "baseline", "cifar10 strong_aug=no_cutout": "strong_aug=no_cutout",
+                      "cifar10 anchoring=weak.weak": "anchoring=weak.weak", "cifar10 policy=randaugment":
+                      "policy=randaugment"}
+    assert sorted(view["baseline"].split(", ")) == ["anchoring=weak.strong", "policy=ctaugment", "strong_aug=full"]
+    assert plot_ablation(view, "augment")[:4] == b"\x89PNG"
+
+
+def test_no_ablation_view_when_every_trial_has_one_setting(tmp_path, capsys):
+    from fixmatch_ray.results.aggregate import ablation
+
+    exp = tmp_path / "one"
+    for seed in (1, 2):
+        ablation_trial(exp, {"dataset": "cifar10", "threshold": 0.95}, seed, 90.0)
+    assert ablation(read_trials(exp), aggregate(read_trials(exp))) is None
+    assert main([str(exp)]) == 0
+    assert "Error by" not in capsys.readouterr().out and not (exp / "ablation.png").exists()

@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -57,6 +53,76 @@ def test_paper_grid():
             assert (t.run.depth, t.run.width, t.run.wdecay) == (28, 8, 1e-3)
             assert t.run.num_labeled in (400, 2500, 10000)
 
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_sweep_file_loads(path):
+    from fixmatch_ray.config import load_sweep
+
+    assert load_sweep(path).trials
+
+
+# Table 2 of the paper as issue 14 lists it: "RA | CTA" error %, per dataset and label count
+TABLE2 = """
+cifar10 40 13.81 3.37 11.39 3.35 | cifar10 250 5.07 0.65 5.07 0.33 | cifar10 4000 4.26 0.05 4.31 0.15
+cifar100 400 48.85 1.75 49.95 3.01 | cifar100 2500 28.29 0.11 28.64 0.24 | cifar100 10000 22.60 0.12 23.18 0.11
+svhn 40 3.96 2.17 7.65 7.65 | svhn 250 2.48 0.38 2.64 0.64 | svhn 1000 2.28 0.11 2.36 0.19
+stl10 1000 7.98 1.50 5.17 0.63
+"""
+
+
+def test_table2_grid_covers_every_cell_with_both_policies():
+    from fixmatch_ray.config import load_sweep
+    from fixmatch_ray.results.paper import PAPER_ERROR, paper_reference
+
+    cells = {}
+    for cell in TABLE2.replace("\n", " | ").split("|"):
+        if cell.strip():
+            ds, n, ra, ra_sd, cta, cta_sd = cell.split()
+            cells[("fixmatch", "randaugment", ds, int(n))] = (float(ra), float(ra_sd))
+            cells[("fixmatch", "ctaugment", ds, int(n))] = (float(cta), float(cta_sd))
+    assert len(cells) == 20 and PAPER_ERROR == cells
+    spec = load_sweep(ROOT / "sweeps" / "table2.yaml")
+    assert len(spec.trials) == 20 * 5
+    got = {}
+    for t in spec.trials:
+        key = (t.run.algorithm, t.run.policy, t.run.dataset, t.run.num_labeled)
+        got.setdefault(key, []).append(t.seed)
+        assert paper_reference(t.setting, t.run.to_dict()) == cells[key]
+        assert (t.run.total_steps, t.run.eval_step, t.run.batch_size, t.run.mu) == (2**20, 1024, 64, 7)
+        assert (t.run.lr, t.run.threshold, t.run.ema_decay, t.run.aug_backend) == (0.03, 0.95, 0.999, "tensor")
+        shape = {"cifar10": (28, 2, None, 5e-4), "cifar100": (28, 8, None, 1e-3), "svhn": (28, 2, None, 5e-4),
+                 "stl10": (46, 2, 5, 5e-4)}[t.run.dataset]
+        assert (t.run.depth, t.run.width, t.run.scales, t.run.wdecay) == shape
+    assert set(got) == set(cells) and all(sorted(s) == [1, 2, 3, 4, 5] for s in got.values())
+
+
+def test_barely_supervised_grid():
+    from fixmatch_ray.config import load_sweep
+    from fixmatch_ray.results.paper import paper_reference
+
+    spec = load_sweep(ROOT / "sweeps" / "barely.yaml")
+    assert len(spec.trials) >= 10 and len({t.seed for t in spec.trials}) == len(spec.trials)
+    for t in spec.trials:
+        assert (t.run.dataset, t.run.num_labeled, t.run.policy, t.run.aug_backend) == \
+            ("cifar10", 10, "ctaugment", "tensor")
+        assert paper_reference(t.setting, t.run.to_dict()) is None  # a figure in the paper, no table cell
+    # one label per class: a different set for every seed
+    from fixmatch_ray.data.splits import split_labeled
+
+    targets = [c for c in range(10) for _ in range(50)]
+    sets = {tuple(split_labeled(targets, 10, t.seed)) for t in spec.trials}
+    assert len(sets) == len(spec.trials)
+
+
+def test_quick_demo_has_randaugment_ctaugment_and_supervised():
+    from fixmatch_ray.config import load_sweep
+
+    spec = load_sweep(ROOT / "sweeps" / "quick.yaml")
+    kinds = {(t.run.policy, t.run.aug_backend, t.run.lambda_u) for t in spec.trials}
+    # randaugment on auto: PIL on the CPU the demo runs on, the device path on a GPU
+    assert kinds == {("randaugment", "auto", 1.0), ("ctaugment", "tensor", 1.0), ("randaugment", "auto", 0.0)}
+    assert {t.run.dataset for t in spec.trials} == {"digits"}
 
 BAD = [
     ("name: [unclosed\n", "malformed YAML at line"),

@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from fixmatch_ray.training.checkpoint import load_checkpoint

@@ -16,6 +16,9 @@ import torch
 from torch import Tensor
 
 Forward = Callable[[Tensor], Tensor]
+# The EMA model's forward, ``ema_forward(x, train=False)``: logits without gradient, in eval mode
+# (its BatchNorm statistics) or, with ``train=True``, with the batch's statistics.
+EMAForward = Callable[..., Tensor]
 
 
 class Collective(Protocol):
@@ -93,6 +96,10 @@ class StepInput:
     x_ulb_s: Tensor  # the same unlabeled images, strong view
     idx_ulb: Tensor  # (len(x_ulb_w),) long: their indices into the unlabeled set
     step: int  # the optimisation step this batch is for (0-based)
+    # The EMA model's forward where the run keeps one (None otherwise): for algorithms whose
+    # targets come from the EMA model (FixMatch's mean-teacher ablation). Optional, so an
+    # algorithm that ignores it, and code that builds a StepInput without it, are unchanged.
+    ema_forward: EMAForward | None = None
 
 
 class Algorithm(ABC):

@@ -23,7 +23,16 @@ def forward_views(forward: Forward, batch: StepInput) -> tuple[Tensor, Tensor, T
 
 @register
 class FixMatch(Algorithm):
-    """Fixed confidence threshold τ on hard pseudo-labels of the weak view."""
+    """Fixed confidence threshold τ on hard pseudo-labels of the weak view.
+
+    The official ablations, by run config: ``pseudo_label: soft`` (sharpened soft targets, see
+    :func:`fixmatch_ray.fixmatch.fixmatch_loss`) and ``teacher: ema`` / ``ema_train``
+    (``ab_fixmatch_meanteacher[_train].py``: the pseudo-labels come from the EMA model's logits
+    of the weak view, eval mode / batch statistics). The one student forward still runs over all
+    three views, as there (BatchNorm sees them together); the student's weak logits go unused.
+    Deviation: the official mean-teacher scripts train on ``logits[batch:]`` (weak *and* strong
+    student logits) against the μB pseudo-labels, a shape mismatch; here the strong view is trained.
+    """
 
     name = "fixmatch"
 
@@ -31,7 +40,12 @@ class FixMatch(Algorithm):
                    collective: Collective) -> tuple[Tensor, dict[str, Tensor]]:
         logits_lb, logits_w, logits_s = forward_views(forward, batch)
         cfg = self.cfg
-        out = fixmatch_loss(logits_lb, batch.y_lb, logits_w, logits_s,
-                            lambda_u=cfg.lambda_u, T=cfg.T, threshold=cfg.threshold)
+        teacher = getattr(cfg, "teacher", "model")
+        if teacher != "model":
+            if batch.ema_forward is None:
+                raise ValueError(f"teacher: {teacher} needs the EMA model; this run keeps none (use_ema: true)")
+            logits_w = batch.ema_forward(batch.x_ulb_w, train=teacher == "ema_train")
+        out = fixmatch_loss(logits_lb, batch.y_lb, logits_w, logits_s, lambda_u=cfg.lambda_u, T=cfg.T,
+                            threshold=cfg.threshold, pseudo=getattr(cfg, "pseudo_label", "hard"))
         metrics = {"loss": out.loss, "loss_x": out.loss_x, "loss_u": out.loss_u, "mask": out.mask}
         return out.loss, {k: v.detach() for k, v in metrics.items()}

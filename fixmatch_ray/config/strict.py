@@ -61,9 +61,19 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
     hints = typing.get_type_hints(cls)
     values = {}
     for key, value in data.items():
-        tp = hints[key]
-        values[key] = from_mapping(tp, value, f"{where}: {key}") if dataclasses.is_dataclass(tp) else value
+        nested = _dataclass_of(hints[key])
+        values[key] = from_mapping(nested, value, f"{where}: {key}") if nested and value is not None else value
     return cls(**values)
+
+
+def _dataclass_of(tp: Any) -> Any:
+    """The dataclass a field holds: ``tp`` itself, or ``X`` of an optional ``X | None``; else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
 
 
 def check_types(obj: Any, where: str = "") -> None:

@@ -8,6 +8,7 @@
     seeds: [1, 2, 3, 4, 5]
     axes: {lambda_u: [1.0, 0.0]}     # optional axes crossed with every block
     resources: {workers: 1, gpus_per_worker: 1, cpus_per_worker: 4}
+    tracking: {mlflow: {tracking_uri: "sqlite:///mlflow.db"}}   # optional: MLflow / W&B
 
 The file's keys are the fields of :class:`SweepSpec`, read by the same strict loader as run
 configs; every trial's RunConfig is built and checked here, so a bad value fails before Ray starts.
@@ -25,6 +26,7 @@ from ..errors import ConfigError
 from .resources import Resources
 from .run import RunConfig
 from .strict import check_types, from_mapping, load_yaml
+from .tracking import TrackingSpec
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@=-]*$")
 
@@ -53,6 +55,7 @@ class SweepSpec:
     max_concurrent_trials: int | None = None
     trial_retries: int = 2  # Tune: a trial whose Train run failed for good is started again
     worker_retries: int = 3  # Train: worker failures recovered inside one trial
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)  # MLflow / W&B besides TensorBoard
     trials: tuple[Trial, ...] = field(default=(), metadata={"internal": True})  # expanded, not a file key
 
     def __post_init__(self) -> None:
@@ -95,7 +98,7 @@ def parse_sweep(doc: Any, where: str = "sweep", overrides: Mapping[str, Any] | N
     doc = {**doc, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     if "name" not in doc or "grid" not in doc:
         _fail(where, "'name' and 'grid' are required")
-    doc = {k: ({} if v is None and k in ("base", "axes", "resources") else v) for k, v in doc.items()}
+    doc = {k: ({} if v is None and k in ("base", "axes", "resources", "tracking") else v) for k, v in doc.items()}
     try:
         spec = from_mapping(SweepSpec, doc, where)
     except ConfigError as e:

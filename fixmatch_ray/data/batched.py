@@ -8,16 +8,16 @@ normalised to float32 at the end. The same code runs on CPU and CUDA.
 """
 from __future__ import annotations
 
-import functools
 
 import torch
 
 import numpy as np
 
 from .datasets import DatasetSpec, ImageData
-from .policies.randaugment import MAX_LEVEL
-from .policies.base import Policy, Rows
-from .policies.randaugment_batched import rand_augment_batch
+from .normalize import normalize
+from .policies.base import Policy, Rows, parse_anchoring
+from .policies.randaugment import MAGNITUDE
+from .policies.randaugment_policy import rand_augment_batch
 from .sampling import LABELED, UNLABELED, StepBatchSampler, StreamTable
 
 
@@ -99,32 +99,22 @@ def weak_batch(x: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tenso
     return crop_batch(x.contiguous(), torch.arange(len(x), device=x.device), gen, flip)
 
 
-def strong_batch(x: torch.Tensor, gen: torch.Generator, flip: bool, n: int = 2, m: int = MAX_LEVEL,
+def strong_batch(x: torch.Tensor, gen: torch.Generator, flip: bool, n: int = 2, m: int = MAGNITUDE,
                  cutout_frac: float = 0.5) -> torch.Tensor:
     """weak, then RandAugmentMC with its Cutout, on the uint8 batch ``x``."""
     return rand_augment_batch(weak_batch(x, gen, flip), gen, n, m, cutout_frac)
 
 
-@functools.lru_cache(maxsize=None)
-def _normalizer(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    scale = torch.tensor([1 / (255.0 * s) for s in std], device=device).view(1, -1, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
-    return scale, shift
-
-
-def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 → float32 ``(x/255 − mean)/std`` per channel: one conversion, one in-place multiply-add."""
-    scale, shift = _normalizer(tuple(mean), tuple(std), x.device)
-    return x.float().mul_(scale).add_(shift)
-
-
 class BatchAugmenter:
     """Weak or strong views of images of a :class:`CropStore` (uint8, resident on the device),
-    as normalised float32 (N, 3, H, W)."""
+    as normalised float32 (N, 3, H, W). ``anchoring`` names an unlabeled image's two views
+    (pseudo-label view, trained view): (weak, strong) unless ablated (ab_fixmatch_anchoring)."""
 
-    def __init__(self, mean, std, flip: bool, policy: Policy | None = None):
+    def __init__(self, mean, std, flip: bool, policy: Policy | None = None,
+                 anchoring: str | tuple[str, str] = ("weak", "strong")):
         self.mean, self.std, self.flip, self.policy = tuple(mean), tuple(std), flip, policy
         self.strong_batch = policy.strong_batch if policy is not None else rand_augment_batch
+        self.anchoring = parse_anchoring(anchoring)
 
     def store(self, images: torch.Tensor) -> CropStore:
         return CropStore(images, self.flip)
@@ -139,6 +129,14 @@ class BatchAugmenter:
                rows: Rows | None = None) -> torch.Tensor:
         return normalize(self.strong_batch(store.crop(index, gen, rows), gen, rows=rows), self.mean, self.std)
 
+    def unlabeled(self, store: CropStore, index: torch.Tensor, gen: torch.Generator,
+                  rows: Rows | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two views of unlabeled images ``index`` (``rows`` of the batch, see :meth:`weak`)
+        that ``anchoring`` names, the first drawn first."""
+        first, second = ((self.strong if kind == "strong" else self.weak)(store, index, gen, rows)
+                         for kind in self.anchoring)
+        return first, second
+
     def __call__(self, x_u8: torch.Tensor, gen: torch.Generator, strong: bool) -> torch.Tensor:
         """The whole uint8 batch ``x_u8``, once (an untabulated store, as :func:`crop_batch`)."""
         store, index = CropStore(x_u8, self.flip, max_bytes=0), torch.arange(len(x_u8), device=x_u8.device)
@@ -147,10 +145,7 @@ class BatchAugmenter:
 
 def normalized_tensor(data: ImageData, spec: DatasetSpec) -> torch.Tensor:
     """The whole set as a normalised float32 ``(N, 3, H, W)`` tensor (for evaluation)."""
-    x = torch.from_numpy(data.images).permute(0, 3, 1, 2).float().div_(255)
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalize(torch.from_numpy(data.images).permute(0, 3, 1, 2), spec.mean, spec.std)
 
 
 class EvalImages:
@@ -161,8 +156,7 @@ class EvalImages:
     def __init__(self, data: ImageData, spec: DatasetSpec, device: torch.device):
         self.x = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous().to(device)
         self.y = torch.from_numpy(data.targets).to(device)
-        self.mean = torch.tensor(spec.mean).view(1, 3, 1, 1).to(device)
-        self.std = torch.tensor(spec.std).view(1, 3, 1, 1).to(device)
+        self.mean, self.std = spec.mean, spec.std
 
     def __len__(self) -> int:
         return len(self.y)
@@ -173,8 +167,7 @@ class EvalImages:
         lo, hi = rank * n // world_size, (rank + 1) * n // world_size
         for start in range(lo, hi, batch_size):
             stop = min(start + batch_size, hi)
-            x = self.x[start:stop].float().div_(255).sub_(self.mean).div_(self.std)
-            yield x, self.y[start:stop]
+            yield normalize(self.x[start:stop], self.mean, self.std), self.y[start:stop]
 
 
 def device_generator(device: torch.device) -> torch.Generator:
@@ -232,11 +225,12 @@ class DeviceBatches:
         self.step += 1
         aug, store, gen = self.augment, self.store, self.gen
         lb_weak = store.crop(lb, gen, rows_lb)
+        x_ulb_w, x_ulb_s = aug.unlabeled(store, ulb, gen, rows_ulb)  # (pseudo-label view, trained view)
         batch = {
             "x_lb": aug.normalize(lb_weak),
             "y_lb": self.targets.index_select(0, lb),
-            "x_ulb_w": aug.weak(store, ulb, gen, rows_ulb),
-            "x_ulb_s": aug.strong(store, ulb, gen, rows_ulb),
+            "x_ulb_w": x_ulb_w,
+            "x_ulb_s": x_ulb_s,
             "y_ulb": self.targets.index_select(0, ulb),
             "idx_ulb": ulb,
         }

@@ -137,14 +137,16 @@ class StreamTable:
 class StepDataset(torch.utils.data.Dataset):
     """Augments one sample per key; its RNG is seeded by ``(seed, stream, step, j)`` alone."""
 
-    def __init__(self, data: ImageData, spec: DatasetSpec, seed: int, policy: str = "randaugment"):
+    def __init__(self, data: ImageData, spec: DatasetSpec, seed: int, policy: str = "randaugment",
+                 strong_aug: str = "full", anchoring: str = "weak.strong"):
         from .policies import build_policy
         from .policies.randaugment import TransformFixMatch
 
         self.data, self.seed = data, seed
         # a policy that learns cannot run here: loader processes never see its updates (the
         # config requires the device path for one)
-        self.transform = TransformFixMatch(spec.mean, spec.std, flip=spec.flip, policy=build_policy(policy))
+        self.transform = TransformFixMatch(spec.mean, spec.std, flip=spec.flip,
+                                           policy=build_policy(policy, strong_aug=strong_aug), anchoring=anchoring)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -190,13 +192,16 @@ def train_loader(
     world_size: int = 1,
     policy: str = "randaugment",
     pin_memory: bool = False,
+    strong_aug: str = "full",
+    anchoring: str = "weak.strong",
 ) -> torch.utils.data.DataLoader:
-    """A loader yielding this rank's share of each step's batch, from ``start_step`` on."""
+    """A loader yielding this rank's share of each step's batch, from ``start_step`` on
+    (``policy``, ``strong_aug``, ``anchoring``: the run config's)."""
     sampler = StepBatchSampler(
         labeled_idx, len(data), batch_size, ulb_batch_size, seed, start_step, total_steps, rank, world_size
     )
     return torch.utils.data.DataLoader(
-        StepDataset(data, spec, seed, policy),
+        StepDataset(data, spec, seed, policy, strong_aug, anchoring),
         batch_sampler=sampler,
         collate_fn=collate_step,
         num_workers=num_workers,

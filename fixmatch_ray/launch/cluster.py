@@ -3,6 +3,7 @@ and the user-facing error behind a failed Train run.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -28,37 +29,121 @@ DRIVER_RESOURCE = "fixmatch_driver"
 
 
 LOCAL_DRIVER_SLOTS = 1000
+TRIAL_DRIVER_CPU = 0.01  # what a trial's driver takes instead on a cluster without DRIVER_RESOURCE
 
 
 HEALTH_CHECK_DEFAULT_S = "0.2"
 
 
+# Ray Train's console level in the sweep's Train runs (controller and workers): WARNING unless
+# --verbose. Its session log files (logs/train/ray-train-sys-*.log) keep every level.
+TRAIN_LOG_LEVEL_ENV = "FIXMATCH_RAY_TRAIN_LOG_LEVEL"
+
+# Lines Ray's processes print that the driver would forward (``log_to_driver``) and that say nothing
+# a sweep's user can act on; they stay in the session's log files. Ray matches these against each
+# forwarded line (RAY_DEDUP_LOGS_SKIP_REGEX, read when ray is imported).
+KNOWN_NOISE = (
+    r"has constructor arguments in the object store",  # Train's PreemptionWatcher actor (core_worker.cc)
+    r"PYTHON worker processes have been started",  # raylet: start-up concurrency on small machines
+)
+
+
+def quiet_output(verbose: bool = False) -> None:
+    """Make a driver print only what matters; call before ``ray`` is imported.
+
+    Unless ``verbose`` (or the variable is already set): Ray Train logs warnings and errors only
+    (``ray.train.LoggingConfig`` of each Train run), forwarded lines matching :data:`KNOWN_NOISE`
+    are dropped, and Tune uses its classic console output, which prints nothing at ``verbose=0``
+    (the newer one prints its configuration box and a TensorBoard hint whatever the verbosity).
+    """
+    if verbose:
+        os.environ.setdefault(TRAIN_LOG_LEVEL_ENV, "INFO")
+        return
+    os.environ.setdefault(TRAIN_LOG_LEVEL_ENV, "WARNING")
+    os.environ.setdefault("RAY_DEDUP_LOGS_SKIP_REGEX", "|".join(KNOWN_NOISE))
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ray 2.60 turns token authentication on for a local cluster and warns that it did, on every
+    # start. (Setting RAY_AUTH_MODE here instead would not do: a driver that has imported ray
+    # keeps the mode it read then, and its own new cluster would refuse it.)
+    logging.getLogger(AUTH_LOGGER).addFilter(_DropMessage(AUTH_ENABLED_NOTICE))
+
+
+AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+AUTH_ENABLED_NOTICE = "Token authentication is enabled for this Ray cluster"
+
+
+class _DropMessage(logging.Filter):
+    """Drops log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
 def job_env() -> dict[str, str]:
-    return {HEALTH_CHECK_ENV: os.environ.get(HEALTH_CHECK_ENV, HEALTH_CHECK_DEFAULT_S)}
+    """Variables every process of the job gets (its ``runtime_env``)."""
+    return {HEALTH_CHECK_ENV: os.environ.get(HEALTH_CHECK_ENV, HEALTH_CHECK_DEFAULT_S),
+            TRAIN_LOG_LEVEL_ENV: os.environ.get(TRAIN_LOG_LEVEL_ENV, "INFO")}
 
 
 def ensure_ray(address: str | None = None, min_cpus: float = 1) -> None:
-    """Join ``address`` / ``RAY_ADDRESS`` if given, else start a local Ray sized for the job.
+    """Join ``address`` / ``RAY_ADDRESS`` if given, else the live cluster ``ray start`` recorded on
+    this machine (with a one-line notice), else start a local Ray sized for the job.
 
     A local Ray gets at least ``min_cpus`` logical CPUs (and one more for the driver side), so a
     2-core machine cannot deadlock waiting for CPUs its workers hold. The dashboard, which frees
-    the resources of crashed runs, listens on 127.0.0.1 only.
+    the resources of crashed runs, listens on 127.0.0.1 only. A recorded cluster that is not
+    running is a one-line :class:`ClusterError` (``ray.init`` would try to join it, then refuse
+    ``num_cpus`` with a traceback).
     """
-    import logging
-
     import ray
 
     if ray.is_initialized():
         return
     quiet = {"logging_level": logging.WARNING}  # Ray's start-up chatter would bury our output
     runtime_env = {"env_vars": job_env()}
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = address or os.environ.get("RAY_ADDRESS") or recorded_cluster()
     if address:
         ray.init(address=address, runtime_env=runtime_env, **quiet)
         return
     cpus = max(os.cpu_count() or 1, int(min_cpus + 1.999))
     ray.init(num_cpus=cpus, resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS}, dashboard_host="127.0.0.1",
              include_dashboard=True, runtime_env=runtime_env, **quiet)
+
+
+class ClusterError(UserError, RuntimeError):
+    """A Ray cluster that cannot be joined as recorded."""
+
+
+def recorded_cluster() -> str | None:
+    """The address of the cluster ``ray start`` recorded in Ray's temp dir, if it is running
+    (with a one-line notice on stderr); None when none is recorded; ClusterError when it is dead."""
+    import socket
+    import sys
+
+    from ray._common.utils import get_ray_address_file  # where `ray start` records it (private, stable since 2.x)
+
+    path = get_ray_address_file(None)  # under $RAY_TMPDIR when set, else /tmp/ray
+    try:
+        address = Path(path).read_text().strip()
+    except OSError:
+        return None
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except (OSError, ValueError):
+        raise ClusterError(
+            f"{path} records a Ray cluster at {address} that is not running (stopped uncleanly?); "
+            "clear it with `ray stop`, or pass --address to choose a cluster"
+        ) from None
+    print(f"joining the Ray cluster already running on this machine at {address} (started by `ray start`; "
+          "`ray stop` ends it); its resources bound this job", file=sys.stderr, flush=True)
+    return address
 
 
 def user_error(err: BaseException) -> BaseException | None:

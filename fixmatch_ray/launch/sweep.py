@@ -19,11 +19,14 @@ from typing import Sequence
 
 from ..config import ConfigError, SweepSpec, load_sweep
 from ..errors import UserError
-from ..storage import Store, is_uri
-from .cluster import cluster_resources, ensure_ray, normalize_storage, reap_orphan_placement_groups
+from ..storage import Store, internal_file, is_uri
+from ..tracking import check_tracking
+from .cluster import (DRIVER_RESOURCE, TRIAL_DRIVER_CPU, cluster_resources, ensure_ray, normalize_storage, quiet_output,
+                      reap_orphan_placement_groups)
 from .interrupt import Interrupts
 from .lease import LEASE_FILE, Lease
-from .tuner import build_tuner, experiment_exists, write_status
+
+# .tuner imports Ray: imported where needed, after quiet_output has set what Ray reads at import
 
 SPEC_FILE = "sweep.yaml"  # the sweep file as given, saved in the experiment directory
 
@@ -33,15 +36,18 @@ def check_capacity(spec: SweepSpec, autoscaling: bool) -> int:
     have = cluster_resources()
     r = spec.resources
     per_worker = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker, **r.custom_per_worker}
+    # a trial's driver holds the driver resource where the cluster has it, else a sliver of CPU
+    driver_cpu = 0.0 if have.get(DRIVER_RESOURCE, 0) > 0 else TRIAL_DRIVER_CPU
     fits = []
     for res, each in per_worker.items():
-        amount = r.workers * each
+        amount = r.workers * each + (driver_cpu if res == "CPU" else 0.0)
         if amount <= 0:
             continue
         total = have.get(res, 0.0)
         if total < amount and not autoscaling:
+            driver = f" + {driver_cpu:g} for the trial's driver" if res == "CPU" and driver_cpu else ""
             raise ConfigError(
-                f"resources: a trial needs {amount:g} {res} ({r.workers} workers x {each:g}) but the "
+                f"resources: a trial needs {amount:g} {res} ({r.workers} workers x {each:g}{driver}) but the "
                 f"cluster has {total:g}; lower the request, or pass --autoscaling if nodes will be added"
             )
         fits.append(math.floor(total / amount + 1e-9) if total >= amount else 1)
@@ -79,20 +85,22 @@ def prepare_experiment(spec: SweepSpec, sweep_file: str, fresh: bool) -> bool:
     A resumed experiment must come from the same sweep file (same trials); ``--fresh`` moves
     the old experiment aside (nothing is deleted) and starts again.
     """
+    from .tuner import experiment_exists
+
     experiment = spec.experiment_path()
     store = Store(experiment)
     text = Path(sweep_file).read_text(encoding="utf-8")
     if is_uri(experiment):
         exists = experiment_exists(experiment)
     else:
-        exists = Path(experiment).exists() and any(p.name != LEASE_FILE for p in Path(experiment).iterdir())
+        exists = Path(experiment).exists() and any(not _lease_file(p.name) for p in Path(experiment).iterdir())
     if exists and fresh:
         if is_uri(experiment):
             raise ConfigError(f"--fresh: move {experiment} aside yourself (remote storage) or use another name")
         aside = Path(f"{experiment}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         aside.mkdir()
         for child in Path(experiment).iterdir():  # everything but our lease, which stays held
-            if child.name != LEASE_FILE:
+            if not _lease_file(child.name):
                 shutil.move(child, aside / child.name)
         print(f"moved the earlier experiment to {aside}", file=sys.stderr)
         exists = False
@@ -121,21 +129,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--autoscaling", action="store_true",
                    help="the cluster adds nodes on demand: don't reject requests it cannot meet now")
     p.add_argument("--no-report", action="store_true", help="skip the results table at the end")
+    p.add_argument("--verbose", action="store_true",
+                   help="print everything Ray prints (start-up, Ray Train's INFO lines, known-harmless warnings)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_output(args.verbose)
     with Interrupts() as interrupts:
         return _main(args, interrupts)
 
 
 def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
+    from .tuner import build_tuner, write_status
+
     lease = None
     try:
         overrides = {"storage": args.storage, "name": args.name, "max_concurrent_trials": args.max_concurrent_trials}
         spec = load_sweep(args.sweep_file, overrides)
         spec = _absolute_paths(spec)
+        check_tracking(spec.tracking)  # a missing mlflow / wandb package: one line, before Ray starts
         check_storage(spec.storage)
         lease = take_lease(spec.experiment_path(), interrupts)
         if not (args.address or os.environ.get("RAY_ADDRESS")):
@@ -197,8 +211,13 @@ def release_lease(lease: Lease, experiment: str) -> None:
         return
     path = Path(experiment)
     with contextlib.suppress(OSError):
-        if {p.name for p in path.iterdir()} <= {f".{LEASE_FILE}.lock"}:  # the local lease's lock file only
+        if all(_lease_file(p.name) for p in path.iterdir()):  # only the local lease's lock file is left
             shutil.rmtree(path)
+
+
+def _lease_file(name: str) -> bool:
+    """The lease and the lock file its local conditional writes keep beside it."""
+    return name == LEASE_FILE or internal_file(name)
 
 
 def _absolute_paths(spec: SweepSpec) -> SweepSpec:

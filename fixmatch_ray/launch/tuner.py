@@ -14,11 +14,13 @@ import time
 from typing import Any
 
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 
 from ..config import Resources, RunConfig, SweepSpec, Trial
 from ..results.read import STATUS_FILE, TRAIN_DIR
 from ..storage import Store, join
-from .cluster import DRIVER_RESOURCE, cluster_resources, reap_orphan_placement_groups
+from .cluster import (DRIVER_RESOURCE, TRAIN_LOG_LEVEL_ENV, TRIAL_DRIVER_CPU, cluster_resources,
+                      reap_orphan_placement_groups)
 from .worker import build_trainer
 
 
@@ -35,6 +37,18 @@ class _DropTuneHints(logging.Filter):
 logging.getLogger("ray.tune.tune").addFilter(_DropTuneHints())
 
 
+class _DropMissingResultFiles(logging.Filter):
+    """Tune's closing warning that it found no ``result.json``/``progress.csv`` for any trial (13 lines
+    on the quick demo): those loggers are off on purpose (:func:`build_tuner`); the results are the
+    run records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to fetch metrics for")
+
+
+logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_DropMissingResultFiles())
+
+
 def run_trial(param: dict[str, Any]) -> None:
     """Tune function trainable: one FixMatch run as a Ray Train job (returns nothing, so the
     trial's final result is the last report)."""
@@ -48,6 +62,7 @@ def run_trial(param: dict[str, Any]) -> None:
         cfg, Resources(**config["resources"]), join(config["experiment"], TRAIN_DIR), name,
         max_failures=config["worker_retries"], callbacks=[TuneReportCallback()],
         trial={k: config[k] for k in ("name", "label", "seed", "setting")},
+        log_level=os.environ.get(TRAIN_LOG_LEVEL_ENV, "INFO"),  # the driver's --verbose, via the job's env
     )
     trainer.fit()
 
@@ -123,16 +138,21 @@ def experiment_exists(experiment: str) -> bool:
 def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool):
     """A new or restored Tuner over the sweep's trials."""
     # The run records are the results and each Train run writes its own TensorBoard events: Tune's
-    # CSV/JSON/TensorBoard copies per trial (indexed by iteration, not step) would only add a
-    # second, misleading run per trial to TensorBoard.
+    # CSV and TensorBoard copies per trial (indexed by iteration, not step) would only add a second,
+    # misleading run per trial to TensorBoard. Its JSON log stays: Tune's own result objects read it.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     experiment = spec.experiment_path()
     # the trial driver holds no GPU: the driver resource where the cluster has it, else a sliver of CPU
     has_driver_slots = cluster_resources().get(DRIVER_RESOURCE, 0) > 0
-    trainable = tune.with_resources(run_trial, {DRIVER_RESOURCE: 1} if has_driver_slots else {"CPU": 0.01})
+    trainable = tune.with_resources(run_trial, {DRIVER_RESOURCE: 1} if has_driver_slots else {"CPU": TRIAL_DRIVER_CPU})
     if restore:
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
     param_space = {"trial": tune.grid_search([trial_config(spec, t, experiment) for t in spec.trials])}
+    callbacks: list = [ProgressTable(len(spec.trials)), JsonLoggerCallback()]
+    if spec.tracking.enabled:  # MLflow / W&B through Ray's callbacks; trial processes never import them
+        from .trackers import tracking_callbacks
+
+        callbacks += tracking_callbacks(spec)
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -141,7 +161,7 @@ def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool):
         run_config=tune.RunConfig(
             name=spec.name, storage_path=spec.storage, verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.trial_retries),
-            callbacks=[ProgressTable(len(spec.trials))],
+            callbacks=callbacks,
         ),
     )
 

@@ -8,7 +8,9 @@ then writes the run record and TensorBoard. A restarted worker group resumes fro
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import tempfile
 from typing import Any
 
@@ -16,7 +18,9 @@ import torch
 
 from ..config import Resources, RunConfig
 from ..storage import join, split_last
-from ..tracking import TRACKERS
+from ..config.strict import from_mapping
+from ..config.tracking import TrackingSpec
+from ..tracking import TRACKERS, trackers_for
 from ..training.checkpoint import load_checkpoint, save_checkpoint
 from ..training.engine import Trainer, summarize
 from ..training.loop import Ranks, run_training
@@ -45,8 +49,8 @@ def _quiet_train_logs() -> None:
 class RaySink(Sink):
     """Every rank reports each evaluation to Ray Train; rank 0 attaches the checkpoint."""
 
-    def __init__(self, rank: int, world_size: int):
-        self.rank, self.world = rank, world_size
+    def __init__(self, rank: int):
+        self.rank = rank
 
     def start(self, trainer: Trainer) -> None:
         if trainer.step >= trainer.cfg.total_steps and trainer.history:
@@ -57,7 +61,7 @@ class RaySink(Sink):
     def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
         import ray.train
 
-        metrics = {**record, **summarize(trainer.history), "world_size": self.world}
+        metrics = {**record, **summarize(trainer.history)}
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0:
@@ -92,9 +96,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with restored.as_directory() as d:
             state, _ = load_checkpoint(d)
     run_dir = config["run_dir"]
-    sinks = [RaySink(rank, world), RecordSink(run_dir, config.get("trial")), TrackerSink(TRACKERS["tensorboard"](logdir=join(run_dir, TB_DIR)))]
+    trackers = []  # MLflow / W&B: built here, started by rank 0's sink (construction starts nothing)
+    if config.get("tracking"):  # train --ddp-workers --tracking ...: MLflow / W&B from rank 0
+        os.environ.update(config.get("tracking_env") or {})  # the driver's MLFLOW_* / WANDB_* settings
+        spec = from_mapping(TrackingSpec, config["tracking"], "tracking")
+        trackers += trackers_for(spec, run_dir, split_last(run_dir)[1], local_dir=run_dir)
+    sinks = [RaySink(rank), RecordSink(run_dir, config.get("trial")),
+             TrackerSink(lambda: TRACKERS["tensorboard"](logdir=join(run_dir, TB_DIR))),
+             *(TrackerSink(lambda t=t: t) for t in trackers)]
     ranks = Ranks(rank, world, TorchCollective() if world > 1 else LOCAL)
     run_training(cfg, device, sinks, ranks, state=state, wrap=wrap)
+
+
+def tracking_env() -> dict[str, str]:
+    """The driver's MLflow / W&B variables (server, credentials, MLFLOW_ALLOW_FILE_STORE...): rank 0
+    of a Train run is another process, maybe on another node, and its trackers need them too."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "WANDB_"))}
 
 
 def build_trainer(
@@ -105,11 +122,14 @@ def build_trainer(
     max_failures: int = 3,
     callbacks: list | None = None,
     trial: dict[str, Any] | None = None,
+    tracking: TrackingSpec | None = None,
+    log_level: str = "INFO",
 ):
     """A ``TorchTrainer`` for one run, stored under ``storage_path/name``.
 
     The name must be deterministic (e.g. from the Tune trial id): a Train run started again under
-    the same name and storage resumes from its latest checkpoint instead of step 0.
+    the same name and storage resumes from its latest checkpoint instead of step 0. ``log_level``
+    is Ray Train's console level (its controller and workers); its session log files keep all.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -117,7 +137,9 @@ def build_trainer(
     resources.check(cfg)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"run": cfg.to_dict(), "run_dir": join(storage_path, name), "trial": trial},
+        train_loop_config={"run": cfg.to_dict(), "run_dir": join(storage_path, name), "trial": trial,
+                           "tracking": dataclasses.asdict(tracking) if tracking is not None else None,
+                           "tracking_env": tracking_env() if tracking is not None else None},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers, use_gpu=resources.use_gpu,
             resources_per_worker=resources.per_worker(),
@@ -126,13 +148,13 @@ def build_trainer(
             name=name, storage_path=storage_path,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
-            callbacks=callbacks,
+            callbacks=callbacks, logging_config=ray.train.LoggingConfig(log_level=log_level),
         ),
     )
 
 
 def run_ray(cfg: RunConfig, resources: Resources, max_failures: int = 3,
-            address: str | None = None) -> dict[str, Any]:
+            address: str | None = None, tracking: TrackingSpec | None = None) -> dict[str, Any]:
     """Run ``cfg`` as a Ray Train job stored at ``cfg.out`` (a directory or URI); its summary.
 
     Re-running with the same ``out`` continues from the run's latest checkpoint.
@@ -143,7 +165,7 @@ def run_ray(cfg: RunConfig, resources: Resources, max_failures: int = 3,
     out = normalize_storage(cfg.out)
     storage, name = split_last(out)
     ensure_ray(address, min_cpus=resources.workers * resources.cpus_per_worker)
-    trainer = build_trainer(cfg.replace(out=out), resources, storage, name, max_failures)
+    trainer = build_trainer(cfg.replace(out=out), resources, storage, name, max_failures, tracking=tracking)
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as err:

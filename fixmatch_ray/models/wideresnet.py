@@ -1,8 +1,8 @@
-"""Networks of the FixMatch paper: WideResNet-28-k and ResNeXt, as the official code builds them.
+"""Networks of the FixMatch paper: WideResNet-d-k (any number of stages) and ResNeXt, as the official code builds them.
 
 Leaky ReLU with slope 0.1 and BatchNorm momentum 0.001 (PyTorch's convention: the running
 statistics move by 0.1% a step, the official TF decay of 0.999). Depth and width are free so
-tests can use tiny nets.
+tests can use tiny nets. The final Linear runs in fp32 outside any autocast (:func:`head`).
 """
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ def _bn(channels: int) -> nn.BatchNorm2d:
 
 def _act() -> nn.LeakyReLU:
     return nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+
+
+def head(fc: nn.Linear, features: torch.Tensor) -> torch.Tensor:
+    """Logits of ``fc`` in fp32 on fp32 features, autocast off: the pseudo-label softmax, the
+    0.95 mask, both cross-entropies and the accuracy come from fp32 logits whatever the body's
+    precision (the official code is fp32 throughout)."""
+    with torch.autocast(features.device.type, enabled=False):
+        return fc(features.float())
 
 
 class BasicBlock(nn.Module):
@@ -58,28 +66,49 @@ def _stage(n: int, in_planes: int, out_planes: int, stride: int, drop_rate: floa
 
 
 class WideResNet(nn.Module):
-    """WRN-depth-k: 3 stages of (depth-4)/6 blocks, 16k/32k/64k channels."""
+    """WRN-depth-k with ``scales`` stages (3: the CIFAR net) of n blocks, 16k·2^i channels in stage i.
 
-    def __init__(self, num_classes: int, depth: int = 28, widen_factor: int = 2, drop_rate: float = 0.0):
+    The official ``libml/models.py`` ResNet: a 16-channel stem conv, then ``scales`` stages of
+    ``repeat`` = n residual blocks with ``filters << i`` channels (``filters`` = 16k), the first at
+    stride 1, each later one halving the resolution. ``depth`` counts the weight layers as the WRN
+    names do: the stem, 2 convs per block and one 1×1 shortcut per stage (the channels change at
+    every stage's first block), so depth = 1 + scales·(2n + 1): 6n + 4 for 3 scales (WRN-28: n = 4),
+    37 for 4 scales of 4 blocks, 46 for 5 (the official STL-10 net, see ``build_model``).
+    """
+
+    def __init__(self, num_classes: int, depth: int = 28, widen_factor: int = 2, drop_rate: float = 0.0,
+                 scales: int = 3):
         super().__init__()
-        if depth < 10 or (depth - 4) % 6:
-            raise ValueError(f"wideresnet depth {depth} is invalid: expected 6n+4 with n >= 1 (10, 16, 22, 28, ...)")
+        if scales < 1:
+            raise ValueError(f"wideresnet scales {scales} is invalid: expected >= 1 stages (3 for 32x32 images)")
+        per = 2 * scales  # 2 convs per block in every stage
+        if depth < 1 + 3 * scales or (depth - 1 - scales) % per:
+            valid = ", ".join(str(1 + scales * (2 * n + 1)) for n in range(1, 5))
+            raise ValueError(f"wideresnet depth {depth} is invalid with {scales} scales: expected "
+                             f"1 + {scales}·(2n+1) with n >= 1 ({valid}, ...)")
         if widen_factor < 1:
             raise ValueError(f"wideresnet width {widen_factor} is invalid: expected >= 1")
-        n = (depth - 4) // 6
-        ch = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+        n = (depth - 1 - scales) // per
+        ch = [16] + [16 * widen_factor << i for i in range(scales)]
         self.conv1 = nn.Conv2d(3, ch[0], 3, 1, 1, bias=False)
-        self.block1 = _stage(n, ch[0], ch[1], 1, drop_rate, True)
-        self.block2 = _stage(n, ch[1], ch[2], 2, drop_rate, False)
-        self.block3 = _stage(n, ch[2], ch[3], 2, drop_rate, False)
-        self.bn1, self.relu = _bn(ch[3]), _act()
-        self.fc = nn.Linear(ch[3], num_classes)
+        # block1, block2, ...: the names of the 3-stage net, so its checkpoints keep their keys
+        self.stages = [f"block{i + 1}" for i in range(scales)]
+        for i, name in enumerate(self.stages):
+            self.add_module(name, _stage(n, ch[i], ch[i + 1], 2 if i else 1, drop_rate, i == 0))
+        self.bn1, self.relu = _bn(ch[-1]), _act()
+        self.fc = nn.Linear(ch[-1], num_classes)
         _init(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block3(self.block2(self.block1(self.conv1(x))))
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features the classifier reads (in the autocast dtype, if any)."""
+        out = self.conv1(x)
+        for name in self.stages:
+            out = getattr(self, name)(out)
         out = self.relu(self.bn1(out))
-        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return head(self.fc, self.features(x))
 
 
 class ResNeXtBottleneck(nn.Module):
@@ -126,10 +155,14 @@ class CifarResNeXt(nn.Module):
         self.classifier = nn.Linear(st[3], num_classes)
         _init(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features the classifier reads (in the autocast dtype, if any)."""
         x = self.act(self.bn_1(self.conv_1_3x3(x)))
         x = self.stage_3(self.stage_2(self.stage_1(x)))
-        return self.classifier(F.adaptive_avg_pool2d(x, 1).flatten(1))
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return head(self.classifier, self.features(x))
 
 
 def _init(model: nn.Module) -> None:
@@ -146,14 +179,21 @@ def _init(model: nn.Module) -> None:
 
 def build_model(arch: str, num_classes: int, depth: int | None = None, width: int | None = None,
                 cardinality: int | None = None, drop_rate: float = 0.0,
-                bn_momentum: float = BN_MOMENTUM) -> nn.Module:
+                bn_momentum: float = BN_MOMENTUM, scales: int | None = None) -> nn.Module:
     """``wideresnet`` (default WRN-28-2) or ``resnext`` (default ResNeXt-29, 4x4).
+
+    ``scales`` (wideresnet only; default 3) is the number of stages, the official ``--scales``:
+    ``fixmatch.py`` uses ``ceil(log2(image side)) − 2`` unless the flag is set, 3 at 32 px and 5 at
+    96 px. Its STL-10 net (filters 32, repeat 4, 5 scales) is WRN-46-2 here, 23.8M parameters:
+    the count the paper gives for what it calls "WRN-37-2" (a name that fits 4 scales, 5.9M).
 
     ``bn_momentum`` is the paper's 0.001 unless a short run needs its BatchNorm statistics to
     settle sooner (after k steps they have moved 1 - 0.999^k of the way: 45 % after 600).
     """
     if arch == "wideresnet":
-        net: nn.Module = WideResNet(num_classes, depth or 28, width or 2, drop_rate)
+        net: nn.Module = WideResNet(num_classes, depth or 28, width or 2, drop_rate, 3 if scales is None else scales)
+    elif scales not in (None, 3):
+        raise ValueError(f"scales {scales} applies to wideresnet only; {arch} has 3 stages")
     elif arch == "resnext":
         net = CifarResNeXt(cardinality or 4, depth or 29, num_classes, width or 4)
     else:

@@ -58,3 +58,64 @@ def aggregate(trials: list[TrialResult], include_unfinished: bool = False) -> li
         row["delta_paper_std"] = (err_mean - ref[0]) / ref[1] if ref and len(mine) else None
         rows.append(row)
     return rows
+
+
+# -- the ablation view: the result by the axis the settings differ in ----------------------------
+def _numeric(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def ablation_axes(trials: list[TrialResult]) -> tuple[str, list[str]] | None:
+    """(x axis, other varying axes) of an experiment: the setting keys whose value (from each
+    trial's resolved run config, so a key one block leaves out has its value there too) differs
+    between settings, in the order the settings name them (a block's own order; across blocks,
+    the order of the labels). The x axis is the first of them other than ``dataset``; None when
+    every trial has the same setting."""
+    keys: list[str] = []
+    for t in trials:
+        keys += [k for k in t.setting if k not in keys]
+    varying = [k for k in keys if len({repr(_value(t, k)) for t in trials}) > 1]
+    if not varying:
+        return None
+    x = next((k for k in varying if k != "dataset"), varying[0])
+    return x, [k for k in varying if k != x]
+
+
+def _value(t: TrialResult, key: str) -> Any:
+    return t.run.get(key, t.setting.get(key))
+
+
+def ablation(trials: list[TrialResult], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The aggregated ``rows`` (:func:`aggregate`) as an ablation: per setting its x value and the
+    values of the other varying axes (its series), n, error and accuracy. ``layout`` is ``lines``
+    (a numeric x axis and every series with two or more x values: error vs x, a line per series)
+    or ``categories`` (one point per setting, labelled by what differs from the most common value
+    of each axis, ``baseline``). None when the settings do not differ."""
+    axes = ablation_axes(trials)
+    if axes is None:
+        return None
+    x, series_keys = axes
+    first = {t.label: t for t in reversed(trials)}
+    points = []
+    for r in rows:
+        t = first[r["setting"]]
+        points.append({"setting": r["setting"], x: _value(t, x), **{k: _value(t, k) for k in series_keys},
+                       "series": tuple(_value(t, k) for k in series_keys), "n": r["n"], "seeds": r["seeds"],
+                       "error": r["error"], "median20_acc": r["median20_acc"]})
+    by_series: dict[tuple, list] = {}
+    for p in points:
+        by_series.setdefault(p["series"], []).append(p[x])
+    lines = all(_numeric(p[x]) for p in points) and all(len(set(v)) > 1 for v in by_series.values())
+    keys = [x, *series_keys]
+    counts = {k: pd.Series([repr(p[k]) for p in points]).value_counts() for k in keys}
+    # an axis's baseline: its most common value, where one value is shared by several settings
+    modes = {k: c.index[0] for k, c in counts.items() if c.iloc[0] > 1}
+    for p in points:
+        diff = [f"{k}={p[k]}" for k in keys if repr(p[k]) != modes.get(k)]
+        p["label"] = ", ".join(diff) or "baseline"
+    if lines:
+        order = {s: i for i, s in enumerate(dict.fromkeys(p["series"] for p in points))}
+        points.sort(key=lambda p: (order[p["series"]], p[x]))
+    baseline = ", ".join(f"{k}={next(p[k] for p in points if repr(p[k]) == m)}" for k, m in modes.items())
+    return {"axis": x, "series_axes": series_keys, "layout": "lines" if lines else "categories",
+            "baseline": baseline, "points": points}

@@ -11,7 +11,10 @@ HPARAMS_DIR = "hparams"
 
 
 HPARAM_KEYS = ("dataset", "num_labeled", "arch", "depth", "width", "batch_size", "mu", "lr", "wdecay",
-               "ema_decay", "lambda_u", "threshold", "T", "total_steps", "seed")
+               "ema_decay", "lambda_u", "threshold", "T", "total_steps", "seed",
+               # the ablations' axes (a key whose value is None, e.g. beta1 under SGD, is left out)
+               "policy", "pseudo_label", "teacher", "strong_aug", "anchoring", "optimizer", "momentum",
+               "nesterov", "beta1", "beta2", "lr_schedule", "lr_end", "split_seed")
 
 
 def write_hparams(store: Store, trials: list[TrialResult]) -> None:

@@ -1,7 +1,10 @@
-"""Pictures of a sweep's trials: mean ± std curves across seeds per setting (used by ``report``)."""
+"""Pictures of a sweep's trials (used by ``report``): mean ± std curves across seeds per setting, and
+the ablation plot: error against the axis the settings differ in."""
 from __future__ import annotations
 
 import io
+import math
+from typing import Any
 
 import numpy as np
 
@@ -51,3 +54,39 @@ def plot_curves(trials: list[TrialResult]) -> dict[str, bytes]:
     return pngs
 
 
+
+
+def plot_ablation(view: dict[str, Any], title: str) -> bytes:
+    """PNG bytes: error (mean ± sample std over seeds) against the ablated axis — a line per series
+    for a numeric axis, else one point per setting labelled by what it changes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    x = view["axis"]
+    ok = [p for p in view["points"] if not math.isnan(p["error"]["mean"])]
+    std = lambda p: 0.0 if math.isnan(p["error"]["std"]) else p["error"]["std"]  # noqa: E731  (n = 1)
+    if view["layout"] == "lines":
+        for series in dict.fromkeys(p["series"] for p in ok):
+            pts = [p for p in ok if p["series"] == series]
+            name = ", ".join(f"{k}={v}" for k, v in zip(view["series_axes"], series)) or "error"
+            ax.errorbar([p[x] for p in pts], [p["error"]["mean"] for p in pts], yerr=[std(p) for p in pts],
+                        marker="o", capsize=4, label=f"{name} (n={'/'.join(str(p['n']) for p in pts)})")
+        ax.set_xlabel(x)
+        ax.legend(fontsize="small")
+    else:
+        pos = range(len(ok))
+        ax.errorbar(list(pos), [p["error"]["mean"] for p in ok], yerr=[std(p) for p in ok], fmt="o", capsize=4)
+        ax.set_xticks(list(pos), [f"{p['label']}\n(n={p['n']})" for p in ok], rotation=30, ha="right",
+                      fontsize="small")
+        ax.set_xlabel(f"baseline: {view['baseline']}" if view["baseline"] else x, fontsize="small")
+    ax.set_ylabel("error % (median of last 20 evals), mean ± std over seeds")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()

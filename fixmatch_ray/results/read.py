@@ -28,10 +28,12 @@ class TrialResult:
     total_steps: int
     history: list[dict[str, Any]] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)  # median20_acc, best_acc, last_acc, evals
 
     @property
     def final(self) -> dict[str, Any]:
-        return self.history[-1] if self.history else {}
+        """The last evaluation's row with the run's summary over it."""
+        return {**self.history[-1], **self.summary} if self.history else {}
 
 
 def read_status(experiment: str) -> dict[str, str]:
@@ -52,5 +54,5 @@ def read_trials(experiment: str) -> list[TrialResult]:
         trial, cfg = rec["trial"], rec["config"]
         state = "finished" if rec["finished"] else ("failed" if status.get(run) == "failed" else "running")
         out.append(TrialResult(trial["name"], trial["label"], trial["seed"], trial["setting"], state,
-                               cfg["total_steps"], rec["history"], cfg))
+                               cfg["total_steps"], rec["history"], cfg, rec["summary"]))
     return sorted(out, key=lambda t: (t.label, t.seed))

@@ -54,3 +54,16 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
                     *(r[m][s] for m in METRICS for s in ("mean", "std")), r["running"], r["failed"]])
     return buf.getvalue()
 
+
+
+def ablation_markdown(view: dict[str, Any]) -> str:
+    """The :func:`.aggregate.ablation` view as Markdown: the axis value(s) as the row, n = seeds."""
+    keys = [view["axis"], *view["series_axes"]]
+    cols = [*keys, "n", "error % (median of last 20)", "acc % (median of last 20)", "seeds"]
+    lines = [f"### Error by {view['axis']}" + (f" (per {', '.join(view['series_axes'])})" if view["series_axes"] else ""),
+             "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for p in view["points"]:
+        cells = [str(p[k]) for k in keys] + [str(p["n"]), _pm(p["error"]), _pm(p["median20_acc"]),
+                                             ",".join(str(s) for s in p["seeds"]) or "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -5,7 +5,8 @@
 Per setting: n finished trials and mean ± sample std of the paper metric (median EMA test
 accuracy over the last 20 evaluations), of the best and of the last accuracy, as accuracy and as
 error (100 − acc); beside settings the paper ran, its Table 2 error and our distance from it in
-units of the paper's std. Writes results.{md,csv,json,tex} and plots atomically into the
+units of the paper's std; where the settings differ in some axes, the same by that axis (the
+ablation view, ``ablation.png``). Writes results.{md,csv,json,tex} and plots atomically into the
 experiment, and a TensorBoard HParams summary per trial. Read-only otherwise: no lease needed.
 """
 from __future__ import annotations
@@ -16,11 +17,14 @@ import sys
 from typing import Any, Sequence
 
 from ..storage import Store
-from .aggregate import METRICS, aggregate
+from ..storage import split_last
+from .aggregate import METRICS, ablation, aggregate
 from .hparams import write_hparams
-from .plots import plot_curves
+from .plots import plot_ablation, plot_curves
 from .read import read_trials
-from .render import latex, markdown, to_csv
+from .render import ablation_markdown, latex, markdown, to_csv
+
+ABLATION_PLOT = "ablation.png"  # error vs the axis the settings differ in (one per sweep file)
 
 
 def report_experiment(experiment: str, include_unfinished: bool = False, plots: bool = True,
@@ -29,11 +33,12 @@ def report_experiment(experiment: str, include_unfinished: bool = False, plots: 
     store = Store(str(experiment))
     trials = read_trials(experiment)
     rows = aggregate(trials, include_unfinished)
-    md = markdown(rows)
+    view = ablation(trials, rows)
+    md = markdown(rows) + (f"\n{ablation_markdown(view)}" if view else "")
     if not quiet:
         print(md)
     doc = {"experiment": str(experiment), "std_ddof": 1, "metric": "median of the last 20 EMA evaluations",
-           "settings": rows,
+           "settings": rows, "ablation": view,
            "trials": [{"name": t.name, "setting": t.label, "seed": t.seed, "status": t.status,
                        "step": t.final.get("step", 0), **{m: t.final.get(m) for m in METRICS}} for t in trials]}
     outputs = {"results.md": md, "results.csv": to_csv(rows), "results.json": json.dumps(doc, indent=1, allow_nan=True),
@@ -43,6 +48,9 @@ def report_experiment(experiment: str, include_unfinished: bool = False, plots: 
     if plots and trials:
         for name, png in plot_curves(trials).items():
             store.write_bytes(name, png)
+        if view:
+            title = f"{split_last(str(experiment))[1]}: error vs {view['axis']}"
+            store.write_bytes(ABLATION_PLOT, plot_ablation(view, title))
     if trials:
         write_hparams(store, trials)
     return rows

@@ -98,7 +98,7 @@ def open_filesystem(root: str) -> tuple[object, str]:
             "?endpoint_override=host:port&scheme=http&region=... are allowed)") from None
 
 
-def _internal(name: str) -> bool:
+def internal_file(name: str) -> bool:
     # Lock files of conditional writes and temporary files of atomic writes in progress.
     return name.startswith(".") and (name.endswith(".lock") or name.endswith(".tmp"))
 
@@ -167,7 +167,7 @@ class Store:
         base = self._p(rel)
         infos = self.fs.get_file_info(pyarrow.fs.FileSelector(base, recursive=recursive, allow_not_found=True))
         return sorted(posixpath.relpath(i.path, base) for i in infos
-                      if i.type == pyarrow.fs.FileType.File and not _internal(i.base_name))
+                      if i.type == pyarrow.fs.FileType.File and not internal_file(i.base_name))
 
     # -- reads and writes --------------------------------------------------------------------
     def read_bytes(self, rel: str) -> bytes | None:

@@ -50,3 +50,28 @@ def record_scalars(record: Mapping[str, Any]) -> dict[str, float]:
         if key.startswith("train_") and key not in known and isinstance(value, (int, float)):
             out[f"train/{key[len('train_'):]}"] = value
     return out
+
+
+# The run's final numbers (training.engine.summarize): the summary every tracker records at the end.
+SUMMARY_KEYS = ("median20_acc", "best_acc", "last_acc", "evals")
+
+
+def summary_of(result: Mapping[str, Any]) -> dict[str, float]:
+    """The summary keys present in ``result`` (a summary, or a report that carries one)."""
+    return {k: float(result[k]) for k in SUMMARY_KEYS if isinstance(result.get(k), (int, float))}
+
+
+def metrics_of(record: Mapping[str, Any]) -> dict[str, float]:
+    """One evaluation's scalars under their tracker names (:func:`record_scalars`), as floats."""
+    return {tag: float(v) for tag, v in record_scalars(record).items() if isinstance(v, (int, float))}
+
+
+def params_of(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """A config as flat ``key: text`` pairs (nested mappings as ``outer.inner``) for MLflow params."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(params_of(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = str(value)
+    return out

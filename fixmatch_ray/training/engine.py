@@ -17,6 +17,7 @@ from torch import nn
 
 from ..algorithms import LOCAL, Collective, StepInput, build_algorithm
 from ..config import RunConfig
+from ..config.run import ADAM_BETAS, LINEAR_LR_END
 from ..errors import NonFiniteLossError
 from ..models import build_model
 from .optim import ModelEMA, build_optimizer, lr_at, set_lr
@@ -29,6 +30,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def schedule_lr(cfg: RunConfig, step: int) -> float:
+    """The run's learning rate at ``step``: its schedule (cosine, or the linear ablation)."""
+    lr_end = LINEAR_LR_END if cfg.lr_end is None else cfg.lr_end
+    return lr_at(step, cfg.lr, cfg.total_steps, int(cfg.warmup), schedule=cfg.lr_schedule, lr_end=lr_end)
 
 
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
@@ -60,7 +67,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             net = build_model(cfg.arch, cfg.num_classes, cfg.depth, cfg.width, cfg.cardinality,
-                              bn_momentum=cfg.bn_momentum)
+                              bn_momentum=cfg.bn_momentum, scales=cfg.scales)
         self.net = net.to(device, memory_format=torch.channels_last)
         if device.type == "cuda":  # fixed shapes every step: let cuDNN pick its fastest kernels once
             torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
@@ -68,7 +75,9 @@ class Trainer:
         if cfg.compile:
             self.model = torch.compile(self.model)
         self.ema = ModelEMA(self.net, cfg.ema_decay) if cfg.use_ema else None
-        self.optimizer = build_optimizer(self.net, cfg.lr, cfg.wdecay, cfg.momentum, cfg.nesterov)
+        betas = tuple(d if v is None else v for v, d in zip((cfg.beta1, cfg.beta2), ADAM_BETAS))
+        self.optimizer = build_optimizer(self.net, cfg.lr, cfg.wdecay, cfg.momentum, cfg.nesterov,
+                                         cfg.optimizer, betas)
         self.algorithm = build_algorithm(cfg.algorithm, cfg, cfg.num_classes, num_unlabeled, device)
         self.dtype = amp_dtype(cfg.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
@@ -89,12 +98,14 @@ class Trainer:
         """One step of the run's algorithm on this rank's slice of the step's batch; returns the
         loss and the algorithm's named metrics (0-dim tensors, still on the device)."""
         cfg = self.cfg
-        set_lr(self.optimizer, lr_at(self.step, cfg.lr, cfg.total_steps, int(cfg.warmup)))
+        set_lr(self.optimizer, schedule_lr(cfg, self.step))
         dev = {k: batch[k].to(self.device, non_blocking=True) for k in STEP_KEYS}
         if "x_probe" in batch:
             self._probe(batch["x_probe"], dev["y_lb"], batch["probe"])
         self.model.train()
-        loss, metrics = self.algorithm.train_step(self._forward, StepInput(**dev, step=self.step), self.collective)
+        ema_forward = self._ema_forward if self.ema is not None else None
+        step_input = StepInput(**dev, step=self.step, ema_forward=ema_forward)
+        loss, metrics = self.algorithm.train_step(self._forward, step_input, self.collective)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -103,6 +114,19 @@ class Trainer:
             self.ema.update(self.net)
         self.step += 1
         return loss, metrics
+
+    @torch.no_grad()
+    def _ema_forward(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
+        """Logits of the EMA model (no gradient): eval mode (its BatchNorm statistics), or with
+        ``train`` the batch's statistics (its running buffers move, but :meth:`ModelEMA.update`
+        copies the model's over them after this step, so nothing of it stays)."""
+        model = self.ema.module
+        model.train(train)
+        try:
+            with self.autocast():
+                return model(x.to(self.device, non_blocking=True, memory_format=torch.channels_last))
+        finally:
+            model.eval()
 
     @torch.no_grad()
     def _probe(self, x_probe: torch.Tensor, y_lb: torch.Tensor, probe: Any) -> None:
@@ -279,10 +303,11 @@ def _epoch_record(trainer: Trainer, names: list[str], sums: torch.Tensor, local_
     return {
         "step": trainer.step,
         "epoch": len(trainer.history) + 1,
-        "lr": lr_at(trainer.step - 1, cfg.lr, cfg.total_steps, int(cfg.warmup)),
+        "lr": schedule_lr(cfg, trainer.step - 1),
         **{record_key(k): v for k, v in zip(names, means)},
         "images_per_s": images_per_step * steps / max(seconds, 1e-9),
         "samples_per_step": images_per_step,
+        "world_size": collective.world_size,  # DDP ranks that ran the epoch
     }
 
 

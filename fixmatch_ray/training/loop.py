@@ -22,7 +22,7 @@ from ..data.policies import Policy, build_policy
 from ..data.sampling import StepBatchSampler, train_loader
 from ..data.splits import expand_labeled
 from ..errors import ConfigError
-from ..tracking import TRACKERS
+from ..tracking import TRACKERS, Tracker
 from .engine import Trainer, fit, resolve_device, summarize
 from .sinks import CheckpointSink, ProgressSink, RecordSink, Sink, TrackerSink
 
@@ -41,7 +41,7 @@ def load_run_data(cfg: RunConfig) -> RunData:
     train = load_dataset(cfg.dataset, cfg.data_dir, "train", download=cfg.download)
     test = load_dataset(cfg.dataset, cfg.data_dir, "test", download=cfg.download)
     try:
-        labeled = spec.split(cfg.data_dir, train.targets, cfg.num_labeled, cfg.seed)
+        labeled = spec.split(cfg.data_dir, train.targets, cfg.num_labeled, cfg.labeled_split_seed)
     except ValueError as e:
         raise ConfigError(f"num_labeled: {e}") from None
     labeled = expand_labeled(labeled, cfg.batch_size, cfg.eval_step, cfg.expand_labels)
@@ -55,17 +55,19 @@ def step_batches(
     device: torch.device | None = None, policy: Policy | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """This rank's batches from ``start_step`` on (a pure function of the config and step)."""
-    policy = policy or build_policy(cfg.policy)
+    policy = policy or build_policy(cfg.policy, strong_aug=cfg.strong_aug)
     if cfg.aug_backend == "tensor":
         sampler = StepBatchSampler(data.labeled_idx, len(data.train), cfg.batch_size, cfg.unlabeled_batch_size,
                                    cfg.seed, start_step, cfg.total_steps)
-        augmenter = BatchAugmenter(data.spec.mean, data.spec.std, flip=data.spec.flip, policy=policy)
+        augmenter = BatchAugmenter(data.spec.mean, data.spec.std, flip=data.spec.flip, policy=policy,
+                                   anchoring=cfg.anchoring)
         return DeviceBatches(data.train, sampler, augmenter, cfg.seed, device or torch.device("cpu"), rank, world_size)
     loader = train_loader(
         data.train, data.spec, data.labeled_idx,
         batch_size=cfg.batch_size, ulb_batch_size=cfg.unlabeled_batch_size, seed=cfg.seed,
         start_step=start_step, total_steps=cfg.total_steps, num_workers=cfg.num_workers,
         rank=rank, world_size=world_size, policy=cfg.policy, pin_memory=(device is not None and device.type == "cuda"),
+        strong_aug=cfg.strong_aug, anchoring=cfg.anchoring,
     )
     return iter(loader)
 
@@ -83,6 +85,11 @@ class Ranks:
         return self.rank == 0
 
 
+def sinks_for(sinks: Sequence[Sink], ranks: Ranks) -> list[Sink]:
+    """The sinks this rank runs: all on rank 0, only those not marked ``chief_only`` elsewhere."""
+    return [s for s in sinks if ranks.chief or not s.chief_only]
+
+
 def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ranks: Ranks = Ranks(),
                  state: dict[str, Any] | None = None, data: RunData | None = None,
                  wrap: Callable[[nn.Module], nn.Module] | None = None) -> Trainer:
@@ -92,11 +99,11 @@ def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ra
     record carry the backend that ran."""
     cfg = cfg.replace(aug_backend=cfg.aug_backend_for(device.type))
     data = data or load_run_data(cfg)
-    policy = build_policy(cfg.policy, device)
+    policy = build_policy(cfg.policy, device, cfg.strong_aug)
     trainer = Trainer(cfg, device, wrap, num_unlabeled=len(data.train), collective=ranks.collective, policy=policy)
     if state is not None:
         trainer.load_state_dict(state)
-    sinks = [s for s in sinks if ranks.chief or not s.chief_only]
+    sinks = sinks_for(sinks, ranks)
     try:
         for s in sinks:
             s.start(trainer)
@@ -118,8 +125,10 @@ def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ra
     return trainer
 
 
-def run_local(cfg: RunConfig, state: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run (or continue from ``state``) one training in this process; returns the summary."""
+def run_local(cfg: RunConfig, state: dict[str, Any] | None = None, progress: bool = True,
+              trackers: Sequence[Tracker] = ()) -> dict[str, Any]:
+    """Run (or continue from ``state``) one training in this process, recording to TensorBoard and
+    ``trackers`` (MLflow, W&B: :func:`fixmatch_ray.tracking.trackers_for`); returns the summary."""
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
     if device.type == "cuda" and device.index is not None:
@@ -128,7 +137,7 @@ def run_local(cfg: RunConfig, state: dict[str, Any] | None = None, progress: boo
     data = load_run_data(cfg)  # before anything is written: a bad dataset leaves no directory
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
-    sinks = [CheckpointSink(out), RecordSink(str(out)), TrackerSink(TRACKERS["tensorboard"](logdir=out)),
-             ProgressSink(progress)]
+    sinks = [CheckpointSink(out), RecordSink(str(out)), TrackerSink(lambda: TRACKERS["tensorboard"](logdir=out)),
+             *(TrackerSink(lambda t=t: t) for t in trackers), ProgressSink(progress)]
     trainer = run_training(cfg, device, sinks, state=state, data=data)
     return summarize(trainer.history)

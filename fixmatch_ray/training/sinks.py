@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..tracking import Tracker
 from .checkpoint import save_checkpoint
@@ -60,22 +60,26 @@ class RecordSink(Sink):
 
 
 class TrackerSink(Sink):
-    """A :class:`~fixmatch_ray.tracking.Tracker`: config at start, every record, the summary at the end."""
+    """A :class:`~fixmatch_ray.tracking.Tracker`: config at start, every record, the summary at the
+    end. The tracker is made by ``make`` when the run starts, so ranks without the sink never
+    create one (an idle writer would leave an empty TensorBoard file beside rank 0's)."""
 
     chief_only = True
 
-    def __init__(self, tracker: Tracker):
-        self.tracker, self.trainer = tracker, None
+    def __init__(self, make: Callable[[], Tracker]):
+        self.make, self.tracker, self.trainer = make, None, None
 
     def start(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+        self.trainer, self.tracker = trainer, self.make()
         self.tracker.log_config(trainer.cfg.to_dict())
 
     def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
         self.tracker.log_metrics(record, record["step"])
 
     def close(self) -> None:
-        if self.trainer is not None and self.trainer.step >= self.trainer.cfg.total_steps:
+        if self.tracker is None:
+            return
+        if self.trainer.step >= self.trainer.cfg.total_steps:
             self.tracker.log_summary(summarize(self.trainer.history))
         self.tracker.close()
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 
 from ...errors import DataError
-from . import cifar, digits
+from . import cifar, digits, stl10, svhn
 from .base import SPLITS, DatasetSpec, ImageData
 
-DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (*cifar.SPECS, digits.SPEC)}
+DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (*cifar.SPECS, *svhn.SPECS, stl10.SPEC, digits.SPEC)}
 
 __all__ = ["DATASETS", "SPLITS", "DatasetSpec", "ImageData", "get_spec", "load_dataset"]
 

@@ -49,13 +49,27 @@ class DatasetSpec:
     # the split whose images form the unlabeled set when it is more than the train set (STL-10:
     # "train+unlabeled"); it must start with the train images, in order, so labeled indices hold
     unlabeled_split: str | None = None
+    # why num_labeled cannot be split under this dataset's own rule (SVHN: the class distribution,
+    # STL-10: its folds), or None; the class-balanced rule when not given
+    check_labels: Callable[[int], str | None] | None = None
+    # seeds run 0..num_seeds-1 where the seed picks one of a fixed set (STL-10: its 10 folds)
+    num_seeds: int | None = None
 
     def __post_init__(self) -> None:
         if self.split is None:
             object.__setattr__(self, "split", balanced_split)
 
+    def check_seed(self, seed: int) -> str | None:
+        """Why ``seed`` cannot be used with this dataset, or None."""
+        if self.num_seeds is not None and not 0 <= seed < self.num_seeds:
+            return (f"{self.name} picks its labeled set by the seed, one of its {self.num_seeds} folds: "
+                    f"the seed must be 0..{self.num_seeds - 1}, got {seed}")
+        return None
+
     def check_num_labeled(self, n: int) -> str | None:
-        """Why ``n`` labels cannot be split (class-balanced rule), or None."""
+        """Why ``n`` labels cannot be split (the dataset's rule; class-balanced by default), or None."""
+        if self.check_labels is not None:
+            return self.check_labels(n)
         c = self.num_classes
         if n <= 0:
             return f"must be a positive multiple of {c}, got {n}"

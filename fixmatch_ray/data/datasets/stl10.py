@@ -18,6 +18,14 @@ parameters)". ``fixmatch.py`` sets ``scales = FLAGS.scales or ilog2(width) − 2
 ``ilog2 = ceil(log2)``: without a ``--scales`` flag that is 5 scales at 96 px (filters 32..512,
 4 blocks each, 23.77M parameters, the paper's count); 4 scales (5.93M) give the 37 weight layers
 of the name. No published command says which flag the runs used (google-research/fixmatch #34).
+The spec follows the official code: ``wideresnet`` depth 46 (1 + 5·(2·4 + 1) weight layers), width 2,
+5 scales (``models.wideresnet``).
+
+Registered as ``stl10``: ``num_labeled`` must be 1000 (a fold) and the seed 0..9 (a fold line); a
+fold line of another length is a one-line DataError. Mean/std: the per-channel figures published
+for STL-10 (0.4467, 0.4398, 0.4066) / (0.2603, 0.2566, 0.2713), widely used in PyTorch code; they
+cannot be recomputed offline here (``svhn.channel_mean_std`` does it from the real files). The
+official code does not whiten (see ``svhn``), so they only fix the scale of the input.
 
 Memory of the batched path's resident crop store (``batch_augment.CropStore``) for the 105,000
 training images: 105,000 × 96 × 96 × 3 = 2,903,040,000 bytes (2.70 GiB) as they are; tabulated,
@@ -31,7 +39,7 @@ import os
 import numpy as np
 
 from ...errors import DataError
-from .base import ImageData
+from .base import DatasetSpec, ImageData
 
 FOLDER = "stl10_binary"
 SPLIT_FILES = {
@@ -42,6 +50,7 @@ SPLIT_FILES = {
 SPLIT_FILES["train+unlabeled"] = SPLIT_FILES["train"] + SPLIT_FILES["unlabeled"]
 FOLD_FILE = "fold_indices.txt"
 NUM_FOLDS = 10
+FOLD_SIZE = 1000
 
 
 def load_stl10(root: str | os.PathLike, split: str = "train", download: bool = True) -> ImageData:
@@ -114,3 +123,29 @@ def stl10_fold(root: str | os.PathLike, seed: int) -> np.ndarray:
     if len(lines) <= seed or not lines[seed].split():
         raise DataError(f"{path} has no fold {seed}: expected {NUM_FOLDS} lines of indices")
     return np.sort(np.array(lines[seed].split(), dtype=np.int64))
+
+
+# -- the registry's spec ------------------------------------------------------------------------
+def check_labels(n: int) -> str | None:
+    """Why ``n`` labels cannot be a labeled set of STL-10 (only its folds of 1,000 are), or None."""
+    if n != FOLD_SIZE:
+        return (f"stl10's labeled sets are its own folds of {FOLD_SIZE} train images ({FOLD_FILE}, "
+                f"picked by the seed): num_labeled must be {FOLD_SIZE}, got {n}")
+    return None
+
+
+def fold_split(root: str, targets: np.ndarray, num_labeled: int, seed: int) -> np.ndarray:
+    """The registry's split: fold ``seed`` (:func:`stl10_fold`), which must hold ``num_labeled``
+    indices into the ``len(targets)`` train images."""
+    fold = stl10_fold(root, seed)
+    where = os.path.join(root, FOLDER, FOLD_FILE)
+    if len(fold) != num_labeled or len(np.unique(fold)) != len(fold) or not 0 <= fold[0] <= fold[-1] < len(targets):
+        raise DataError(f"{where}: fold {seed} must hold {num_labeled} distinct indices into the "
+                        f"{len(targets)} train images; it has {len(fold)} ({fold[0]}..{fold[-1]})")
+    return fold
+
+
+SPEC = DatasetSpec(
+    "stl10", 10, 96, (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713), True, 500, load_stl10,
+    arch_defaults={"wideresnet": {"depth": 46, "width": 2, "scales": 5}},
+    split=fold_split, unlabeled_split="train+unlabeled", check_labels=check_labels, num_seeds=NUM_FOLDS)

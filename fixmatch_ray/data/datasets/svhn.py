@@ -16,18 +16,29 @@ rule, but CIFAR's classes are exactly balanced (5,000 / 500 images each), where 
 out labels round-robin: ``num_labeled / C`` per class, so a class-balanced split
 (``data.splits.split_labeled``) is the right one there.
 
+Registered as two datasets: ``svhn`` (the official ``svhn_noextra``, Table 2's) and ``svhn_extra``
+(the official ``svhn``: ``extra`` joins the training data). Both test on the 26,032 ``test`` images.
+
+Mean/std: the per-channel figures published for SVHN's ``train`` split over all pixels, (0.4377,
+0.4438, 0.4728) / (0.1980, 0.2010, 0.1970), as dozens of PyTorch codebases use them; they cannot be
+recomputed offline here (``channel_mean_std(load_svhn(root).images)`` does it from the real files).
+``svhn_extra`` keeps them. The official code does not whiten (``--whiten`` is off: every dataset is
+``x/127.5 − 1``); a per-channel affine input map is absorbed by the first conv and the BatchNorm after
+it, except at the zero padding of the image border.
+
 Deviation: the official ``-1`` datasets hold the first record of the (reordered) unlabeled file out
 as a validation image; here every training image stays in the unlabeled set.
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Sequence
 
 import numpy as np
 
 from ...errors import DataError
-from .base import ImageData
+from .base import DatasetSpec, ImageData
 
 SPLIT_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat", "extra": "extra_32x32.mat"}
 
@@ -160,3 +171,41 @@ def channel_mean_std(images: np.ndarray, chunk: int = 8192) -> tuple[tuple[float
     mean = total / n
     std = np.sqrt(np.maximum(squares / n - mean * mean, 0.0))
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+# -- the registry's specs -----------------------------------------------------------------------
+NUM_TRAIN = 73_257  # train_32x32.mat
+NUM_EXTRA = 531_131  # extra_32x32.mat
+SMALLEST_CLASS = 4_659  # the digit 9 in train (extra only adds images)
+
+
+def check_labels(name: str, num_train: int, n: int) -> str | None:
+    """Why ``n`` labels cannot be spread by the class distribution over ``num_train`` images, or None.
+
+    Any count works, divisible by 10 or not (40 labels on the real train set: 7 for the digit 1, 3
+    for each of the digits 0, 6, 7, 8, 9), up to every training image (the rule gives class ``c``
+    ``ceil(s_c·m)`` labels by the time the largest has ``m``: all of them at the end; checked on
+    SVHN's real class counts).
+    """
+    if not 1 <= n <= num_train:
+        return (f"{name} spreads labels by its class distribution: num_labeled must be 1..{num_train} "
+                f"(its training images), got {n}")
+    return None
+
+
+def svhn_split(root: str, targets: np.ndarray, num_labeled: int, seed: int) -> np.ndarray:
+    """The registry's split: :func:`split_svhn` (``root`` unused)."""
+    return split_svhn(targets, num_labeled, seed)
+
+
+def _spec(name: str, extra: bool) -> DatasetSpec:
+    num_train = NUM_TRAIN + (NUM_EXTRA if extra else 0)
+    return DatasetSpec(
+        name, 10, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), False, SMALLEST_CLASS,
+        functools.partial(load_svhn, extra=extra),
+        arch_defaults={"wideresnet": {"depth": 28, "width": 2},
+                       "resnext": {"depth": 29, "width": 4, "cardinality": 4}},
+        split=svhn_split, check_labels=functools.partial(check_labels, name, num_train))
+
+
+SPECS = (_spec("svhn", extra=False), _spec("svhn_extra", extra=True))

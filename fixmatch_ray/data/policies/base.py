@@ -7,6 +7,10 @@ A policy that learns during training (``learns = True``, e.g. CTAugment) keeps i
 ``state_dict`` (saved in every checkpoint), updates it in :meth:`learn` after each step with
 the same inputs on every DDP rank, and needs the device path: data-loader processes cannot see
 its updates.
+
+Every policy takes ``with_ops`` and ``with_cutout`` (the official Cutout ablations, run config
+``strong_aug``): the strong view is the policy's ops and then Cutout; a part left out draws
+nothing from the generator, on both paths.
 """
 from __future__ import annotations
 
@@ -16,6 +20,19 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from PIL import Image
+
+# strong_aug (run config) -> (with_ops, with_cutout): ab_fixmatch_nocutout / ab_fixmatch_onlycutout
+STRONG_AUGS: dict[str, tuple[bool, bool]] = {
+    "full": (True, True), "no_cutout": (True, False), "cutout_only": (False, True)}
+VIEWS = ("weak", "strong")  # what each of an unlabeled image's two views can be (anchoring)
+
+
+def parse_anchoring(anchoring: str | tuple[str, str]) -> tuple[str, str]:
+    """``"weak.strong"`` (the official flag's form) or a pair -> (pseudo-label view, trained view)."""
+    pair = tuple(anchoring.split(".")) if isinstance(anchoring, str) else tuple(anchoring)
+    if len(pair) != 2 or any(v not in VIEWS for v in pair):
+        raise ValueError(f"anchoring {anchoring!r}: expected <view>.<view>, each one of {', '.join(VIEWS)}")
+    return pair  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,11 @@ class Policy:
 
     name: ClassVar[str]
     learns: ClassVar[bool] = False
+
+    def __init__(self, with_ops: bool = True, with_cutout: bool = True):
+        if not (with_ops or with_cutout):
+            raise ValueError(f"policy {self.name}: a strong view needs its ops, its Cutout or both")
+        self.with_ops, self.with_cutout = with_ops, with_cutout
 
     def strong_image(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
         """The strong view of one (already weakly augmented) image, all draws from ``rng``."""

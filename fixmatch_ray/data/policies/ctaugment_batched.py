@@ -166,13 +166,17 @@ class BatchedCTAugment:
     def policy(self, n: int, gen: torch.Generator, probe: bool) -> tuple[torch.Tensor, torch.Tensor]:
         return draw_policy(self.rates, n, gen, probe, self.depth, self.threshold, self.decay)
 
-    def strong(self, x_weak: torch.Tensor, gen: torch.Generator, rows: Rows | None = None) -> torch.Tensor:
+    def strong(self, x_weak: torch.Tensor, gen: torch.Generator, with_ops: bool = True,
+               with_cutout: bool = True, rows: Rows | None = None) -> torch.Tensor:
         """Strong view of weakly augmented uint8 images: ``depth`` ops from the rates, cutout level 1
-        (``x_weak`` may be ``rows`` of a bigger batch: draws for all of it, see :class:`.base.Rows`)."""
+        (either part left out, drawing nothing, by ``with_ops`` / ``with_cutout``). ``x_weak`` may
+        be ``rows`` of a bigger batch: draws for all of it, see :class:`.base.Rows`."""
         rows = rows or Rows.all(len(x_weak))
-        ops, values = self.policy(rows.total, gen, probe=False)
-        x = apply_policy_batch(x_weak, rows.of(ops), rows.of(values), gen, rows=rows)
-        return cutout_level(x, 1.0, gen, rows)
+        x = x_weak
+        if with_ops:
+            ops, values = self.policy(rows.total, gen, probe=False)
+            x = apply_policy_batch(x_weak, rows.of(ops), rows.of(values), gen, rows=rows)
+        return cutout_level(x, 1.0, gen, rows) if with_cutout else x
 
     def probe(self, x_weak: torch.Tensor, gen: torch.Generator,
               rows: Rows | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -211,18 +215,21 @@ class CTAugmentPolicy(Policy):
     name = "ctaugment"
     learns = True
 
-    def __init__(self, device: torch.device | str = "cpu"):
+    def __init__(self, device: torch.device | str = "cpu", with_ops: bool = True, with_cutout: bool = True):
+        super().__init__(with_ops, with_cutout)
         self.batched = BatchedCTAugment(device)
 
     def strong_image(self, img, rng):
         from .ctaugment import CTAugment, apply, cutout
 
-        ref = CTAugment(self.batched.depth, self.batched.threshold, self.batched.decay)
-        ref.load_state_dict(self.batched.state_dict())
-        return cutout(apply(img, ref.policy(rng, probe=False), rng), 1.0, rng)
+        if self.with_ops:
+            ref = CTAugment(self.batched.depth, self.batched.threshold, self.batched.decay)
+            ref.load_state_dict(self.batched.state_dict())
+            img = apply(img, ref.policy(rng, probe=False), rng)
+        return cutout(img, 1.0, rng) if self.with_cutout else img
 
     def strong_batch(self, x: torch.Tensor, gen: torch.Generator, rows: Rows | None = None) -> torch.Tensor:
-        return self.batched.strong(x, gen, rows)
+        return self.batched.strong(x, gen, self.with_ops, self.with_cutout, rows)
 
     def probe_batch(self, x: torch.Tensor, gen: torch.Generator,
                     rows: Rows | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:

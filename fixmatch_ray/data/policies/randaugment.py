@@ -2,8 +2,15 @@
 
 weak = horizontal flip (where the dataset allows it) + reflect-pad-and-crop;
 strong = weak + RandAugmentMC (2 of 14 ops drawn with replacement, each applied with p = 0.5
-at a level uniform in 1..10) + an always-on Cutout of half the image side.
+at a level uniform in 1..9) + an always-on Cutout of half the image side, as the official
+``AugmentPoolRAMC`` (``libml/augment.py``) with the ops of ``third_party/auto_augment/augmentations.py``.
 Every random draw comes from the ``np.random.Generator`` passed in; no global RNG, no I/O.
+
+Like the official ``apply_policy``, the ops run on an RGBA image once a geometric op has fired:
+the pixels it uncovers are transparent black, later ops see them as black (the converting
+ops AutoContrast/Equalize/Posterize/Solarize make them opaque black, as the official
+``convert('RGB')`` does; the enhancers keep them transparent), and whatever is still
+transparent at the end turns grey (``pil_unwrap``).
 """
 from __future__ import annotations
 
@@ -13,25 +20,36 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from .base import Policy
+from ..normalize import normalize
+from .base import Policy, parse_anchoring
 
-FILL = (128, 128, 128)  # uncovered pixels of rotate/shear/translate (as the PyTorch port)
-CUTOUT_FILL = (127, 127, 127)
-MAX_LEVEL = 10
+# The official grey is 0 in its [-1, 1] pixel scale, i.e. 127.5: uint8 here, so 128 (both for the
+# pixels geometric ops leave transparent, official ``pil_unwrap``, and for Cutout, official
+# ``cutout_numpy`` multiplying by 0). The PyTorch port fills geometric ops black and Cutout 127.
+FILL = (128, 128, 128)
+CUTOUT_FILL = FILL
+PARAMETER_MAX = 10  # official ``PARAMETER_MAX``: level v means v/10 of an op's range
+MAGNITUDE = 10  # official ``AugmentPoolRAMC(magnitude=10)``: levels ``np.random.randint(1, 10)``
+MAX_LEVEL = MAGNITUDE - 1  # 9: the highest level ever drawn (10 would be Posterize 0 bits)
 OP_NAMES: tuple[str, ...] = (
     "AutoContrast", "Brightness", "Color", "Contrast", "Equalize", "Identity", "Posterize",
     "Rotate", "Sharpness", "ShearX", "ShearY", "Solarize", "TranslateX", "TranslateY",
 )
 SIGNED_OPS = frozenset({"Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"})
+GEOMETRIC_OPS = SIGNED_OPS  # they uncover pixels
+# Official: these run on ``img.convert('RGB')`` and convert back, so transparent pixels become opaque black.
+CONVERTING_OPS = frozenset({"AutoContrast", "Equalize", "Posterize", "Solarize"})
 _ENHANCERS = {"Brightness": ImageEnhance.Brightness, "Color": ImageEnhance.Color,
               "Contrast": ImageEnhance.Contrast, "Sharpness": ImageEnhance.Sharpness}
 
 
 def magnitude(name: str, level: int) -> float | int | None:
-    """The parameter of op ``name`` at ``level`` (1..10); None for parameterless ops.
+    """The parameter of op ``name`` at ``level`` (1..9); None for parameterless ops.
 
-    Enhancer factors are the official FixMatch ``0.1 + 1.8·v/10`` (0.28..1.9); the PyTorch port's
-    ``0.05 + 0.095·v`` only ever darkens, a known deviation not copied here.
+    The official formulas (``augmentations.py``, ``PARAMETER_MAX`` = 10): enhancer factor
+    ``0.1 + 1.8·v/10`` (0.28..1.72; the PyTorch port's ``0.05 + 0.09·v`` only ever darkens),
+    Posterize ``4 − int(0.4·v)`` bits (4..1), Rotate ``int(3v)``°, Shear ``0.03·v``, Translate
+    ``int(v)`` pixels at any image size, Solarize threshold ``256 − int(25.6·v)`` (231..26).
     """
     if name not in OP_NAMES:
         raise ValueError(f"unknown op {name!r}; expected one of {', '.join(OP_NAMES)}")
@@ -39,58 +57,82 @@ def magnitude(name: str, level: int) -> float | int | None:
         raise ValueError(f"level {level!r} of {name} is invalid: expected an integer in 1..{MAX_LEVEL}")
     v = int(level)
     if name in _ENHANCERS:
-        return 0.1 + 1.8 * v / MAX_LEVEL
+        return v * 1.8 / PARAMETER_MAX + 0.1
     if name == "Posterize":
-        return int(v * 4 / MAX_LEVEL) + 4
+        return 4 - int(v * 4 / PARAMETER_MAX)
     if name == "Rotate":
-        return int(v * 30 / MAX_LEVEL)
-    if name in ("ShearX", "ShearY", "TranslateX", "TranslateY"):
-        return v * 0.3 / MAX_LEVEL
+        return int(v * 30 / PARAMETER_MAX)
+    if name in ("ShearX", "ShearY"):
+        return float(v) * 0.3 / PARAMETER_MAX
+    if name in ("TranslateX", "TranslateY"):
+        return int(v * 10 / PARAMETER_MAX)
     if name == "Solarize":
-        return 256 - int(v * 256 / MAX_LEVEL)
+        return 256 - int(v * 256 / PARAMETER_MAX)
     return None
 
 
 def apply_op(img: Image.Image, name: str, level: int, sign: int = 1) -> Image.Image:
-    """Apply op ``name`` at ``level``; ``sign`` (±1) sets the direction of geometric ops."""
+    """Apply op ``name`` at ``level`` as the official code calls PIL; ``sign`` (±1) sets the
+    direction of geometric ops. ``img`` is RGB or RGBA and keeps its mode.
+
+    Geometric ops pass no fill colour: uncovered pixels are 0, transparent black on RGBA (the
+    official ``pil_wrap`` image), black on RGB. AutoContrast, Equalize, Posterize and Solarize
+    run on the RGB channels and return an opaque image, as the official ``convert('RGB')``.
+    """
     m = magnitude(name, level)
     if name == "Identity":
         return img.copy()
-    if name == "AutoContrast":
-        return ImageOps.autocontrast(img)
-    if name == "Equalize":
-        return ImageOps.equalize(img)
-    if name == "Posterize":
-        return ImageOps.posterize(img, m)
-    if name == "Solarize":
-        return ImageOps.solarize(img, m)
-    if name in _ENHANCERS:
+    if name in CONVERTING_OPS:
+        rgb = img.convert("RGB")
+        if name == "AutoContrast":
+            out = ImageOps.autocontrast(rgb)
+        elif name == "Equalize":
+            out = ImageOps.equalize(rgb)
+        elif name == "Posterize":
+            out = ImageOps.posterize(rgb, m)
+        else:
+            out = ImageOps.solarize(rgb, m)
+        return out.convert(img.mode)
+    if name in _ENHANCERS:  # Pillow (since 2.6) keeps the alpha channel through these
         return _ENHANCERS[name](img).enhance(m)
     if name == "Rotate":
-        return img.rotate(sign * m, fillcolor=FILL)
+        return img.rotate(sign * m)
     if name == "ShearX":
         coeffs = (1, sign * m, 0, 0, 1, 0)
     elif name == "ShearY":
         coeffs = (1, 0, 0, sign * m, 1, 0)
     elif name == "TranslateX":  # PIL's affine maps output to input: +px moves content left
-        coeffs = (1, 0, sign * int(m * img.size[0]), 0, 1, 0)
+        coeffs = (1, 0, sign * m, 0, 1, 0)
     else:  # TranslateY
-        coeffs = (1, 0, 0, 0, 1, sign * int(m * img.size[1]))
-    return img.transform(img.size, Image.AFFINE, coeffs, fillcolor=FILL)
+        coeffs = (1, 0, 0, 0, 1, sign * m)
+    return img.transform(img.size, Image.AFFINE, coeffs)
+
+
+def unwrap(img: Image.Image) -> Image.Image:
+    """RGB of an RGBA image with fully transparent pixels grey (official ``pil_unwrap``)."""
+    a = np.array(img.convert("RGBA"))
+    rgb = a[..., :3]
+    rgb[a[..., 3] == 0] = FILL
+    return Image.fromarray(np.ascontiguousarray(rgb))
+
+
+def cutout_box(cy: int, cx: int, h: int, w: int, size: int) -> tuple[int, int, int, int]:
+    """Rows ``[y0, y1)`` and columns ``[x0, x1)`` of the Cutout centred at pixel (cy, cx):
+    ``[c − size//2, c + size//2)`` clipped at the border, as official ``create_cutout_mask``
+    (a box near the border is cut, not moved inside; an odd ``size`` covers ``size − 1``)."""
+    half = size // 2
+    return max(0, cy - half), min(h, cy + half), max(0, cx - half), min(w, cx + half)
 
 
 def cutout(img: Image.Image, size: int, rng: np.random.Generator) -> Image.Image:
-    """Gray out a ``size``×``size`` square (clipped at the border) centred uniformly at random.
-
-    The box's right/bottom edge is exclusive: exactly ``size``² pixels when inside the image
-    (the port's ``ImageDraw.rectangle`` paints (size+1)²).
-    """
+    """Grey out the :func:`cutout_box` at a centre drawn uniformly over the pixels: row
+    ``integers(0, H)`` then column ``integers(0, W)`` (official ``cutout_numpy``)."""
     w, h = img.size
-    cx, cy = rng.uniform(0, w), rng.uniform(0, h)
-    x0, y0 = int(max(0.0, cx - size / 2)), int(max(0.0, cy - size / 2))
-    x1, y1 = int(min(w, x0 + size)), int(min(h, y0 + size))
+    cy, cx = int(rng.integers(0, h)), int(rng.integers(0, w))
+    y0, y1, x0, x1 = cutout_box(cy, cx, h, w, size)
     out = img.copy()
-    out.paste(CUTOUT_FILL, (x0, y0, x1, y1))
+    if y1 > y0 and x1 > x0:
+        out.paste(CUTOUT_FILL, (x0, y0, x1, y1))
     return out
 
 
@@ -99,36 +141,53 @@ class OpDraw:
     """One RandAugmentMC op as drawn: which op, its level, whether it fires, its direction."""
 
     name: str
-    level: int  # 1..m
+    level: int  # 1..m-1
     apply: bool  # the p = 0.5 coin
     sign: int  # ±1; only signed ops use it, but it is drawn for every op
 
 
-def draw_rand_augment(rng: np.random.Generator, n: int = 2, m: int = MAX_LEVEL) -> list[OpDraw]:
-    """RandAugmentMC's random choices for one image.
+def draw_rand_augment(rng: np.random.Generator, n: int = 2, m: int = MAGNITUDE) -> list[OpDraw]:
+    """RandAugmentMC's random choices for one image; levels uniform in ``1..m−1`` (official
+    ``np.random.randint(1, magnitude)``, ``magnitude`` = 10: 1..9).
 
-    Draw order (fixed, 4 draws per op): op index uniform over the 14, level uniform in 1..m,
-    the p = 0.5 apply coin, the ±1 sign (drawn for every op so the count never varies).
+    Draw order (fixed, 4 draws per op): op index uniform over the 14, level, the p = 0.5 apply
+    coin, the ±1 sign (drawn for every op so the count never varies).
     """
-    if n < 0 or not 1 <= m <= MAX_LEVEL:  # fail here, not later inside magnitude()
-        raise ValueError(f"need n >= 0 and m in 1..{MAX_LEVEL}, got n={n!r}, m={m!r}")
+    if n < 0 or not 2 <= m <= MAGNITUDE:  # fail here, not later inside magnitude()
+        raise ValueError(f"need n >= 0 and m in 2..{MAGNITUDE}, got n={n!r}, m={m!r}")
     draws = []
     for _ in range(n):
         name = OP_NAMES[int(rng.integers(len(OP_NAMES)))]
-        level = int(rng.integers(1, m + 1))
+        level = int(rng.integers(1, m))
         apply = bool(rng.random() < 0.5)
         sign = 1 if rng.random() < 0.5 else -1
         draws.append(OpDraw(name, level, apply, sign))
     return draws
 
 
-def rand_augment_mc(img: Image.Image, rng: np.random.Generator, n: int = 2, m: int = MAX_LEVEL,
-                    cutout_frac: float = 0.5) -> Image.Image:
-    """RandAugmentMC: ``n`` random ops, then an always-on Cutout of ``cutout_frac`` of the side."""
-    for d in draw_rand_augment(rng, n, m):
+def apply_draws(img: Image.Image, draws: list[OpDraw]) -> Image.Image:
+    """The drawn ops in order, on RGBA from the first geometric op on (before it the image is
+    opaque and RGB gives the same pixels, faster); transparent pixels grey at the end."""
+    for d in draws:
         if d.apply:
+            if d.name in GEOMETRIC_OPS and img.mode != "RGBA":
+                img = img.convert("RGBA")
             img = apply_op(img, d.name, d.level, d.sign)
-    return cutout(img, int(cutout_frac * img.size[0]), rng)
+    return unwrap(img) if img.mode == "RGBA" else img
+
+
+def rand_augment_mc(img: Image.Image, rng: np.random.Generator, n: int = 2, m: int = MAGNITUDE,
+                    cutout_frac: float = 0.5, with_ops: bool = True, with_cutout: bool = True) -> Image.Image:
+    """RandAugmentMC: ``n`` random ops, then an always-on Cutout of ``cutout_frac`` of the side.
+
+    The official code cuts a fixed 16 px at every size; half the side is the same 16 px on the
+    paper's 32×32 images and keeps the same proportion on other sizes (8 px on 16×16 digits).
+    ``with_ops=False`` / ``with_cutout=False`` leave that part out (the official Cutout
+    ablations); a part left out draws nothing from ``rng``.
+    """
+    if with_ops:
+        img = apply_draws(img, draw_rand_augment(rng, n, m))
+    return cutout(img, int(cutout_frac * img.size[0]), rng) if with_cutout else img
 
 
 def weak_augment(img: Image.Image, rng: np.random.Generator, flip: bool) -> Image.Image:
@@ -153,28 +212,35 @@ def strong_augment(img: Image.Image, rng: np.random.Generator, flip: bool) -> Im
 
 
 def to_tensor(img: Image.Image, mean: tuple[float, float, float], std: tuple[float, float, float]) -> torch.Tensor:
-    """float32 CHW: ``(x/255 - mean) / std``."""
-    x = torch.from_numpy(np.array(img, dtype=np.float32, copy=True)).permute(2, 0, 1).div_(255.0)
-    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    """float32 CHW: ``(x/255 - mean) / std`` (:func:`..normalize.normalize`)."""
+    return normalize(torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1), mean, std)
 
 
 class TransformFixMatch:
-    """The per-image reference pipeline: labeled → weak; unlabeled → (weak, strong)."""
+    """The per-image reference pipeline: labeled → weak; unlabeled → (weak, strong), or the views
+    ``anchoring`` names (pseudo-label view, trained view: ab_fixmatch_anchoring)."""
 
     def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float], flip: bool,
-                 policy: Policy | None = None):
+                 policy: Policy | None = None, anchoring: str | tuple[str, str] = ("weak", "strong")):
         self.mean, self.std, self.flip = tuple(mean), tuple(std), flip
         self.strong_image = policy.strong_image if policy is not None else rand_augment_mc
+        self.anchoring = parse_anchoring(anchoring)
 
     def labeled(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
         """Weakly augmented, normalised."""
         return to_tensor(weak_augment(img, rng, self.flip), self.mean, self.std)
 
-    def unlabeled(self, img: Image.Image, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weak, strong) views; weak draws first, and strong does its own independent weak step."""
+    def view(self, img: Image.Image, rng: np.random.Generator, kind: str) -> Image.Image:
+        """A ``weak`` view, or a ``strong`` one: its own weak step, then the policy."""
         weak = weak_augment(img, rng, self.flip)
-        strong = self.strong_image(weak_augment(img, rng, self.flip), rng)
-        return to_tensor(weak, self.mean, self.std), to_tensor(strong, self.mean, self.std)
+        return self.strong_image(weak, rng) if kind == "strong" else weak
+
+    def unlabeled(self, img: Image.Image, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weak, strong) views (or the ``anchoring`` pair); the first draws first, and each view
+        does its own independent weak step."""
+        first = self.view(img, rng, self.anchoring[0])
+        second = self.view(img, rng, self.anchoring[1])
+        return to_tensor(first, self.mean, self.std), to_tensor(second, self.mean, self.std)
 
     def test(self, img: Image.Image) -> torch.Tensor:
         """No augmentation, just normalised."""

@@ -7,7 +7,7 @@ measured with ``python -m fixmatch_ray.bench aug``):
 
 - geometric ops (Rotate, Shear, Translate) depend only on (op, level, sign): their source-pixel
   maps are tabulated once per image size, so applying one is a table lookup and one gather
-  from the image with a FILL pixel appended.
+  from the image with a black pixel appended.
 - AutoContrast, Brightness, Contrast, Equalize, Posterize, Solarize are per-sample, per-channel
   256-entry lookup tables, applied with one gather: Brightness, Posterize and Solarize (and
   Contrast given the image's mean gray) are tabulated per level; AutoContrast and Equalize are
@@ -15,6 +15,10 @@ measured with ``python -m fixmatch_ray.bench aug``):
 - Color and Sharpness blend in float on their own samples.
 - no bool masks or ``where`` over whole images on the CPU, where they are slow; Cutout's masks
   come from a table and it is uint8 arithmetic.
+- the official ops run on an RGBA image (see :mod:`fixmatch_ray.augment`): here geometric ops
+  fill black and a per-pixel ``hole`` map (uint8, N × H·W) stands for the alpha channel. It is
+  moved by later geometric ops, cleared by the ops that convert to RGB, and turned grey with
+  the Cutout box in one uint8 multiply-add at the end.
 
 On CUDA every part runs on the whole batch (an op that is not the sample's is the identity):
 static shapes and no host synchronisation. On the CPU the samples of a round are sorted by op
@@ -27,8 +31,7 @@ import itertools
 
 import torch
 
-from .base import Policy, Rows
-from .randaugment import CUTOUT_FILL, FILL, MAX_LEVEL, OP_NAMES, magnitude, rand_augment_mc
+from .randaugment import CONVERTING_OPS, CUTOUT_FILL, FILL, MAX_LEVEL, OP_NAMES, magnitude
 
 OP = {name: i for i, name in enumerate(OP_NAMES)}
 GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
@@ -36,18 +39,26 @@ LUT_OPS = ("AutoContrast", "Brightness", "Contrast", "Equalize", "Posterize", "S
 # Which part of a round handles each op: 0 geometric, 1 lookup table, 2 Color, 3 Sharpness, 4 none.
 PART = tuple(0 if n in GEOMETRIC else 1 if n in LUT_OPS else 2 if n == "Color" else 3 if n == "Sharpness" else 4
              for n in OP_NAMES)
+LEVELS = MAX_LEVEL + 1  # table rows per op: levels 0..9 (0 is never drawn)
+assert CUTOUT_FILL == FILL  # one grey for Cutout and uncovered pixels: one multiply-add does both
 
 
 @functools.lru_cache(maxsize=None)
 def _magnitudes(device: torch.device) -> torch.Tensor:
-    """(14, 11) table: magnitude(op, level) for levels 0..10 (0 and parameterless ops: 0)."""
-    table = [[0.0] + [float(magnitude(n, v) or 0.0) for v in range(1, MAX_LEVEL + 1)] for n in OP_NAMES]
+    """(14, 10) table: magnitude(op, level) for levels 0..9 (0 and parameterless ops: 0)."""
+    table = [[0.0] + [float(magnitude(n, v) or 0.0) for v in range(1, LEVELS)] for n in OP_NAMES]
     return torch.tensor(table, dtype=torch.float64, device=device)
 
 
 @functools.lru_cache(maxsize=None)
 def _parts(device: torch.device) -> torch.Tensor:
     return torch.tensor(PART, device=device)
+
+
+@functools.lru_cache(maxsize=None)
+def _keeps_hole(device: torch.device) -> torch.Tensor:
+    """(14,) uint8: 0 for the ops after which the official image is opaque (``convert('RGB')``)."""
+    return torch.tensor([0 if n in CONVERTING_OPS else 1 for n in OP_NAMES], dtype=torch.uint8, device=device)
 
 
 def _affine_coeffs(op: torch.Tensor, mag: torch.Tensor, sign: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -62,8 +73,8 @@ def _affine_coeffs(op: torch.Tensor, mag: torch.Tensor, sign: torch.Tensor, size
                                -sin, cos, -sin * (-w / 2) + cos * (-h / 2) + h / 2], 1),
         "ShearX": torch.stack([one, s, zero, zero, one, zero], 1),
         "ShearY": torch.stack([one, zero, zero, s, one, zero], 1),
-        "TranslateX": torch.stack([one, zero, sign * torch.floor(mag * w), zero, one, zero], 1),
-        "TranslateY": torch.stack([one, zero, zero, zero, one, sign * torch.floor(mag * h)], 1),
+        "TranslateX": torch.stack([one, zero, sign * mag, zero, one, zero], 1),  # mag: pixels
+        "TranslateY": torch.stack([one, zero, zero, zero, one, sign * mag], 1),
     }
     out = torch.stack([one, zero, zero, zero, one, zero], 1)
     for name, coeffs in cand.items():
@@ -74,15 +85,15 @@ def _affine_coeffs(op: torch.Tensor, mag: torch.Tensor, sign: torch.Tensor, size
 @functools.lru_cache(maxsize=None)
 def _geometry_table(h: int, w: int, device: torch.device) -> torch.Tensor:
     """(codes, H·W) source pixel of every output pixel, for every (op, level, sign); ``H·W``
-    (the appended FILL pixel) where the source falls outside the image.
+    (the appended black, transparent pixel) where the source falls outside the image.
 
     PIL's AFFINE with NEAREST: input pixel = floor(M @ (x+.5, y+.5, 1)). PIL accumulates the
     coordinates incrementally in C, so at exact half-pixel ties (some shear/rotate magnitudes)
     a few percent of pixels pick the neighbouring source pixel (stated tolerance in the tests).
     """
-    n_codes = len(OP_NAMES) * (MAX_LEVEL + 1) * 2
+    n_codes = len(OP_NAMES) * LEVELS * 2
     code = torch.arange(n_codes)
-    op, level, sign = code // (2 * (MAX_LEVEL + 1)), (code // 2) % (MAX_LEVEL + 1), code % 2 * 2 - 1
+    op, level, sign = code // (2 * LEVELS), (code // 2) % LEVELS, code % 2 * 2 - 1
     mags = _magnitudes(torch.device("cpu"))[op, level]
     m = _affine_coeffs(op, mags, sign, (h, w)).view(n_codes, 6, 1, 1)
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5,
@@ -94,13 +105,18 @@ def _geometry_table(h: int, w: int, device: torch.device) -> torch.Tensor:
     return src.to(device)
 
 
-def _geometric(x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-    """Rotate/Shear/Translate by table: one gather from the image with a FILL pixel appended."""
+def _geometric(x: torch.Tensor, code: torch.Tensor, hole: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate/Shear/Translate by table: one gather from the image with a black pixel appended
+    (PIL's fill when none is given). Also the ``hole`` map (uint8 N × H·W, 1 = transparent)
+    after the op: the old one moved along (None: nothing transparent yet) plus the uncovered pixels."""
     n, c, h, w = x.shape
-    fill = torch.full((1, 1, 1), FILL[0], dtype=x.dtype, device=x.device).expand(n, c, 1)
-    src = torch.cat([x.reshape(n, c, h * w), fill], 2)
+    src = torch.cat([x.reshape(n, c, h * w), x.new_zeros(n, c, 1)], 2)
     idx = _geometry_table(h, w, x.device).index_select(0, code)
-    return src.gather(2, idx.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
+    out = src.gather(2, idx.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
+    if hole is None:
+        return out, (idx == h * w).to(torch.uint8)
+    return out, torch.cat([hole, hole.new_ones(n, 1)], 1).gather(1, idx)
 
 
 @functools.lru_cache(maxsize=None)
@@ -139,7 +155,7 @@ def _static_lut(name: str, mag: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=None)
 def _static_luts(device: torch.device) -> torch.Tensor:
-    """(14·11, 256) uint8: row op·11 + level is the table of a level-only op, the identity for
+    """(14·10, 256) uint8: row op·10 + level is the table of a level-only op, the identity for
     every other op (stats ops start from it)."""
     rows = []
     mags = _magnitudes(torch.device("cpu"))
@@ -150,7 +166,7 @@ def _static_luts(device: torch.device) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=None)
 def _contrast_luts(device: torch.device) -> torch.Tensor:
-    """(11·256, 256) uint8: row level·256 + mean is Contrast's blend with a gray of that mean."""
+    """(10·256, 256) uint8: row level·256 + mean is Contrast's blend with a gray of that mean."""
     v = torch.arange(256, dtype=torch.float32).view(1, 1, 256)
     f = _magnitudes(torch.device("cpu"))[OP["Contrast"]].float().view(-1, 1, 1)
     mean = torch.arange(256, dtype=torch.float32).view(1, 256, 1)
@@ -188,7 +204,7 @@ def _apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
 def _lookup_dense(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
     """Every sample's lookup-table op (identity where its op is not one), whole batch."""
     n, c = x.shape[:2]
-    lut = _static_luts(x.device).index_select(0, op * (MAX_LEVEL + 1) + level).unsqueeze(1).expand(n, c, 256)
+    lut = _static_luts(x.device).index_select(0, op * LEVELS + level).unsqueeze(1).expand(n, c, 256)
     for name in STATS_LUT_OPS:
         lut = torch.where((op == OP[name]).view(n, 1, 1), _stats_lut(name, x, level), lut)
     return _apply_lut(x, lut)
@@ -220,7 +236,7 @@ def _prepare(op: torch.Tensor, level: torch.Tensor, sign: torch.Tensor, active: 
     """Per-sample (op, level, magnitude, geometry code), any shape; an inactive op is Identity."""
     op = torch.where(active, op, OP["Identity"])
     level = level.clamp(0, MAX_LEVEL)
-    flat = op * (MAX_LEVEL + 1) + level
+    flat = op * LEVELS + level
     mag = _magnitudes(op.device).view(-1).index_select(0, flat.view(-1)).view(op.shape)
     return op, level, mag, flat * 2 + (sign > 0)
 
@@ -232,19 +248,21 @@ def apply_ops(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, sign: torc
     ``dense`` (default: on CUDA) computes each part for the whole batch, the identity for samples
     whose op it is not: static shapes, no host sync. Otherwise (the CPU, where a sync costs
     nothing and every call's overhead counts) the samples are sorted by op once, each part runs
-    on its contiguous slice, and one copy puts them back.
+    on its contiguous slice, and one copy puts them back. Geometric ops fill black, as PIL on RGB.
     """
-    return _round(x, *_prepare(op, level, sign, active), dense=x.is_cuda if dense is None else dense)
+    return _round(x, *_prepare(op, level, sign, active), dense=x.is_cuda if dense is None else dense)[0]
 
 
 def _round(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, mag: torch.Tensor, code: torch.Tensor,
-           dense: bool) -> torch.Tensor:
+           dense: bool, hole: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One round of ops; also the ``hole`` map after it (None while nothing is transparent)."""
     if dense:
         one = torch.ones_like(mag)
-        x = _geometric(x, code)
+        x, hole = _geometric(x, code, hole)
         x = _lookup_dense(x, op, level)
         x = _color(x, torch.where(op == OP["Color"], mag, one))
-        return _sharpness(x, torch.where(op == OP["Sharpness"], mag, one))
+        x = _sharpness(x, torch.where(op == OP["Sharpness"], mag, one))
+        return x, hole * _keeps_hole(x.device).index_select(0, op).view(-1, 1)
     n_ops = len(OP_NAMES)
     key = _parts(x.device).index_select(0, op) * n_ops + op  # part-major, then op
     perm = torch.argsort(key, stable=True)
@@ -255,10 +273,13 @@ def _round(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, mag: torch.Te
     bounds = [0, *itertools.accumulate(counts)]
     part = lambda p: slice(bounds[p * n_ops], bounds[(p + 1) * n_ops])  # noqa: E731
     g, lk, co, sh = part(0), part(1), part(2), part(3)
+    hs = None if hole is None else _words(hole).index_select(0, perm).view(torch.uint8).view(hole.shape)
     if g.stop > g.start:
-        xs[g] = _geometric(xs[g], code_s[g])
+        xs[g], moved = _geometric(xs[g], code_s[g], None if hs is None else hs[g])
+        hs = moved.new_zeros(len(x), moved.shape[1]) if hs is None else hs
+        hs[g] = moved
     if lk.stop > lk.start:
-        rows = _static_luts(x.device).index_select(0, op_s[lk] * (MAX_LEVEL + 1) + level_s[lk])
+        rows = _static_luts(x.device).index_select(0, op_s[lk] * LEVELS + level_s[lk])
         lut = rows.unsqueeze(1).repeat(1, x.shape[1], 1)
         for name in STATS_LUT_OPS:
             a, b = bounds[n_ops + OP[name]], bounds[n_ops + OP[name] + 1]
@@ -270,7 +291,11 @@ def _round(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, mag: torch.Te
     if sh.stop > sh.start:
         xs[sh] = _sharpness(xs[sh], mag_s[sh])
     inverse = torch.empty_like(perm).scatter_(0, perm, torch.arange(len(perm), device=x.device))
-    return _words(xs).index_select(0, inverse).view(torch.uint8).view(x.shape)
+    if hs is not None:
+        for name in CONVERTING_OPS:  # the official image is opaque again after these
+            hs[bounds[n_ops + OP[name]]:bounds[n_ops + OP[name] + 1]] = 0
+        hs = _words(hs).index_select(0, inverse).view(torch.uint8).view(hs.shape)
+    return _words(xs).index_select(0, inverse).view(torch.uint8).view(x.shape), hs
 
 
 def _words(x: torch.Tensor) -> torch.Tensor:
@@ -280,61 +305,22 @@ def _words(x: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=None)
-def _cutout_tables(h: int, w: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(H·W, H·W) uint8 each, row y0·W + x0: 1 − inside and FILL·inside of the box at (x0, y0)."""
-    y0, x0 = torch.arange(h).view(h, 1, 1), torch.arange(w).view(1, w, 1)
+def _cutout_table(h: int, w: int, size: int, device: torch.device) -> torch.Tensor:
+    """(H·W, H·W) uint8, row cy·W + cx: 1 inside :func:`augment.cutout_box` centred at (cy, cx)."""
+    half = size // 2
+    cy, cx = torch.arange(h).view(h, 1, 1, 1), torch.arange(w).view(1, w, 1, 1)
     rows, cols = torch.arange(h).view(1, 1, h, 1), torch.arange(w).view(1, 1, 1, w)
-    inside = ((rows >= y0.unsqueeze(-1)) & (rows < (y0 + size).clamp(max=h).unsqueeze(-1))
-              & (cols >= x0.unsqueeze(-1)) & (cols < (x0 + size).clamp(max=w).unsqueeze(-1)))
-    inside = inside.view(h * w, h * w).to(torch.uint8)
-    return (1 - inside).to(device), (inside * CUTOUT_FILL[0]).to(device)
+    inside = (rows >= cy - half) & (rows < cy + half) & (cols >= cx - half) & (cols < cx + half)
+    return inside.view(h * w, h * w).to(torch.uint8).to(device)
 
 
-def cutout_batch(x: torch.Tensor, size: int, cx: torch.Tensor, cy: torch.Tensor) -> torch.Tensor:
-    """Gray square per sample: box [int(max(0, c − size/2)), min(W, that + size)), as the PIL path.
-
-    The box's masks come from a table indexed by its corner; uint8 arithmetic, x·keep + fill."""
+def cutout_batch(x: torch.Tensor, size: int, cy: torch.Tensor, cx: torch.Tensor,
+                 hole: torch.Tensor | None = None) -> torch.Tensor:
+    """Grey Cutout box per sample, centred at pixel (cy, cx) and clipped (as the PIL path), and
+    grey wherever ``hole`` (uint8 N × H·W) marks a pixel still transparent: x·keep + FILL·(1 − keep)."""
     n, _, h, w = x.shape
-    x0 = torch.clamp(cx - size / 2, min=0).long()
-    y0 = torch.clamp(cy - size / 2, min=0).long()
-    keep, fill = _cutout_tables(h, w, size, x.device)
-    corner = y0 * w + x0
-    keep, fill = keep.index_select(0, corner).view(n, 1, h, w), fill.index_select(0, corner).view(n, 1, h, w)
-    return (x * keep).add_(fill)
-
-
-def draw_ops(n_images: int, gen: torch.Generator, device: torch.device, n: int = 2, m: int = MAX_LEVEL):
-    """RandAugmentMC's choices, (n, N) each: op uniform over 14 (with replacement), level 1..m,
-    sign ±1, active with p = 0.5."""
-    op = torch.randint(0, len(OP_NAMES), (n, n_images), generator=gen, device=device)
-    level = torch.randint(1, m + 1, (n, n_images), generator=gen, device=device)
-    sign = torch.randint(0, 2, (n, n_images), generator=gen, device=device) * 2 - 1
-    active = torch.rand(n, n_images, generator=gen, device=device) < 0.5
-    return op, level, sign, active
-
-
-def rand_augment_batch(x: torch.Tensor, gen: torch.Generator, n: int = 2, m: int = MAX_LEVEL,
-                       cutout_frac: float = 0.5, rows: Rows | None = None) -> torch.Tensor:
-    """``n`` RandAugmentMC rounds, then an always-on Cutout of ``cutout_frac`` of the side (uint8);
-    ``x`` may be ``rows`` of a bigger batch (draws for all of it, see :class:`.base.Rows`)."""
-    rows = rows or Rows.all(len(x))
-    op, level, mag, code = _prepare(*(rows.of(t, 1) for t in draw_ops(rows.total, gen, x.device, n, m)))
-    for r in range(n):
-        x = _round(x, op[r], level[r], mag[r], code[r], dense=x.is_cuda)
-    h, w = x.shape[-2:]
-    cx = rows.of(torch.rand(rows.total, generator=gen, device=x.device)) * w
-    cy = rows.of(torch.rand(rows.total, generator=gen, device=x.device)) * h
-    return cutout_batch(x, int(cutout_frac * w), cx, cy)
-
-
-class RandAugment(Policy):
-    """RandAugmentMC + Cutout as the paper's RA variant: the PIL reference per image, the batched
-    ops per batch (equal under the same draws, within the tolerances the tests state)."""
-
-    name = "randaugment"
-
-    def strong_image(self, img, rng):
-        return rand_augment_mc(img, rng)
-
-    def strong_batch(self, x: torch.Tensor, gen: torch.Generator, rows: Rows | None = None) -> torch.Tensor:
-        return rand_augment_batch(x, gen, rows=rows)
+    grey = _cutout_table(h, w, size, x.device).index_select(0, cy * w + cx)
+    if hole is not None:
+        grey = grey | hole
+    grey = grey.view(n, 1, h, w)
+    return (x * (1 - grey)).add_(grey * FILL[0])

@@ -1,0 +1,56 @@
+"""The sweep's console: its plan, the live table, errors that matter and the final table by default;
+everything Ray prints with --verbose. Real sweeps in their own processes, each starting its own
+local Ray in its own temp dir (never joining another one)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rayhead import new_head, remove
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+# What Ray prints that the sweep holds back (each seen on the quick demo before: Ray Train's INFO
+# lines from its controller and workers, the PreemptionWatcher error, the raylet warning, Tune's
+# configuration box and hints, Ray's token-authentication warning).
+RAY_NOISE = ("TrainController", "RayTrainWorker", "PreemptionWatcher", "(raylet)", "Configuration for experiment",
+             "View detailed results", "tensorboard --logdir", "Token authentication", "Requesting resources")
+OURS = ("[sweep] ", "  digits@20", "starting smoke:", "|", "mean ± sample std")  # plan, live table, final table
+
+
+@pytest.fixture
+def own_ray():
+    env = new_head()  # a temp dir of its own: nothing recorded there, so the sweep starts a local Ray
+    for key in ("RAY_DEDUP_LOGS_SKIP_REGEX", "RAY_AIR_NEW_OUTPUT", "FIXMATCH_RAY_TRAIN_LOG_LEVEL", "RAY_AUTH_MODE"):
+        env.env.pop(key, None)  # as a user's shell has them: unset
+    try:
+        yield env
+    finally:
+        remove(env)  # whatever of that Ray outlived its driver
+
+
+def sweep(own_ray, storage: Path, *args: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-m", "fixmatch_ray.sweep", "sweeps/smoke.yaml", "--storage", str(storage),
+                          *args], env=own_ray.env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+
+
+def test_quiet_by_default_and_everything_with_verbose(own_ray, tmp_path):
+    quiet = sweep(own_ray, tmp_path / "q")
+    assert quiet[0].startswith("starting smoke: 2 trials, up to 1 at once")
+    assert any(line.startswith("[sweep] ") for line in quiet)
+    assert any(line.startswith("| digits@20 | 2 |") for line in quiet)  # the final table
+    noise = [line for line in quiet if any(n in line for n in RAY_NOISE)]
+    assert not noise, noise
+    strangers = [line for line in quiet if not line.startswith(OURS)]
+    assert not strangers, strangers  # nothing but our own lines
+
+    verbose = sweep(own_ray, tmp_path / "v", "--verbose")
+    shown = {n for n in RAY_NOISE for line in verbose if n in line}
+    # Ray Train's INFO lines and Tune's box come back: the filters above are what removed them
+    assert {"TrainController", "RayTrainWorker", "Configuration for experiment", "View detailed results"} <= shown
+    assert len(verbose) > len(quiet)
