@@ -31,7 +31,7 @@ try:
     client = JobSubmissionClient(address)
     job = client.submit_job(
         entrypoint=f"python -m fixmatch_ray.sweep sweeps/smoke.yaml --storage {storage}",
-        runtime_env={"working_dir": root, "excludes": [".git", "results", "data", "*.pt"]})
+        runtime_env={"working_dir": root, "excludes": ["/.git", "/results", "/data", "*.pt"]})
 except Exception as e:
     print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
     sys.exit(0)

@@ -91,3 +91,19 @@ def test_missing_cifar_offline_names_the_folder(tmp_path):
     with pytest.raises(DataError, match="cifar-10-batches-py") as e:
         load_dataset("cifar10", tmp_path, "train", download=False)
     assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
+
+
+def test_failed_cifar_download_is_one_line_and_leaves_the_lock_free(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets.cifar as tv_cifar
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", offline)
+    for _ in range(2):  # the second attempt is not stuck behind the first one's file lock
+        with pytest.raises(DataError, match="download failed") as e:
+            load_dataset("cifar100", tmp_path, "train", download=True)
+        msg = str(e.value)
+        assert "\n" not in msg and "no route to host" in msg and "cifar-100-python" in msg

@@ -54,3 +54,26 @@ def test_quiet_by_default_and_everything_with_verbose(own_ray, tmp_path):
     # Ray Train's INFO lines and Tune's box come back: the filters above are what removed them
     assert {"TrainController", "RayTrainWorker", "Configuration for experiment", "View detailed results"} <= shown
     assert len(verbose) > len(quiet)
+
+
+@pytest.mark.parametrize("stream", ["stdout_deduplicator", "stderr_deduplicator"])
+def test_quiet_drops_ray_internal_actor_output_only(monkeypatch, stream):
+    """The forwarded output of Ray's placement-group janitor is dropped, a trial actor's is kept;
+    checked on Ray's own deduplicator objects (no cluster needed)."""
+    from ray._private import worker
+    from ray._private.ray_logging import LogDeduplicator
+
+    from fixmatch_ray.launch import cluster
+
+    monkeypatch.setattr(worker, stream, LogDeduplicator(5, None, None))  # a fresh one, restored after
+    cluster._drop_internal_actor_output()
+    cluster._drop_internal_actor_output()  # idempotent: wrapped once
+    dedup = getattr(worker, stream)
+
+    def batch(actor: str, line: str) -> dict:
+        return {"ip": "127.0.0.1", "pid": 7, "actor_name": actor, "task_name": "", "is_err": True,
+                "lines": [line], "job": "01000000"}
+
+    assert dedup.deduplicate(batch("PlacementGroupCleaner", "Exception in thread PlacementGroupCleanerMonitor:")) == []
+    kept = dedup.deduplicate(batch("TrainTrainable", "a trial's own line"))
+    assert [line for b in kept for line in b["lines"]] == ["a trial's own line"]

@@ -66,6 +66,34 @@ def quiet_output(verbose: bool = False) -> None:
     # start. (Setting RAY_AUTH_MODE here instead would not do: a driver that has imported ray
     # keeps the mode it read then, and its own new cluster would refuse it.)
     logging.getLogger(AUTH_LOGGER).addFilter(_DropMessage(AUTH_ENABLED_NOTICE))
+    global _QUIET
+    _QUIET = True
+
+
+# Ray's own internal actors whose forwarded output a quiet driver drops (it stays in the session's
+# logs): Train's placement-group janitor, whose monitor thread dies with a traceback when the state
+# API is slow to answer (loaded machines); the sweep reaps orphaned placement groups itself.
+QUIET_ACTORS = frozenset({"PlacementGroupCleaner"})
+_QUIET = False
+
+
+def _drop_internal_actor_output() -> None:
+    """Drop forwarded lines of :data:`QUIET_ACTORS`. Ray has no public switch for one actor's
+    output, so this wraps the driver's two log deduplicators (they see each batch's actor name);
+    if a Ray version moves them, nothing is dropped."""
+    from ray._private import worker
+
+    for name in ("stdout_deduplicator", "stderr_deduplicator"):
+        dedup = getattr(worker, name, None)
+        inner = getattr(dedup, "deduplicate", None)
+        if inner is None or getattr(inner, "quiet_actors", False):
+            continue
+
+        def deduplicate(batch, inner=inner):
+            return [] if batch.get("actor_name") in QUIET_ACTORS else inner(batch)
+
+        deduplicate.quiet_actors = True  # type: ignore[attr-defined]
+        dedup.deduplicate = deduplicate
 
 
 AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
@@ -103,6 +131,8 @@ def ensure_ray(address: str | None = None, min_cpus: float = 1) -> None:
 
     if ray.is_initialized():
         return
+    if _QUIET:
+        _drop_internal_actor_output()
     quiet = {"logging_level": logging.WARNING}  # Ray's start-up chatter would bury our output
     runtime_env = {"env_vars": job_env()}
     address = address or os.environ.get("RAY_ADDRESS") or recorded_cluster()

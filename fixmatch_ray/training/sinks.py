@@ -72,6 +72,9 @@ class TrackerSink(Sink):
     def start(self, trainer: Trainer) -> None:
         self.trainer, self.tracker = trainer, self.make()
         self.tracker.log_config(trainer.cfg.to_dict())
+        if trainer.history:  # resumed: a crash between saving the checkpoint and logging its own
+            last = trainer.history[-1]  # evaluation lost that point; log it again (same step, same values)
+            self.tracker.log_metrics(last, last["step"])
 
     def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
         self.tracker.log_metrics(record, record["step"])

@@ -8,6 +8,7 @@ import numpy as np
 
 from ...errors import DataError
 from .base import DatasetSpec, ImageData
+from .torchvision_io import open_dataset
 
 
 def load_cifar(name: str, root: str, split: str, download: bool) -> ImageData:
@@ -30,26 +31,12 @@ def load_cifar(name: str, root: str, split: str, download: bool) -> ImageData:
             pass
 
     where = os.path.join(root, base.base_folder)
-    try:
-        if download:  # several workers of one node may start at once: one downloads, the rest wait
-            from filelock import FileLock
-
-            os.makedirs(root, exist_ok=True)
-            with FileLock(os.path.join(root, f".{name}.lock")):
-                ds = Present(root, train=train, download=True)
-        else:
-            ds = Present(root, train=train, download=False)
-    except RuntimeError:
-        raise DataError(
-            f"{name} not found: expected the extracted '{base.base_folder}' folder of "
-            f"{base.filename} at {where} (or run with download on)"
-        ) from None
-    except Exception as e:  # network errors of the download, in whatever form
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(
-            f"{name} not found at {where} and the download failed ({reason}); put the extracted "
-            f"'{base.base_folder}' folder of {base.filename} there"
-        ) from None
+    ds = open_dataset(
+        lambda dl: Present(root, train=train, download=dl), root, name, download, missing_on=(RuntimeError,),
+        missing=f"{name} not found: expected the extracted '{base.base_folder}' folder of "
+                f"{base.filename} at {where} (or run with download on)",
+        failed=f"{name} not found at {where} and the download failed ({{reason}}); put the extracted "
+               f"'{base.base_folder}' folder of {base.filename} there")
     return ImageData(np.ascontiguousarray(ds.data), np.asarray(ds.targets, dtype=np.int64))
 
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from ...errors import DataError
 from .base import DatasetSpec, ImageData
+from .torchvision_io import join_chw, open_dataset
 
 FOLDER = "stl10_binary"
 SPLIT_FILES = {
@@ -65,16 +66,7 @@ def load_stl10(root: str | os.PathLike, split: str = "train", download: bool = T
         raise DataError(f"stl10 split must be one of {', '.join(SPLIT_FILES)}, got {split!r}")
     root = os.fspath(root)
     parts = ["train", "unlabeled"] if split == "train+unlabeled" else [split]
-    loaded = [_load_part(root, p, SPLIT_FILES[split], download) for p in parts]
-    n = sum(len(t) for _, t in loaded)
-    images = np.empty((n, 96, 96, 3), dtype=np.uint8)
-    targets = np.empty(n, dtype=np.int64)
-    at = 0
-    for chw, t in loaded:
-        images[at:at + len(t)] = chw.transpose(0, 2, 3, 1)
-        targets[at:at + len(t)] = t
-        at += len(t)
-    return ImageData(images, targets)
+    return join_chw([_load_part(root, p, SPLIT_FILES[split], download) for p in parts])
 
 
 def _load_part(root: str, part: str, files: list[str], download: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -89,22 +81,12 @@ def _load_part(root: str, part: str, files: list[str], download: bool) -> tuple[
             return all(os.path.isfile(os.path.join(self.root, FOLDER, f)) for f in SPLIT_FILES[self.split])
 
     where = os.path.join(root, FOLDER)
-    try:
-        if download:  # several workers of one node may start at once: one downloads, the rest wait
-            from filelock import FileLock
-
-            os.makedirs(root, exist_ok=True)
-            with FileLock(os.path.join(root, ".stl10.lock")):
-                ds = Present(root, split=part, download=True)
-        else:
-            ds = Present(root, split=part, download=False)
-    except Exception as e:
-        if not download:
-            raise DataError(f"stl10 not found: expected {', '.join(files)} in {where} (the extracted "
-                            f"'{FOLDER}' folder of {datasets.STL10.filename}; or run with download on)") from None
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"stl10 not found at {where} and the download failed ({reason}); put the "
-                        f"extracted '{FOLDER}' folder of {datasets.STL10.filename} there") from None
+    ds = open_dataset(
+        lambda dl: Present(root, split=part, download=dl), root, "stl10", download,
+        missing=f"stl10 not found: expected {', '.join(files)} in {where} (the extracted "
+                f"'{FOLDER}' folder of {datasets.STL10.filename}; or run with download on)",
+        failed=f"stl10 not found at {where} and the download failed ({{reason}}); put the "
+               f"extracted '{FOLDER}' folder of {datasets.STL10.filename} there")
     return ds.data, np.asarray(ds.labels, dtype=np.int64)
 
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from ...errors import DataError
 from .base import DatasetSpec, ImageData
+from .torchvision_io import join_chw, open_dataset
 
 SPLIT_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat", "extra": "extra_32x32.mat"}
 
@@ -57,16 +58,7 @@ def load_svhn(root: str | os.PathLike, split: str = "train", download: bool = Tr
         raise DataError(f"svhn split must be 'train' or 'test', got {split!r}")
     parts = ["train", "extra"] if split == "train" and extra else [split]
     root = os.fspath(root)
-    arrays = [_load_part(root, p, parts, download) for p in parts]
-    n = sum(len(t) for _, t in arrays)
-    images = np.empty((n, 32, 32, 3), dtype=np.uint8)  # filled part by part: no second full copy
-    targets = np.empty(n, dtype=np.int64)
-    at = 0
-    for chw, t in arrays:
-        images[at:at + len(t)] = chw.transpose(0, 2, 3, 1)
-        targets[at:at + len(t)] = t
-        at += len(t)
-    return ImageData(images, targets)
+    return join_chw([_load_part(root, p, parts, download) for p in parts])
 
 
 def _load_part(root: str, part: str, parts: list[str], download: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -84,21 +76,9 @@ def _load_part(root: str, part: str, parts: list[str], download: bool) -> tuple[
                 super().download()
 
     files = ", ".join(SPLIT_FILES[p] for p in parts)
-    try:
-        if download:  # several workers of one node may start at once: one downloads, the rest wait
-            from filelock import FileLock
-
-            os.makedirs(root, exist_ok=True)
-            with FileLock(os.path.join(root, ".svhn.lock")):
-                ds = Present(root, split=part, download=True)
-        else:
-            ds = Present(root, split=part, download=False)
-    except Exception as e:
-        if not download:
-            raise DataError(f"svhn not found: expected {files} in {root} (or run with download on)") from None
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"svhn not found at {root} and the download failed ({reason}); "
-                        f"put {files} there") from None
+    ds = open_dataset(lambda dl: Present(root, split=part, download=dl), root, "svhn", download,
+                      missing=f"svhn not found: expected {files} in {root} (or run with download on)",
+                      failed=f"svhn not found at {root} and the download failed ({{reason}}); put {files} there")
     return ds.data, np.asarray(ds.labels, dtype=np.int64)
 
 
