@@ -31,7 +31,7 @@ TRACKING_FLAGS = {"tracking": None, "tracking_config": None, "mlflow_uri": ("mlf
                   "mlflow_experiment": ("mlflow", "experiment"), "wandb_project": ("wandb", "project"),
                   "wandb_mode": ("wandb", "mode")}
 # What a resumed run may change: how it runs, not what it computes.
-RESUME_OVERRIDABLE = {"num_workers", "device", "data_dir", "download", "eval_batch_size", "compile"}
+RESUME_OVERRIDABLE = {"num_workers", "device", "data_dir", "download", "eval_batch_size", "compile", "checkpoint_every"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ def to_t(a: np.ndarray) -> torch.Tensor:
 
 def to_np(x: torch.Tensor) -> np.ndarray:
     assert x.dtype == torch.uint8
-    return x.permute(0, 2, 3, 1).numpy().astype(int)
+    return x.permute(0, 2, 3, 1).cpu().numpy().astype(int)
 
 
 # Stated tolerances (measured: geometric ops ≥ 94.1 % of pixels identical at their worst level,
@@ -131,7 +131,7 @@ def test_weak_is_a_reflect_crop_and_flips_half_the_time(size, tabulated):
     for flip in (False, True):
         store = CropStore(to_t(data), flip, max_bytes=1 << 30 if tabulated else 0)
         assert store.tabulated == tabulated
-        out = store.crop(index, g).permute(0, 2, 3, 1).numpy()
+        out = store.crop(index, g).permute(0, 2, 3, 1).cpu().numpy()
         flipped, offsets = 0, set()
         for i, k in enumerate(index.tolist()):
             views = reflect_crops(data[k], pad)

@@ -37,7 +37,7 @@ def to_t(a):
 
 def to_np(x):
     assert x.dtype == torch.uint8
-    return x.permute(0, 2, 3, 1).numpy()
+    return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def edge_values(n, rng, nbins=17):

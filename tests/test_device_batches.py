@@ -1,6 +1,7 @@
 """aug_backend: tensor — batches augmented on the device, keyed by (seed, step) like the PIL path."""
 import json
 
+import pytest
 import torch
 
 from fixmatch_ray.config import RunConfig
@@ -12,11 +13,17 @@ CFG = RunConfig(dataset="digits", num_labeled=20, batch_size=8, mu=2, total_step
                 aug_backend="tensor", depth=10, width=1)
 
 
-def test_ranks_share_out_the_one_worker_batch():
-    data = load_run_data(CFG)
+@pytest.mark.parametrize("knobs", [{}, {"strong_aug": "no_cutout"}, {"strong_aug": "cutout_only"},
+                                   {"anchoring": "strong.weak"}, {"anchoring": "strong.strong"},
+                                   {"policy": "ctaugment", "strong_aug": "cutout_only"}])
+def test_ranks_share_out_the_one_worker_batch(knobs):
+    """Each rank augments its slice from the whole batch's draws: the slices join to the one-worker
+    batch, with every ablation (a left-out part draws nothing on either) and every anchoring."""
+    cfg = CFG.replace(**knobs)
+    data = load_run_data(cfg)
     cpu = torch.device("cpu")
-    one = step_batches(CFG, data, 2, device=cpu)
-    halves = [step_batches(CFG, data, 2, r, 2, cpu) for r in range(2)]
+    one = step_batches(cfg, data, 2, device=cpu)
+    halves = [step_batches(cfg, data, 2, r, 2, cpu) for r in range(2)]
     for _ in range(3):
         full, a, b = next(one), next(halves[0]), next(halves[1])
         for key in ("x_lb", "y_lb", "x_ulb_w", "x_ulb_s", "y_ulb"):
@@ -40,7 +47,7 @@ def test_train_cli_with_tensor_backend(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--dataset", "digits", "--num-labeled", "20", "--batch-size", "8", "--mu", "2", "--total-steps", "10",
             "--eval-step", "5", "--depth", "10", "--width", "1", "--seed", "3", "--aug-backend", "tensor",
-            "--no-progress", "--out", str(out)]
+            "--no-progress", "--device", "cpu", "--out", str(out)]
     assert main(args) == 0
     doc = json.loads((out / "metrics.json").read_text())
     assert [h["step"] for h in doc["history"]] == [5, 10] and doc["config"]["aug_backend"] == "tensor"
@@ -59,7 +66,72 @@ def test_weak_views_are_crops_of_the_sampled_images():
     lb = [k[3] for k in keys if k[0] == LABELED]
     batch = next(it)
     mean, std = torch.tensor(data.spec.mean).view(1, 3, 1, 1), torch.tensor(data.spec.std).view(1, 3, 1, 1)
-    pixels = torch.round((batch["x_lb"] * std + mean) * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    pixels = torch.round((batch["x_lb"] * std + mean) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     for i, k in enumerate(lb):
         assert any(np.array_equal(v, pixels[i]) for v in reflect_crops(data.train.images[k], 2)), i
         assert int(batch["y_lb"][i]) == int(data.train.targets[k])
+
+
+def test_stream_tables_hold_the_sampler_draws_across_epochs_and_blocks():
+    """The device-resident index tables give every step exactly the sampler's draws (the PIL
+    path's keys), across epoch and block boundaries and from any start."""
+    import numpy as np
+
+    from fixmatch_ray.data.sampling import UNLABELED, StepBatchSampler, StreamTable
+
+    labeled = np.array([3, 7, 9, 11, 20])
+    sampler = StepBatchSampler(labeled, 23, 4, 8, seed=2, start_step=0, total_steps=100)
+    cpu = torch.device("cpu")
+    lb_table = StreamTable(2, LABELED, labeled, cpu, block_items=12)  # 2 epochs of 5 per block
+    ulb_table = StreamTable(2, UNLABELED, np.arange(23), cpu, block_items=50)
+    for step in [*range(40), 97, 3]:
+        lb, ulb = sampler.indices(step)
+        assert lb_table.take(step * 4, 4).tolist() == lb.tolist()
+        assert ulb_table.take(step * 8, 8).tolist() == ulb.tolist()
+        assert [k[3] for k in sampler.keys(step)] == [*lb.tolist(), *ulb.tolist()]
+
+
+def test_ctaugment_rank_slices_and_probes_join_to_the_one_worker_batch():
+    cfg = CFG.replace(policy="ctaugment")
+    data = load_run_data(cfg)
+    cpu = torch.device("cpu")
+    one = step_batches(cfg, data, 1, device=cpu)
+    halves = [step_batches(cfg, data, 1, r, 2, cpu) for r in range(2)]
+    for _ in range(2):
+        full, a, b = next(one), next(halves[0]), next(halves[1])
+        for key in ("x_lb", "y_lb", "x_ulb_w", "x_ulb_s", "idx_ulb", "x_probe"):
+            assert torch.equal(torch.cat([a[key], b[key]]), full[key]), key
+        for part in range(2):  # the whole batch's probe draws, on every rank: they all learn alike
+            assert torch.equal(a["probe"][part], full["probe"][part]) and torch.equal(b["probe"][part], full["probe"][part])
+
+
+def test_eval_images_normalise_like_the_host_and_split_over_ranks():
+    """The test set is held as uint8 and normalised per batch with the host's float32 ops: bit for
+    bit the old float32 copy. Two ranks' shares cover it exactly once: their summed loss and hits
+    are the one-process evaluation's."""
+    from fixmatch_ray.data.batched import EvalImages, normalized_tensor
+    from fixmatch_ray.training.engine import Trainer
+
+    data = load_run_data(CFG)
+    test = EvalImages(data.test, data.spec, torch.device("cpu"))
+    assert test.x.dtype == torch.uint8
+    xs, ys = zip(*test.batches(100))
+    assert torch.equal(torch.cat(xs), normalized_tensor(data.test, data.spec)) and len(torch.cat(ys)) == len(test)
+
+    class Capture:
+        def __init__(self, rank, world):
+            self.rank, self.world_size, self.sums = rank, world, None
+
+        def all_reduce(self, t, op="sum"):
+            self.sums = t.clone()
+            return t
+
+    one = Trainer(CFG, torch.device("cpu"), num_unlabeled=100).evaluate(test)
+    shares = []
+    for rank in range(2):
+        trainer = Trainer(CFG, torch.device("cpu"), num_unlabeled=100, collective=Capture(rank, 2))
+        trainer.evaluate(test)
+        shares.append(trainer.collective.sums)
+    loss, hits = (shares[0] + shares[1]).tolist()
+    assert 100.0 * hits / len(test) == one["acc"]
+    assert abs(loss / len(test) - one["loss"]) < 1e-5

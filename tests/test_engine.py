@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from evalset import Tensors
 from fixmatch_ray.config import RunConfig
 from fixmatch_ray.errors import CheckpointError, NonFiniteLossError
 from fixmatch_ray.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
@@ -30,7 +31,7 @@ def batches(n: int = 100, seed: int = 0):
 
 def test_fit_evaluates_every_eval_step_and_at_the_end():
     trainer = Trainer(CFG, CPU, num_unlabeled=50)
-    test = (torch.randn(11, 3, 16, 16), torch.randint(0, 10, (11,)))
+    test = Tensors(torch.randn(11, 3, 16, 16), torch.randint(0, 10, (11,)))
     seen, progress = [], []
     fit(trainer, batches(), test, on_epoch=seen.append, progress=lambda s, m: progress.append((s, sorted(m))),
         check_every=2)
@@ -53,14 +54,14 @@ def test_epoch_means_are_the_means_of_the_steps():
     trainer = Trainer(CFG.replace(total_steps=3), CPU, num_unlabeled=50)
     twin = Trainer(CFG.replace(total_steps=3), CPU, num_unlabeled=50)
     losses = [twin.train_step(b)[1]["loss"].item() for b in batches(3)]
-    (rec,) = fit(trainer, batches(3), (torch.randn(5, 3, 16, 16), torch.randint(0, 10, (5,))))
+    (rec,) = fit(trainer, batches(3), Tensors(torch.randn(5, 3, 16, 16), torch.randint(0, 10, (5,))))
     assert rec["train_loss"] == pytest.approx(sum(losses) / 3, rel=1e-6)
 
 
 def test_non_finite_loss_names_its_step():
     trainer = Trainer(CFG.replace(lr=1e30), CPU, num_unlabeled=50)
     with pytest.raises(NonFiniteLossError, match=r"loss became NaN/inf at step \d+"):
-        fit(trainer, batches(), (torch.randn(5, 3, 16, 16), torch.randint(0, 10, (5,))), check_every=1)
+        fit(trainer, batches(), Tensors(torch.randn(5, 3, 16, 16), torch.randint(0, 10, (5,))), check_every=1)
 
 
 def test_record_keys_keep_their_historical_names():

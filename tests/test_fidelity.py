@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from evalset import Tensors
 
 from fixmatch_ray.data.policies.randaugment import FILL, OpDraw, apply_draws, apply_op, cutout, cutout_box
 from fixmatch_ray.data.policies.randaugment_batched import OP, _cutout_table, apply_ops, cutout_batch
@@ -202,8 +203,8 @@ def test_training_and_evaluation_logits_are_fp32_under_bf16_autocast():
         net.conv1.register_forward_hook(lambda m, i, o: dtypes.append(("body", o.dtype)))
         net.fc.register_forward_hook(lambda m, i, o: dtypes.append(("logits", o.dtype)))
     out = trainer.train_step(batch())[1].values()
-    trainer.evaluate(torch.randn(5, 3, 16, 16), torch.arange(5), use_ema=True)
-    trainer.evaluate(torch.randn(5, 3, 16, 16), torch.arange(5), use_ema=False)
+    trainer.evaluate(Tensors(torch.randn(5, 3, 16, 16), torch.arange(5)), use_ema=True)
+    trainer.evaluate(Tensors(torch.randn(5, 3, 16, 16), torch.arange(5)), use_ema=False)
     assert dtypes == [("body", torch.bfloat16), ("logits", torch.float32)] * 3
     assert all(t.dtype == torch.float32 for t in out)
 
@@ -306,7 +307,7 @@ def test_reported_accuracy_is_the_ema_model_in_eval_mode():
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(12, 3, 16, 16, generator=g), torch.arange(12) % 10
     steps = iter([batch(seed=s) for s in range(2)])
-    record = fit(trainer, steps, (x, y))[-1]
+    record = fit(trainer, steps, Tensors(x, y))[-1]
     ema, raw = trainer.ema.module.eval(), trainer.net.eval()
     with torch.no_grad():
         expected, other = F.cross_entropy(ema(x), y).item(), F.cross_entropy(raw(x), y).item()

@@ -85,6 +85,25 @@ def test_ema_round_trip():
         ModelEMA(net, 1.5)
 
 
+def test_ema_copies_buffers_when_read_not_every_step(monkeypatch):
+    """update() is one lerp of the parameters; the buffers (float statistics and the int64 batch
+    count) are copied when the EMA model is read, one foreach copy per dtype, and are then the
+    model's latest."""
+    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    ema = ModelEMA(net, 0.9)
+    calls = []
+    real = torch._foreach_copy_
+    monkeypatch.setattr(torch, "_foreach_copy_", lambda dst, src: calls.append([t.dtype for t in dst]) or real(dst, src))
+    for _ in range(3):
+        net.train()(torch.randn(4, 2))  # moves the running statistics and the batch count
+        ema.update(net)
+    assert calls == []
+    bn = ema.module[1]
+    assert sorted(map(str, calls)) == ["[torch.float32, torch.float32]", "[torch.int64]"]
+    assert torch.equal(bn.running_mean, net[1].running_mean) and int(bn.num_batches_tracked) == 3
+    assert torch.equal(ema.state_dict()["1.running_var"], net[1].running_var)
+
+
 # -- the official optimiser and schedule ablations ---------------------------------------------------
 def test_linear_schedule_hand_computed():
     """ab_fixmatch_linearlr: lr + (lr_end - lr)·clip(k/K, 0, 1)."""

@@ -58,7 +58,7 @@ def test_svhn_run(svhn_root, tmp_path, policy, backend):
     cfg = RunConfig.from_dict(state["config"])
     assert (cfg.dataset, cfg.policy, cfg.aug_backend, cfg.depth, cfg.scales) == ("svhn", policy, backend, 10, None)
     data = load_run_data(cfg)
-    assert len(data.train) == 60 and len(data.y_test) == 20 and not data.spec.flip
+    assert len(data.train) == 60 and len(data.test.targets) == 20 and not data.spec.flip
     assert data.labeled_idx.tolist() == split_svhn(data.train.targets, 13, 2).tolist()
     assert np.bincount(data.train.targets[data.labeled_idx], minlength=10).tolist() == \
         [1, 2, 2, 2, 1, 1, 1, 1, 1, 1]  # by class frequency: digit 1 (12 images) first in line
@@ -83,7 +83,7 @@ def test_stl10_run(stl10_root, tmp_path, monkeypatch, policy, backend):
     assert (cfg.depth, cfg.width, cfg.scales) == (16, 1, 5)
     data = load_run_data(cfg)
     assert data.labeled_idx.tolist() == sorted(files["folds"][3].tolist())  # seed 3 = fold line 3
-    assert len(data.train) == 40 + 24 and data.x_test.shape == (10, 3, 96, 96)  # train + unlabeled
+    assert len(data.train) == 40 + 24 and data.test.images.shape == (10, 96, 96, 3)  # train + unlabeled
     batch = next(iter(step_batches(cfg, data, 0)))
     assert batch["x_lb"].shape == (4, 3, 96, 96) and batch["x_ulb_s"].shape == (4, 3, 96, 96)
     if backend == "tensor":

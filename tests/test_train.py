@@ -12,7 +12,8 @@ import torch
 from fixmatch_ray.training.checkpoint import load_checkpoint
 from fixmatch_ray.train import main
 
-TINY = ["--depth", "10", "--width", "1", "--num-workers", "0", "--no-progress"]
+# pinned to the CPU: on a GPU box `auto` would train on CUDA, where cuDNN is not bit-exact across a resume
+TINY = ["--depth", "10", "--width", "1", "--num-workers", "0", "--no-progress", "--device", "cpu"]
 
 
 def digits_args(out: Path, steps: int = 6, eval_step: int = 3, *extra: str) -> list[str]:

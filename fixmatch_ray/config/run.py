@@ -59,7 +59,7 @@ OPTIMIZERS = ("sgd", "adam")  # ab_fixmatch_momentum / ab_fixmatch_adam
 LR_SCHEDULES = ("cosine", "linear")  # fixmatch / ab_fixmatch_linearlr
 ADAM_BETAS = (0.9, 0.999)  # the defaults of ab_fixmatch_adam's flags
 LINEAR_LR_END = 0.02  # the default of ab_fixmatch_linearlr's --lr_end
-AUG_BACKENDS = ("pil", "tensor")
+AUG_BACKENDS = ("auto", "pil", "tensor")
 FLEX_MAPPINGS = ("convex", "linear", "concave")
 
 
@@ -130,12 +130,13 @@ class RunConfig:
                                  "seeds, as the official ablations' cifar10.3@250-1")
     amp: str = opt("off", "mixed precision: bare --amp = bf16 where supported, else fp16 + GradScaler",
                    choices=AMP_MODES, nargs="?", const="auto")
-    aug_backend: str = opt("pil", "pil: per-image PIL on data-loader processes (reference); tensor: batched "
-                           "on the device", choices=AUG_BACKENDS)
+    aug_backend: str = opt("auto", "auto (default): tensor on a GPU, pil on the CPU; pil: per-image PIL on "
+                           "data-loader processes (reference); tensor: batched on the device", choices=AUG_BACKENDS)
     compile: bool = opt(False, "torch.compile the model", action="store_true")
     num_workers: int = opt(4, "data-loading processes (default 4)")
     eval_batch_size: int = opt(512, "evaluation batch size (default 512)")
     device: str = opt("auto", "auto (default), cpu, cuda or cuda:N")
+    checkpoint_every: int = opt(1, "evaluations per checkpoint (default 1; the last evaluation always saves one)")
     out: str = opt("result", "output directory (default ./result)")
 
     def __post_init__(self) -> None:
@@ -180,6 +181,13 @@ class RunConfig:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         atomic_write_bytes(Path(path), text.encode())
 
+    def aug_backend_for(self, device_type: str) -> str:
+        """The augmentation backend on a device of this type: ``auto`` is the batched device path on
+        a GPU (the PIL path caps a GPU at ~20 steps/s) and for a policy that learns, PIL on the CPU."""
+        if self.aug_backend != "auto":
+            return self.aug_backend
+        return "tensor" if device_type == "cuda" or policy_learns(self.policy) else "pil"
+
     @property
     def num_classes(self) -> int:
         return DATASETS[self.dataset].num_classes
@@ -203,14 +211,14 @@ def _check_values(c: RunConfig) -> None:
                           ("anchoring", ANCHORINGS), ("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES)):
         value = getattr(c, name)
         require(value in allowed, f"{name}: unknown {value!r}; expected one of {', '.join(allowed)}")
-    require(not (policy_learns(c.policy) and c.aug_backend != "tensor"),
-            f"policy: {c.policy} learns during training and needs aug_backend: tensor (data-loader "
+    require(not (policy_learns(c.policy) and c.aug_backend == "pil"),
+            f"policy: {c.policy} learns during training and needs aug_backend: tensor or auto (data-loader "
             "processes of the pil backend never see its updates)")
     require(
         c.aug_backend in AUG_BACKENDS,
         f"aug_backend: unknown {c.aug_backend!r}; expected one of {', '.join(AUG_BACKENDS)}",
     )
-    for name in ("total_steps", "eval_step", "batch_size", "mu", "eval_batch_size"):
+    for name in ("total_steps", "eval_step", "batch_size", "mu", "eval_batch_size", "checkpoint_every"):
         require(getattr(c, name) > 0, f"{name}: must be a positive integer, got {getattr(c, name)}")
     for name in ("depth", "width", "cardinality", "scales"):
         v = getattr(c, name)

@@ -15,10 +15,10 @@ import numpy as np
 
 from .datasets import DatasetSpec, ImageData
 from .normalize import normalize
-from .policies.base import Policy, parse_anchoring
+from .policies.base import Policy, Rows, parse_anchoring
 from .policies.randaugment import MAGNITUDE
 from .policies.randaugment_policy import rand_augment_batch
-from .sampling import LABELED, StepBatchSampler
+from .sampling import LABELED, UNLABELED, StepBatchSampler, StreamTable
 
 
 def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
@@ -67,12 +67,14 @@ class CropStore:
         cols = _reflect(left.view(-1, 1) + torch.arange(w, device=variant.device) - pad, w)
         return torch.where(mirrored.view(-1, 1), w - 1 - cols, cols)  # padding the mirror = mirroring the padding
 
-    def crop(self, index: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def crop(self, index: torch.Tensor, gen: torch.Generator, rows: Rows | None = None) -> torch.Tensor:
         """Weak augmentation of images ``index``: flip with p=0.5 (if allowed), reflect-pad by 1/8
-        of the side, random crop back; uint8 (N, C, H, W)."""
+        of the side, random crop back; uint8 (N, C, H, W). With ``rows``, ``index`` is those rows of
+        a bigger batch, whose draws are all made (see :class:`.policies.base.Rows`)."""
         n, c, h, w, dev = len(index), self.c, self.h, self.w, self.device
-        coin = torch.randint(0, 2, (n,), generator=gen, device=dev) if self.flip else 0
-        top, left = torch.randint(0, self.offsets, (2, n), generator=gen, device=dev)
+        rows = rows or Rows.all(n)
+        coin = rows.of(torch.randint(0, 2, (rows.total,), generator=gen, device=dev)) if self.flip else 0
+        top, left = rows.of(torch.randint(0, self.offsets, (2, rows.total), generator=gen, device=dev), 1)
         variant = coin * self.offsets + left
         image = index * self.variants + variant if self.tabulated else index
         flat = self.data.view(-1, w)
@@ -120,15 +122,19 @@ class BatchAugmenter:
     def normalize(self, x_u8: torch.Tensor) -> torch.Tensor:
         return normalize(x_u8, self.mean, self.std)
 
-    def weak(self, store: CropStore, index: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return normalize(store.crop(index, gen), self.mean, self.std)
+    def weak(self, store: CropStore, index: torch.Tensor, gen: torch.Generator, rows: Rows | None = None) -> torch.Tensor:
+        return normalize(store.crop(index, gen, rows), self.mean, self.std)
 
-    def strong(self, store: CropStore, index: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return normalize(self.strong_batch(store.crop(index, gen), gen), self.mean, self.std)
+    def strong(self, store: CropStore, index: torch.Tensor, gen: torch.Generator,
+               rows: Rows | None = None) -> torch.Tensor:
+        return normalize(self.strong_batch(store.crop(index, gen, rows), gen, rows=rows), self.mean, self.std)
 
-    def unlabeled(self, store: CropStore, index: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two views of unlabeled images ``index`` that ``anchoring`` names, the first drawn first."""
-        first, second = ((self.strong if kind == "strong" else self.weak)(store, index, gen) for kind in self.anchoring)
+    def unlabeled(self, store: CropStore, index: torch.Tensor, gen: torch.Generator,
+                  rows: Rows | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two views of unlabeled images ``index`` (``rows`` of the batch, see :meth:`weak`)
+        that ``anchoring`` names, the first drawn first."""
+        first, second = ((self.strong if kind == "strong" else self.weak)(store, index, gen, rows)
+                         for kind in self.anchoring)
         return first, second
 
     def __call__(self, x_u8: torch.Tensor, gen: torch.Generator, strong: bool) -> torch.Tensor:
@@ -142,14 +148,48 @@ def normalized_tensor(data: ImageData, spec: DatasetSpec) -> torch.Tensor:
     return normalize(torch.from_numpy(data.images).permute(0, 3, 1, 2), spec.mean, spec.std)
 
 
+class EvalImages:
+    """A test set resident on the device as uint8 (CIFAR's 10,000: 31 MB), normalised batch by
+    batch with exactly the host's float32 ops (:func:`normalized_tensor`: the same IEEE divisions
+    and subtractions on either device, bit for bit), and split over DDP ranks."""
+
+    def __init__(self, data: ImageData, spec: DatasetSpec, device: torch.device):
+        self.x = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous().to(device)
+        self.y = torch.from_numpy(data.targets).to(device)
+        self.mean, self.std = spec.mean, spec.std
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batches(self, batch_size: int, rank: int = 0, world_size: int = 1):
+        """Normalised float32 ``(x, y)`` batches of rank ``rank``'s contiguous share of the set."""
+        n = len(self.y)
+        lo, hi = rank * n // world_size, (rank + 1) * n // world_size
+        for start in range(lo, hi, batch_size):
+            stop = min(start + batch_size, hi)
+            yield normalize(self.x[start:stop], self.mean, self.std), self.y[start:stop]
+
+
+def device_generator(device: torch.device) -> torch.Generator:
+    """The augmentation's generator, on the device it draws on (the fake-CUDA test swaps it)."""
+    return torch.Generator(device=device)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The augmentation generator's seed at ``step`` (a resumed run continues the same stream)."""
+    return int(np.random.SeedSequence([seed, 0xA06, step]).generate_state(1)[0])
+
+
 class DeviceBatches:
     """``aug_backend: tensor``: the training set lives on the device as uint8 (in the layout of
     :class:`CropStore`) and each step's batch is augmented there, per sample.
 
-    The step's indices come from ``sampler`` (the global keys of :class:`StepBatchSampler`, as
-    the PIL path); the augmentation generator is seeded from ``(seed, step)``, so a resumed run
-    continues the same stream. Every rank augments the whole global batch and keeps its slice,
-    so the samples do not depend on the number of workers.
+    The step's indices are the global draws of :class:`StepBatchSampler` (as on the PIL path),
+    read from device-resident :class:`StreamTable` s; the augmentation generator is seeded from
+    ``(seed, step)``, so a resumed run continues the same stream. Each rank augments only its
+    slice of the global batch, drawing every random parameter for the whole batch from the same
+    stream, so the samples do not depend on the number of workers and a rank does 1/G of the work.
+    Per step, no host list, no ``torch.tensor`` copy and no host sync.
     """
 
     def __init__(self, data: ImageData, sampler: StepBatchSampler, augmenter: BatchAugmenter, seed: int,
@@ -162,37 +202,40 @@ class DeviceBatches:
         self.targets = torch.from_numpy(data.targets).to(device)
         self.store = augmenter.store(images)
         del images
-        self.gen = torch.Generator(device=device)
+        self.gen = device_generator(device)
         self.rank, self.world = rank, world_size
+        self.tables = (StreamTable(seed, LABELED, sampler.labeled_idx, device),
+                       StreamTable(seed, UNLABELED, np.arange(sampler.num_unlabeled), device))
+        self.rows = tuple(Rows(rank * b // world_size, (rank + 1) * b // world_size, b) for b in (sampler.b, sampler.ub))
 
     def __iter__(self) -> "DeviceBatches":
         return self
 
-    def _slice(self, x: torch.Tensor) -> torch.Tensor:
-        n = len(x) // self.world
-        return x[self.rank * n:(self.rank + 1) * n]
+    def indices(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's labeled and unlabeled item indices at ``step``, on the device."""
+        return tuple(table.take(step * rows.total + rows.start, rows.stop - rows.start)
+                     for table, rows in zip(self.tables, self.rows))
 
     def __next__(self) -> dict[str, torch.Tensor]:
         if self.step >= self.total:
             raise StopIteration
-        keys = self.sampler.keys(self.step)
-        lb = torch.tensor([k[3] for k in keys if k[0] == LABELED]).to(self.device, non_blocking=True)
-        ulb = torch.tensor([k[3] for k in keys if k[0] != LABELED]).to(self.device, non_blocking=True)
-        self.gen.manual_seed(int(np.random.SeedSequence([self.seed, 0xA06, self.step]).generate_state(1)[0]))
+        lb, ulb = self.indices(self.step)
+        rows_lb, rows_ulb = self.rows
+        self.gen.manual_seed(step_seed(self.seed, self.step))
         self.step += 1
         aug, store, gen = self.augment, self.store, self.gen
-        lb_weak = store.crop(lb, gen)
-        x_ulb_w, x_ulb_s = aug.unlabeled(store, ulb, gen)  # (pseudo-label view, trained view)
+        lb_weak = store.crop(lb, gen, rows_lb)
+        x_ulb_w, x_ulb_s = aug.unlabeled(store, ulb, gen, rows_ulb)  # (pseudo-label view, trained view)
         batch = {
-            "x_lb": self._slice(aug.normalize(lb_weak)),
-            "y_lb": self._slice(self.targets[lb]),
-            "x_ulb_w": self._slice(x_ulb_w),
-            "x_ulb_s": self._slice(x_ulb_s),
-            "y_ulb": self._slice(self.targets[ulb]),
-            "idx_ulb": self._slice(ulb),
+            "x_lb": aug.normalize(lb_weak),
+            "y_lb": self.targets.index_select(0, lb),
+            "x_ulb_w": x_ulb_w,
+            "x_ulb_s": x_ulb_s,
+            "y_ulb": self.targets.index_select(0, ulb),
+            "idx_ulb": ulb,
         }
         policy = aug.policy
         if policy is not None and policy.learns:  # probes of the global labeled batch, drawn last
-            probes, batch["probe"] = policy.probe_batch(lb_weak, gen)
-            batch["x_probe"] = self._slice(aug.normalize(probes))
+            probes, batch["probe"] = policy.probe_batch(lb_weak, gen, rows_lb)
+            batch["x_probe"] = aug.normalize(probes)
         return batch

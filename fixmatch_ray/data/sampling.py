@@ -20,9 +20,11 @@ from .datasets import DatasetSpec, ImageData
 LABELED, UNLABELED = 0, 1
 
 
-@functools.lru_cache(maxsize=8)
-def _epoch_permutation(seed: int, stream: int, epoch: int, n: int) -> np.ndarray:
+def _permutation(seed: int, stream: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, stream, epoch]).permutation(n)
+
+
+_epoch_permutation = functools.lru_cache(maxsize=8)(_permutation)
 
 
 def stream_positions(seed: int, stream: int, n: int, step: int, batch: int) -> np.ndarray:
@@ -71,19 +73,65 @@ class StepBatchSampler:
     def __len__(self) -> int:
         return max(0, self.total - self.start)
 
+    def rows(self, stream: int) -> tuple[int, int]:
+        """This rank's slice ``lo..hi`` of the global batch of ``stream``."""
+        b = self.b if stream == LABELED else self.ub
+        return self.rank * b // self.world, (self.rank + 1) * b // self.world
+
+    def indices(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """The whole step's item indices (labeled into the training set, unlabeled), every rank's."""
+        lb = self.labeled_idx[stream_positions(self.seed, LABELED, len(self.labeled_idx), step, self.b)]
+        return lb, stream_positions(self.seed, UNLABELED, self.num_unlabeled, step, self.ub)
+
     def keys(self, step: int) -> list[tuple[int, int, int, int]]:
         out = []
-        for stream, n, b in ((LABELED, len(self.labeled_idx), self.b), (UNLABELED, self.num_unlabeled, self.ub)):
-            pos = stream_positions(self.seed, stream, n, step, b)
-            if stream == LABELED:
-                pos = self.labeled_idx[pos]
-            lo, hi = self.rank * b // self.world, (self.rank + 1) * b // self.world
+        for stream, pos in zip((LABELED, UNLABELED), self.indices(step)):
+            lo, hi = self.rows(stream)
             out += [(stream, step, j, int(pos[j])) for j in range(lo, hi)]
         return out
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int, int]]]:
         for step in range(self.start, self.total):
             yield self.keys(step)
+
+
+class StreamTable:
+    """The items of one stream's draws, resident on the device, for :class:`DeviceBatches`: a step's
+    indices are a slice of it (no per-step host lists, ``torch.tensor`` copies or syncs).
+
+    Draw ``p`` is ``items[perm_e[p mod n]]`` of epoch ``e = p // n`` (:func:`stream_positions`);
+    whole epochs are laid out back to back in blocks of at least ``block_items`` draws, computed
+    on the host and copied up once per block (pinned, asynchronous on CUDA): every ~146 steps for
+    CIFAR's unlabeled stream, every ~1024 for its labeled one.
+    """
+
+    def __init__(self, seed: int, stream: int, items: np.ndarray, device: torch.device, block_items: int = 1 << 16):
+        self.seed, self.stream, self.items, self.device = seed, stream, np.asarray(items), device
+        self.n = len(self.items)
+        self.epochs = max(1, block_items // self.n)  # epochs per block
+        self.size = self.epochs * self.n  # draws per block
+        self.blocks: dict[int, torch.Tensor] = {}
+
+    def _block(self, k: int) -> torch.Tensor:
+        if k not in self.blocks:
+            epochs = range(k * self.epochs, (k + 1) * self.epochs)
+            host = torch.from_numpy(self.items[np.concatenate([_permutation(self.seed, self.stream, e, self.n)
+                                                                for e in epochs])].astype(np.int64))
+            if self.device.type == "cuda":
+                host = host.pin_memory()  # the caching host allocator keeps it until the copy is done
+            self.blocks = {j: t for j, t in self.blocks.items() if j >= k - 1}  # this one and the one before
+            self.blocks[k] = host.to(self.device, non_blocking=True)
+        return self.blocks[k]
+
+    def take(self, start: int, count: int) -> torch.Tensor:
+        """Items of draws ``start .. start+count``, on the device (a view when inside one block)."""
+        parts = []
+        while count > 0:
+            k, offset = divmod(start, self.size)
+            m = min(count, self.size - offset)
+            parts.append(self._block(k)[offset:offset + m])
+            start, count = start + m, count - m
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 class StepDataset(torch.utils.data.Dataset):

@@ -2,17 +2,23 @@
 
 The loop is :func:`~fixmatch_ray.training.loop.run_training`, the same as a local run's, with a
 Ray sink: each rank takes 1/G of every step's global batch, reports once per eval epoch
-(``ray.train.report`` is a barrier, so every rank calls it) and rank 0 attaches the checkpoint,
-then writes the run record and TensorBoard. A restarted worker group resumes from
-``ray.train.get_checkpoint()``.
+(``ray.train.report`` is a barrier, so every rank calls it) and rank 0 attaches a checkpoint every
+``checkpoint_every`` evaluations (and at the last), then writes TensorBoard. The checkpoint is
+serialised and uploaded by Ray's upload thread (``CheckpointUploadMode.ASYNC``, one upload at a
+time, in report order) while training goes on; the run record is written by that upload, after
+the checkpoint is in storage (the guarantee is in :mod:`..training.record`). A restarted worker
+group resumes from ``ray.train.get_checkpoint()``.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
+import signal
 import tempfile
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -21,11 +27,11 @@ from ..storage import join, split_last
 from ..config.strict import from_mapping
 from ..config.tracking import TrackingSpec
 from ..tracking import TRACKERS, trackers_for
-from ..training.checkpoint import load_checkpoint, save_checkpoint
+from ..training.checkpoint import candidates, load_checkpoint, load_state, save_checkpoint, snapshot_to_cpu
 from ..training.engine import Trainer, summarize
 from ..training.loop import Ranks, run_training
-from ..training.record import read_record, write_record
-from ..training.sinks import RecordSink, Sink, TrackerSink
+from ..training.record import read_record, record_doc, save_record, write_record
+from ..training.sinks import Sink, TrackerSink, checkpoint_due
 from .cluster import ensure_ray, normalize_storage, user_error
 
 TB_DIR = "tensorboard"
@@ -46,13 +52,25 @@ def _quiet_train_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-class RaySink(Sink):
-    """Every rank reports each evaluation to Ray Train; rank 0 attaches the checkpoint."""
+UPLOAD_MODES = ("async", "sync")
 
-    def __init__(self, rank: int):
-        self.rank = rank
+
+class RaySink(Sink):
+    """Every rank reports each evaluation to Ray Train; every ``checkpoint_every`` evaluations (and
+    the last) rank 0 attaches a checkpoint. ``upload="async"`` (the default): the training thread
+    only copies the state to host memory, and the report returns while Ray's upload thread
+    serialises and uploads it; ``"sync"``: all of it within the report. Either way the upload
+    function writes the run record once the checkpoint is in storage. Rank 0 also rewrites the
+    record from the (restored) history at start, so rows after a restored step are dropped."""
+
+    def __init__(self, rank: int, run_dir: str, trial: dict[str, Any] | None = None, upload: str = "async"):
+        if upload not in UPLOAD_MODES:
+            raise ValueError(f"checkpoint upload {upload!r}: expected one of {', '.join(UPLOAD_MODES)}")
+        self.rank, self.run_dir, self.trial, self.upload = rank, run_dir, trial, upload
 
     def start(self, trainer: Trainer) -> None:
+        if self.rank == 0:
+            write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial)
         if trainer.step >= trainer.cfg.total_steps and trainer.history:
             # Restored at its very end (the driver died between the last checkpoint and Tune seeing
             # the report): report the final result again, or Tune's last row would stay one behind.
@@ -62,12 +80,57 @@ class RaySink(Sink):
         import ray.train
 
         metrics = {**record, **summarize(trainer.history)}
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if self.rank == 0:
-                save_checkpoint(tmp, trainer.state_dict())
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        if not checkpoint_due(trainer):
+            ray.train.report(metrics)
+            return
+        checkpoint = upload_fn = None
+        if self.rank == 0:
+            doc = record_doc(trainer.cfg.to_dict(), list(trainer.history), self.trial)
+            state = trainer.state_dict()  # sync: serialised before training goes on; async: copied
+            checkpoint = ray.train.Checkpoint.from_directory(tempfile.mkdtemp(prefix="fixmatch-checkpoint-"))
+            upload_fn = self._upload(snapshot_to_cpu(state) if self.upload == "async" else state, doc)
+        mode = ray.train.CheckpointUploadMode.ASYNC if self.upload == "async" else ray.train.CheckpointUploadMode.SYNC
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_upload_mode=mode,
+                         delete_local_checkpoint_after_upload=True, checkpoint_upload_fn=upload_fn)
+
+    def _upload(self, state: dict[str, Any], doc: dict[str, Any]) -> Callable:
+        import ray.train
+
+        storage, run_dir = ray.train.get_context().get_storage(), self.run_dir
+
+        def upload(checkpoint, dir_name: str):
+            """In Ray's upload thread (or within a sync report): write, upload, then the record."""
+            save_checkpoint(checkpoint.path, state)
+            persisted = storage.persist_current_checkpoint(checkpoint, dir_name)
+            save_record(run_dir, doc)
+            return persisted
+
+        return upload
+
+
+class KillAfterReport(Sink):
+    """Fault injection for tests (``fault={"kill_after_epoch": E, "marker": path}`` of
+    :func:`build_trainer`): rank 0 SIGKILLs its own process the instant the report of evaluation E
+    returns, once (the marker file says it happened). Just before, it writes what storage held:
+    the record's step and the steps of the complete checkpoints."""
+
+    chief_only = True
+
+    def __init__(self, epoch: int, marker: str, run_dir: str):
+        self.kill_epoch, self.marker, self.run_dir = epoch, Path(marker), run_dir
+
+    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+        if record["epoch"] != self.kill_epoch or self.marker.exists():
+            return
+        rec = read_record(self.run_dir)
+        complete = []
+        for path in candidates(self.run_dir):
+            try:
+                complete.append(load_state(path)["step"])
+            except Exception:  # being written or uploaded: not a checkpoint yet
+                pass
+        self.marker.write_text(json.dumps({"record_step": rec["step"] if rec else None, "checkpoints": complete}))
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -101,9 +164,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         os.environ.update(config.get("tracking_env") or {})  # the driver's MLFLOW_* / WANDB_* settings
         spec = from_mapping(TrackingSpec, config["tracking"], "tracking")
         trackers += trackers_for(spec, run_dir, split_last(run_dir)[1], local_dir=run_dir)
-    sinks = [RaySink(rank), RecordSink(run_dir, config.get("trial")),
+    sinks = [RaySink(rank, run_dir, config.get("trial"), config.get("upload") or "async"),
              TrackerSink(lambda: TRACKERS["tensorboard"](logdir=join(run_dir, TB_DIR))),
              *(TrackerSink(lambda t=t: t) for t in trackers)]
+    if config.get("fault"):
+        sinks.append(KillAfterReport(config["fault"]["kill_after_epoch"], config["fault"]["marker"], run_dir))
     ranks = Ranks(rank, world, TorchCollective() if world > 1 else LOCAL)
     run_training(cfg, device, sinks, ranks, state=state, wrap=wrap)
 
@@ -124,22 +189,30 @@ def build_trainer(
     trial: dict[str, Any] | None = None,
     tracking: TrackingSpec | None = None,
     log_level: str = "INFO",
+    upload: str = "async",
+    fault: dict[str, Any] | None = None,
+    loop: Callable[[dict[str, Any]], None] | None = None,
+    loop_config: dict[str, Any] | None = None,
 ):
     """A ``TorchTrainer`` for one run, stored under ``storage_path/name``.
 
     The name must be deterministic (e.g. from the Tune trial id): a Train run started again under
     the same name and storage resumes from its latest checkpoint instead of step 0. ``log_level``
     is Ray Train's console level (its controller and workers); its session log files keep all.
+    ``upload``: how checkpoints are uploaded (``async`` or ``sync``, :class:`RaySink`); ``fault``:
+    tests' fault injection (:class:`KillAfterReport`); ``loop`` with ``loop_config``: another
+    loop function, given ``run_dir`` and ``loop_config`` (``bench ray``).
     """
     import ray.train
     from ray.train.torch import TorchTrainer
 
     resources.check(cfg)
+    config = {"run": cfg.to_dict(), "run_dir": join(storage_path, name), "trial": trial, "upload": upload,
+              "fault": fault, "tracking": dataclasses.asdict(tracking) if tracking is not None else None,
+              "tracking_env": tracking_env() if tracking is not None else None}
     return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"run": cfg.to_dict(), "run_dir": join(storage_path, name), "trial": trial,
-                           "tracking": dataclasses.asdict(tracking) if tracking is not None else None,
-                           "tracking_env": tracking_env() if tracking is not None else None},
+        loop or train_loop_per_worker,
+        train_loop_config={**config, **(loop_config or {})},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers, use_gpu=resources.use_gpu,
             resources_per_worker=resources.per_worker(),

@@ -21,6 +21,18 @@ LATEST = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
 
 
+def snapshot_to_cpu(obj: Any) -> Any:
+    """A deep copy of a state dict with every tensor copied to host memory: what a background
+    upload serialises while training goes on (live parameters and momenta keep changing)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: snapshot_to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(snapshot_to_cpu(v) for v in obj)
+    return obj
+
+
 def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Save ``state`` as ``directory/checkpoint.pt``, keeping the one before as ``.prev.pt``."""
     directory = Path(directory)

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..algorithms import LOCAL, Collective
 from ..config import RunConfig
-from ..data.batched import BatchAugmenter, DeviceBatches, normalized_tensor
+from ..data.batched import BatchAugmenter, DeviceBatches, EvalImages
 from ..data.datasets import DatasetSpec, ImageData, get_spec, load_dataset
 from ..data.policies import Policy, build_policy
 from ..data.sampling import StepBatchSampler, train_loader
@@ -32,8 +32,7 @@ class RunData:
     spec: DatasetSpec
     train: ImageData  # the unlabeled set; the labeled pool is its first part (the train set)
     labeled_idx: np.ndarray  # after --expand-labels
-    x_test: torch.Tensor
-    y_test: torch.Tensor
+    test: ImageData
 
 
 def load_run_data(cfg: RunConfig) -> RunData:
@@ -48,7 +47,7 @@ def load_run_data(cfg: RunConfig) -> RunData:
     labeled = expand_labeled(labeled, cfg.batch_size, cfg.eval_step, cfg.expand_labels)
     pool = train if spec.unlabeled_split is None else load_dataset(cfg.dataset, cfg.data_dir, spec.unlabeled_split,
                                                                    download=cfg.download)
-    return RunData(spec, pool, labeled, normalized_tensor(test, spec), torch.from_numpy(test.targets))
+    return RunData(spec, pool, labeled, test)
 
 
 def step_batches(
@@ -94,7 +93,11 @@ def sinks_for(sinks: Sequence[Sink], ranks: Ranks) -> list[Sink]:
 def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ranks: Ranks = Ranks(),
                  state: dict[str, Any] | None = None, data: RunData | None = None,
                  wrap: Callable[[nn.Module], nn.Module] | None = None) -> Trainer:
-    """Train ``cfg`` (from ``state`` when given) to its last step, feeding ``sinks``."""
+    """Train ``cfg`` (from ``state`` when given) to its last step, feeding ``sinks``.
+
+    ``aug_backend: auto`` is resolved for ``device`` here: the trainer, its checkpoints and the run
+    record carry the backend that ran."""
+    cfg = cfg.replace(aug_backend=cfg.aug_backend_for(device.type))
     data = data or load_run_data(cfg)
     policy = build_policy(cfg.policy, device, cfg.strong_aug)
     trainer = Trainer(cfg, device, wrap, num_unlabeled=len(data.train), collective=ranks.collective, policy=policy)
@@ -114,7 +117,8 @@ def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ra
             for s in sinks:
                 s.progress(step, means)
 
-        fit(trainer, batches, (data.x_test, data.y_test), on_epoch, on_progress, check_every=min(50, cfg.eval_step))
+        test = EvalImages(data.test, data.spec, device)  # resident on the device as uint8
+        fit(trainer, batches, test, on_epoch, on_progress, check_every=min(50, cfg.eval_step))
     finally:
         for s in sinks:
             s.close()
@@ -126,13 +130,14 @@ def run_local(cfg: RunConfig, state: dict[str, Any] | None = None, progress: boo
     """Run (or continue from ``state``) one training in this process, recording to TensorBoard and
     ``trackers`` (MLflow, W&B: :func:`fixmatch_ray.tracking.trackers_for`); returns the summary."""
     out = Path(cfg.out)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # --gpu-id N: kernels, NCCL and caches on that GPU, not GPU 0
+    cfg = cfg.replace(aug_backend=cfg.aug_backend_for(device.type))
     data = load_run_data(cfg)  # before anything is written: a bad dataset leaves no directory
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
     sinks = [CheckpointSink(out), RecordSink(str(out)), TrackerSink(lambda: TRACKERS["tensorboard"](logdir=out)),
              *(TrackerSink(lambda t=t: t) for t in trackers), ProgressSink(progress)]
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)  # --gpu-id N: kernels, NCCL and caches on that GPU, not GPU 0
     trainer = run_training(cfg, device, sinks, state=state, data=data)
     return summarize(trainer.history)

@@ -1,9 +1,9 @@
 """Optimiser pieces of FixMatch: parameter groups, the optimisers, the schedules, the EMA model.
 
 ``lr_at`` is pure (step in, learning rate out) so the schedule is testable by hand and
-restores exactly from a step counter; ``ModelEMA`` uses foreach ops (two kernel launches per
-update instead of one per tensor). SGD is FixMatch's; :class:`TFAdam` and the linear schedule
-are the official ablations' (``ab_fixmatch_adam.py``, ``ab_fixmatch_linearlr.py``).
+restores exactly from a step counter; ``ModelEMA`` uses foreach ops (one lerp launch per update,
+buffers copied only when the EMA model is read). SGD is FixMatch's; :class:`TFAdam` and the linear
+schedule are the official ablations' (``ab_fixmatch_adam.py``, ``ab_fixmatch_linearlr.py``).
 """
 from __future__ import annotations
 
@@ -140,32 +140,48 @@ class ModelEMA:
     """Exponential moving average of a model's parameters; buffers (BN statistics) are copied.
 
     ``ema = decay·ema + (1-decay)·param`` after every optimiser step, as the official code. The
-    EMA starts as a copy of the model (not of the first updated weights).
+    EMA starts as a copy of the model (not of the first updated weights). The buffers are copied
+    when the EMA model is read (:attr:`module`: evaluation, checkpoint, a policy's probe), not
+    every step: nothing reads them in between, and the copy mixes dtypes (float statistics, int64
+    batch counts), which sends ``_foreach_copy_`` down its per-tensor path (75 launches a step on
+    WRN-28-2). What a reader sees is the same: the model's buffers as of the last step.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"ema decay {decay} must be in [0, 1)")
         self.decay = decay
-        self.module = copy.deepcopy(_unwrap(model)).eval()
-        for p in self.module.parameters():
+        self._source = _unwrap(model)
+        self._module = copy.deepcopy(self._source).eval()
+        for p in self._module.parameters():
             p.requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        src = _unwrap(model)
-        ema_p, src_p = _float_pairs(self.module.parameters(), src.parameters())
+        """One EMA step of the parameters (a single foreach lerp)."""
+        self._source = _unwrap(model)
+        ema_p, src_p = _float_pairs(self._module.parameters(), self._source.parameters())
         if ema_p:
             torch._foreach_lerp_(ema_p, src_p, 1.0 - self.decay)
-        bufs = list(self.module.buffers())
-        if bufs:
-            torch._foreach_copy_(bufs, list(src.buffers()))
+
+    @property
+    def module(self) -> nn.Module:
+        """The EMA model, its buffers copied from the model now (one foreach copy per dtype)."""
+        with torch.no_grad():
+            groups: dict[torch.dtype, tuple[list, list]] = {}
+            for dst, src in zip(self._module.buffers(), self._source.buffers(), strict=True):
+                pair = groups.setdefault(dst.dtype, ([], []))
+                pair[0].append(dst)
+                pair[1].append(src)
+            for dst, src in groups.values():
+                torch._foreach_copy_(dst, src)
+        return self._module
 
     def state_dict(self) -> dict:
         return self.module.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state)
+        self._module.load_state_dict(state)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -2,11 +2,18 @@
 
 One JSON document (``metrics.json`` in the run's directory, a local path or a URI): the resolved
 config, every evaluation's row (step, accuracies, losses, mask rate, lr, images/s, wall time),
-the summary (median of the last 20 evaluations...) and whether the run finished. Rank 0 writes it
-whole and atomically after each checkpoint is saved, so it is never ahead of the checkpoint it
-follows; a resumed run rewrites it from the restored checkpoint's history first, so rows after
-the restored step are replaced, never duplicated. Results are read from here, never from logs
-or Tune's files.
+the summary (median of the last 20 evaluations...) and whether the run finished. Results are read
+from here, never from logs or Tune's files.
+
+The guarantee, on any crash: **the record never holds an evaluation that no complete, persisted
+checkpoint holds.** Rank 0 writes it whole and atomically only after the checkpoint of its last
+evaluation is completely in storage: a local run right after ``checkpoint.pt`` is renamed into
+place; a Ray Train run from the checkpoint's upload function, after the upload (synchronous or in
+Ray's background upload thread, which runs one upload at a time, in report order). So the record
+describes exactly the newest persisted checkpoint (``step`` is its step), or one before it while an
+upload is in flight. A restarted run resumes from a checkpoint at most that new and rewrites the
+record from the restored history first, so rows after the restored step are replaced, never
+duplicated. With ``checkpoint_every: k`` the record moves every k evaluations (and at the end).
 """
 from __future__ import annotations
 
@@ -31,7 +38,11 @@ def record_doc(config: dict[str, Any], history: list[dict[str, Any]],
 def write_record(run_dir: str, config: dict[str, Any], history: list[dict[str, Any]],
                  trial: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the record atomically (temp file + rename locally, one PUT on object stores)."""
-    doc = record_doc(config, history, trial)
+    return save_record(run_dir, record_doc(config, history, trial))
+
+
+def save_record(run_dir: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """Write a record made earlier by :func:`record_doc` (e.g. when its checkpoint is persisted)."""
     Store(run_dir).write_bytes(RECORD_FILE, json.dumps(doc, indent=1).encode())
     return doc
 

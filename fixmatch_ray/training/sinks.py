@@ -32,8 +32,13 @@ class Sink:
         """The run ended, failed or was interrupted."""
 
 
+def checkpoint_due(trainer: Trainer) -> bool:
+    """Whether this evaluation saves a checkpoint: every ``checkpoint_every`` evaluations, and the last."""
+    return len(trainer.history) % trainer.cfg.checkpoint_every == 0 or trainer.step >= trainer.cfg.total_steps
+
+
 class CheckpointSink(Sink):
-    """``<out>/checkpoint.pt`` after every evaluation (the one before kept as a fallback)."""
+    """``<out>/checkpoint.pt`` every ``checkpoint_every`` evaluations (the one before kept as a fallback)."""
 
     chief_only = True
 
@@ -41,11 +46,13 @@ class CheckpointSink(Sink):
         self.out = out
 
     def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
-        save_checkpoint(self.out, trainer.state_dict())
+        if checkpoint_due(trainer):
+            save_checkpoint(self.out, trainer.state_dict())
 
 
 class RecordSink(Sink):
-    """The run record (:mod:`.record`), rewritten whole at start and after every evaluation."""
+    """The run record (:mod:`.record`), rewritten whole at start and after each checkpoint (give it
+    after the :class:`CheckpointSink`: the record never runs ahead of the checkpoint)."""
 
     chief_only = True
 
@@ -56,7 +63,8 @@ class RecordSink(Sink):
         write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial)
 
     def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
-        write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial)
+        if checkpoint_due(trainer):
+            write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial)
 
 
 class TrackerSink(Sink):

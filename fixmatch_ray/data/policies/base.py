@@ -14,6 +14,7 @@ nothing from the generator, on both paths.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,6 +35,29 @@ def parse_anchoring(anchoring: str | tuple[str, str]) -> tuple[str, str]:
     return pair  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class Rows:
+    """Rows ``start..stop`` of a batch of ``total`` samples (a DDP rank's slice of the global batch).
+
+    A batched augmentation given ``rows`` draws its random parameters for all ``total`` samples,
+    in the same order as for the whole batch, and applies them to its rows only: G ranks then see
+    exactly the samples of one worker, each doing 1/G of the work."""
+
+    start: int
+    stop: int
+    total: int
+
+    @classmethod
+    def all(cls, n: int) -> "Rows":
+        return cls(0, n, n)
+
+    def of(self, t: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        """This slice of ``t`` (drawn for the whole batch) along ``dim``."""
+        if self.start == 0 and self.stop == self.total:
+            return t
+        return t.narrow(dim, self.start, self.stop - self.start)
+
+
 class Policy:
     """A strong-augmentation policy; subclasses set ``name`` and register in ``policies.POLICIES``."""
 
@@ -49,13 +73,15 @@ class Policy:
         """The strong view of one (already weakly augmented) image, all draws from ``rng``."""
         raise NotImplementedError
 
-    def strong_batch(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """The strong views of a uint8 batch of weak views, each sample its own draws from ``gen``."""
+    def strong_batch(self, x: torch.Tensor, gen: torch.Generator, rows: Rows | None = None) -> torch.Tensor:
+        """The strong views of a uint8 batch of weak views, each sample its own draws from ``gen``;
+        with ``rows``, ``x`` holds those rows of a bigger batch (draws made for all of it)."""
         raise NotImplementedError
 
-    def probe_batch(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, Any]:
-        """Probe views of a uint8 batch of weak labeled views and what :meth:`learn` needs to know
-        of them (only for ``learns`` policies)."""
+    def probe_batch(self, x: torch.Tensor, gen: torch.Generator, rows: Rows | None = None) -> tuple[torch.Tensor, Any]:
+        """Probe views of a uint8 batch of weak labeled views (``rows`` of the batch, as in
+        :meth:`strong_batch`) and what :meth:`learn` needs to know of the whole batch's probes
+        (only for ``learns`` policies)."""
         raise NotImplementedError
 
     def learn(self, probe: Any, probs: torch.Tensor, labels: torch.Tensor) -> None:

@@ -19,7 +19,7 @@ import functools
 import torch
 
 from .ctaugment import DECAY, DEPTH, N_RATES, OP_NAMES, OPS, THRESHOLD, rate_offsets
-from .base import Policy
+from .base import Policy, Rows
 from .ctaugment_ops import apply_round, cutout_batch, cutout_size
 
 MAX_PARAMS = max(len(b) for b in OPS.values())  # 2 (rescale)
@@ -123,15 +123,19 @@ def proximity_batch(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def apply_policy_batch(x: torch.Tensor, ops: torch.Tensor, values: torch.Tensor, gen: torch.Generator | None = None,
                        centres: tuple[torch.Tensor, torch.Tensor] | None = None,
-                       dense: bool | None = None) -> torch.Tensor:
+                       dense: bool | None = None, rows: Rows | None = None) -> torch.Tensor:
     """Apply each sample's policy (ops (N, depth), values (N, depth, 2)) to the uint8 batch ``x``,
     round by round. A cutout op's centre comes from ``centres`` ((N, depth) x and y, integers) or
-    is drawn from ``gen`` (x uniform in 0..W−1, then y in 0..H−1, for every sample and round)."""
+    is drawn from ``gen`` (x uniform in 0..W−1, then y in 0..H−1, for every sample and round; with
+    ``rows``, drawn for the whole batch and ``x``, ``ops``, ``values`` are those rows)."""
     n, depth = ops.shape
     h, w = x.shape[-2:]
     if centres is None:
-        cx = torch.randint(0, w, (n, depth), generator=gen, device=x.device)
-        cy = torch.randint(0, h, (n, depth), generator=gen, device=x.device)
+        total = rows.total if rows is not None else n
+        cx = torch.randint(0, w, (total, depth), generator=gen, device=x.device)
+        cy = torch.randint(0, h, (total, depth), generator=gen, device=x.device)
+        if rows is not None:
+            cx, cy = rows.of(cx), rows.of(cy)
     else:
         cx, cy = centres
     for r in range(depth):
@@ -139,12 +143,13 @@ def apply_policy_batch(x: torch.Tensor, ops: torch.Tensor, values: torch.Tensor,
     return x
 
 
-def cutout_level(x: torch.Tensor, level: float, gen: torch.Generator) -> torch.Tensor:
+def cutout_level(x: torch.Tensor, level: float, gen: torch.Generator, rows: Rows | None = None) -> torch.Tensor:
     """Official cutout at ``level`` (1 for the strong view: 16 px at 32×32, 48 px at 96×96) on every
-    sample, centres drawn from ``gen`` (x, then y)."""
+    sample, centres drawn from ``gen`` (x, then y; for the whole batch when ``x`` is ``rows`` of it)."""
     n, _, h, w = x.shape
-    cx = torch.randint(0, w, (n,), generator=gen, device=x.device)
-    cy = torch.randint(0, h, (n,), generator=gen, device=x.device)
+    rows = rows or Rows.all(n)
+    cx = rows.of(torch.randint(0, w, (rows.total,), generator=gen, device=x.device))
+    cy = rows.of(torch.randint(0, h, (rows.total,), generator=gen, device=x.device))
     size = cutout_size(torch.full((n,), float(level), dtype=torch.float64, device=x.device), h, w)
     return cutout_batch(x, size, cx, cy)
 
@@ -162,19 +167,24 @@ class BatchedCTAugment:
         return draw_policy(self.rates, n, gen, probe, self.depth, self.threshold, self.decay)
 
     def strong(self, x_weak: torch.Tensor, gen: torch.Generator, with_ops: bool = True,
-               with_cutout: bool = True) -> torch.Tensor:
+               with_cutout: bool = True, rows: Rows | None = None) -> torch.Tensor:
         """Strong view of weakly augmented uint8 images: ``depth`` ops from the rates, cutout level 1
-        (either part left out, drawing nothing, by ``with_ops`` / ``with_cutout``)."""
+        (either part left out, drawing nothing, by ``with_ops`` / ``with_cutout``). ``x_weak`` may
+        be ``rows`` of a bigger batch: draws for all of it, see :class:`.base.Rows`."""
+        rows = rows or Rows.all(len(x_weak))
         x = x_weak
         if with_ops:
-            ops, values = self.policy(len(x_weak), gen, probe=False)
-            x = apply_policy_batch(x_weak, ops, values, gen)
-        return cutout_level(x, 1.0, gen) if with_cutout else x
+            ops, values = self.policy(rows.total, gen, probe=False)
+            x = apply_policy_batch(x_weak, rows.of(ops), rows.of(values), gen, rows=rows)
+        return cutout_level(x, 1.0, gen, rows) if with_cutout else x
 
-    def probe(self, x_weak: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Probe images (uniform ops and parameters, no cutout) and their (ops, values) for :meth:`update`."""
-        ops, values = self.policy(len(x_weak), gen, probe=True)
-        return apply_policy_batch(x_weak, ops, values, gen), ops, values
+    def probe(self, x_weak: torch.Tensor, gen: torch.Generator,
+              rows: Rows | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Probe images (uniform ops and parameters, no cutout) of ``x_weak`` (``rows`` of the batch)
+        and the whole batch's (ops, values) for :meth:`update`."""
+        rows = rows or Rows.all(len(x_weak))
+        ops, values = self.policy(rows.total, gen, probe=True)
+        return apply_policy_batch(x_weak, rows.of(ops), rows.of(values), gen, rows=rows), ops, values
 
     def update(self, ops: torch.Tensor, values: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> None:
         """Move the rates by the probes' proximity (``probs``: the EMA model's softmax on the probes)."""
@@ -218,11 +228,12 @@ class CTAugmentPolicy(Policy):
             img = apply(img, ref.policy(rng, probe=False), rng)
         return cutout(img, 1.0, rng) if self.with_cutout else img
 
-    def strong_batch(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return self.batched.strong(x, gen, self.with_ops, self.with_cutout)
+    def strong_batch(self, x: torch.Tensor, gen: torch.Generator, rows: Rows | None = None) -> torch.Tensor:
+        return self.batched.strong(x, gen, self.with_ops, self.with_cutout, rows)
 
-    def probe_batch(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        images, ops, values = self.batched.probe(x, gen)
+    def probe_batch(self, x: torch.Tensor, gen: torch.Generator,
+                    rows: Rows | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        images, ops, values = self.batched.probe(x, gen, rows)
         return images, (ops, values)
 
     def learn(self, probe: tuple[torch.Tensor, torch.Tensor], probs: torch.Tensor, labels: torch.Tensor) -> None:

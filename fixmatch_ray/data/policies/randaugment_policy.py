@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Policy
+from .base import Policy, Rows
 from .randaugment import MAGNITUDE, OP_NAMES, rand_augment_mc
 from .randaugment_batched import _prepare, _round, cutout_batch
 
@@ -35,17 +35,20 @@ def rand_augment_drawn(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, s
 
 
 def rand_augment_batch(x: torch.Tensor, gen: torch.Generator, n: int = 2, m: int = MAGNITUDE,
-                       cutout_frac: float = 0.5, with_ops: bool = True, with_cutout: bool = True) -> torch.Tensor:
+                       cutout_frac: float = 0.5, with_ops: bool = True, with_cutout: bool = True,
+                       rows: Rows | None = None) -> torch.Tensor:
     """``n`` RandAugmentMC rounds, then an always-on Cutout of ``cutout_frac`` of the side (uint8);
     the Cutout centre is uniform over the pixels, row then column (official ``cutout_numpy``).
 
     ``with_ops=False`` / ``with_cutout=False`` leave that part out (the official Cutout
-    ablations); a part left out draws nothing from ``gen``, as on the PIL path."""
+    ablations); a part left out draws nothing from ``gen``, as on the PIL path. ``x`` may be
+    ``rows`` of a bigger batch: every draw is made for all of it (see :class:`.base.Rows`)."""
     h, w = x.shape[-2:]
-    draws = draw_ops(len(x), gen, x.device, n, m) if with_ops else None
+    rows = rows or Rows.all(len(x))
+    draws = tuple(rows.of(t, 1) for t in draw_ops(rows.total, gen, x.device, n, m)) if with_ops else None
     if with_cutout:
-        cy = torch.randint(0, h, (len(x),), generator=gen, device=x.device)
-        cx = torch.randint(0, w, (len(x),), generator=gen, device=x.device)
+        cy = rows.of(torch.randint(0, h, (rows.total,), generator=gen, device=x.device))
+        cx = rows.of(torch.randint(0, w, (rows.total,), generator=gen, device=x.device))
         size = int(cutout_frac * w)
     else:  # a box of size 0 covers nothing; the pixels ops left uncovered still turn grey
         cy = cx = torch.zeros(len(x), dtype=torch.long, device=x.device)
@@ -64,6 +67,6 @@ class RandAugment(Policy):
     def strong_image(self, img, rng):
         return rand_augment_mc(img, rng, with_ops=self.with_ops, with_cutout=self.with_cutout)
 
-    def strong_batch(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return rand_augment_batch(x, gen, with_ops=self.with_ops, with_cutout=self.with_cutout)
+    def strong_batch(self, x: torch.Tensor, gen: torch.Generator, rows: Rows | None = None) -> torch.Tensor:
+        return rand_augment_batch(x, gen, with_ops=self.with_ops, with_cutout=self.with_cutout, rows=rows)
 

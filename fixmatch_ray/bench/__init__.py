@@ -7,7 +7,9 @@ the device present (CUDA if any), images/s.
 
 ``ray``: Ray Train's start-up cost and its cost per ``ray.train.report`` (each eval epoch),
 measured as the difference between a plain in-process run and the same run through a
-1-worker TorchTrainer, then projected onto a paper-length run (2^20 steps, a report every 1024).
+1-worker TorchTrainer, then projected onto a paper-length run (2^20 steps, a report every 1024);
+and what a report with a checkpoint of a WRN-28-2- or WRN-28-8-sized state stalls training,
+synchronous against asynchronous upload (:mod:`.report`), with its paper-length share.
 """
 from __future__ import annotations
 
@@ -19,13 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
-
-PAPER_STEPS, PAPER_EVAL = 2**20, 1024
+from ..config import RunConfig
+from .report import PAPER_EVAL, PAPER_STEPS, STATE_MB, measure_reports, paper_share
 
 
 def _local_seconds(cfg: RunConfig) -> float:
-    from .training.loop import run_local
+    from ..training.loop import run_local
 
     tic = time.perf_counter()
     run_local(cfg, progress=False)
@@ -33,7 +34,7 @@ def _local_seconds(cfg: RunConfig) -> float:
 
 
 def _ray_seconds(cfg: RunConfig, storage: str, name: str) -> float:
-    from .launch.worker import Resources, build_trainer
+    from ..launch.worker import Resources, build_trainer
 
     tic = time.perf_counter()
     build_trainer(cfg, Resources(workers=1), storage, name, max_failures=0).fit()
@@ -42,7 +43,7 @@ def _ray_seconds(cfg: RunConfig, storage: str, name: str) -> float:
 
 def bench_ray(steps: int = 40, repeats: int = 1) -> dict[str, Any]:
     """Start-up and per-report overhead of Ray Train on this machine (tiny net on digits)."""
-    from .launch.cluster import HEALTH_CHECK_ENV, ensure_ray, job_env
+    from ..launch.cluster import HEALTH_CHECK_ENV, ensure_ray, job_env
 
     tic = time.perf_counter()
     ensure_ray(min_cpus=2)
@@ -58,6 +59,7 @@ def bench_ray(steps: int = 40, repeats: int = 1) -> dict[str, Any]:
             out["local_many"].append(_local_seconds(many.replace(out=f"{tmp}/lm{r}")))
             out["ray_few"].append(_ray_seconds(few, tmp, f"rf{r}"))
             out["ray_many"].append(_ray_seconds(many, tmp, f"rm{r}"))
+        checkpoints = measure_reports(tmp, STATE_MB)
     med = {k: sorted(v)[len(v) // 2] for k, v in out.items()}
     startup = med["ray_few"] - med["local_few"]  # one report each: the rest is start-up
     per_report = ((med["ray_many"] - med["local_many"]) - startup) / (n_many - 1)
@@ -67,8 +69,26 @@ def bench_ray(steps: int = 40, repeats: int = 1) -> dict[str, Any]:
                           ("pil_capped_25_steps_per_s", 0.04)):
         run_s = PAPER_STEPS * step_s
         projection[label] = 100 * (startup + reports * per_report) / (run_s + startup + reports * per_report)
-    return {"health_check_interval_s": float(job_env()[HEALTH_CHECK_ENV]), "ray_init_s": init_s, "train_startup_s": startup, "per_report_s": per_report,
-            "timings_s": med, "paper_overhead_percent": projection}
+    share = {f"{name}_{mode}": paper_share(checkpoints[f"{name}_{mode}_s"], 0.006)
+             for name in STATE_MB for mode in ("sync", "async")}
+    return {"health_check_interval_s": float(job_env()[HEALTH_CHECK_ENV]), "ray_init_s": init_s,
+            "train_startup_s": startup, "per_report_s": per_report, "timings_s": med,
+            "paper_overhead_percent": projection, "checkpoint_reports": checkpoints,
+            "checkpoint_paper_share_percent_wrn28_2_6ms": share}
+
+
+def print_checkpoint_costs(res: dict[str, Any]) -> None:
+    """The checkpoint part of ``bench ray``: per-report stall, sync vs async, and the paper share."""
+    c = res["checkpoint_reports"]
+    print(f"per report with a checkpoint, stall of the training loop (1 worker, local storage, "
+          f"{c['reports']} reports {c['gap_s']:.1f} s of work apart; metrics only: {c['no_checkpoint_s']:.3f} s):")
+    for name, mb in STATE_MB.items():
+        print(f"  {name}-sized state ({mb} MB): sync {c[f'{name}_sync_s']:.3f} s   async {c[f'{name}_async_s']:.3f} s"
+              f"   (async uploads drained {c[f'{name}_async_drain_s']:.2f} s after the last report)")
+    print(f"paper-length share ({PAPER_STEPS} steps at 6 ms/step (WRN-28-2), a checkpoint every "
+          f"{PAPER_EVAL} steps):")
+    for key, pct in res["checkpoint_paper_share_percent_wrn28_2_6ms"].items():
+        print(f"  {key:<16} {pct:.2f} % of wall time")
 
 
 B, MU, SIZE = 64, 7, 32
@@ -102,9 +122,9 @@ def _time_aug(steps: int, repeats: int) -> dict[str, Any]:
     import torch
     from PIL import Image
 
-    from .data.batched import BatchAugmenter
-    from .data.datasets import DATASETS
-    from .data.policies.randaugment import TransformFixMatch
+    from ..data.batched import BatchAugmenter
+    from ..data.datasets import DATASETS
+    from ..data.policies.randaugment import TransformFixMatch
 
     spec = DATASETS["cifar10"]
     imgs = _cifar_like(B + MU * B)
@@ -143,9 +163,9 @@ def bench_step(models: list[str], steps: int, warmup: int, backend: str) -> dict
     """Seconds per full FixMatch step per model on the present device (batched augmentation)."""
     import torch
 
-    from .data.batched import BatchAugmenter
-    from .data.datasets import DATASETS
-    from .training.engine import Batch, Trainer, resolve_device
+    from ..data.batched import BatchAugmenter
+    from ..data.datasets import DATASETS
+    from ..training.engine import Batch, Trainer, resolve_device
 
     device = resolve_device("auto")
     shapes = {"tiny (WRN-10-1)": ("cifar10", 10, 1), "WRN-28-2": ("cifar10", 28, 2), "WRN-28-8": ("cifar100", 28, 8)}
@@ -214,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {k:<16} {v['ms_per_step']:10.1f} ms/step  {v['images_per_s']:10.0f} images/s")
         Path(args.json).write_text(json.dumps({"step": res}, indent=1))
         return 0
-    from .errors import UserError
+    from ..errors import UserError
 
     try:
         res = bench_ray(repeats=args.repeats)
@@ -227,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"per ray.train.report + checkpoint:   {res['per_report_s']:.2f} s")
     for label, pct in res["paper_overhead_percent"].items():
         print(f"paper-length share ({label}): {pct:.2f} % of wall time")
+    print_checkpoint_costs(res)
     Path(args.json).write_text(json.dumps({"ray": res}, indent=1))
     return 0
 

@@ -1,0 +1,6 @@
+"""``python -m fixmatch_ray.bench {aug,step,ray}`` (the CLI is :func:`fixmatch_ray.bench.main`)."""
+import sys
+
+from . import main
+
+sys.exit(main())
