@@ -35,6 +35,7 @@ from .config import RunConfig, load_sweep
 MODELS = {"wideresnet-28-2": ("cifar10", 28, 2), "wideresnet-28-8": ("cifar100", 28, 8),
           "wideresnet-10-1": ("cifar10", 10, 1)}  # the last: --quick's tiny stand-in
 PRECISIONS = ("off", "bf16", "fp16")
+PAPER_EVAL_STEP = 1024  # steps per evaluation (and checkpoint) in the paper's runs
 NO_CUDA = "bench gpu needs a CUDA device; none is visible (try --device cpu --quick to check the code path)"
 
 
@@ -142,7 +143,7 @@ def measure(model: str, precision: str, s: dict[str, Any], device: torch.device)
     per_eval = min(eval_ms) + min(ckpt_ms)  # an eval epoch ends with both evaluations and a checkpoint
     return {"loop_ms": _summary(loop), "aug_ms": _summary(aug), "step_on_fixed_batch_ms": _summary(model_ms),
             "eval_ms": min(eval_ms), "checkpoint_ms": min(ckpt_ms),
-            "amortised_eval_checkpoint_ms_per_step": per_eval / 1024,  # the paper's eval_step
+            "amortised_eval_checkpoint_ms_per_step": per_eval / PAPER_EVAL_STEP,
             "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
 
 

@@ -143,7 +143,7 @@ def test_a_checkpoint_saved_on_gpu_1_restores_where_only_one_gpu_is_visible(tmp_
     from fixmatch_ray.training.engine import Trainer
 
     state, _ = load_checkpoint(tmp_path)
-    trainer = Trainer(gpucheck.CFG, torch.device("cuda:0"), num_unlabeled=1797)
+    trainer = Trainer(gpucheck.CFG, torch.device("cuda:0"))
     trainer.load_state_dict(state)
     assert next(trainer.net.parameters()).device == torch.device("cuda:0") and trainer.step == 3
 
@@ -172,7 +172,7 @@ def test_peak_memory_of_a_50k_crop_store_and_a_wrn_28_8_bf16_step(cifar10_root):
     del x
     held, peak = torch.cuda.memory_allocated() - base, torch.cuda.max_memory_allocated() - base
     size = 50_000 * 18 * 3 * 32 * 32  # 18 column variants (2.76 GB), no copy left over
-    assert store.tabulated and size <= held < size + (1 << 20)
+    assert store.tabulated and size <= held < size + (4 << 20)  # the allocator rounds blocks up to 2 MiB
     del store
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
