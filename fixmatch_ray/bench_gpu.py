@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .config import RunConfig, load_sweep
+from .errors import ConfigError
 
 MODELS = {"wideresnet-28-2": ("cifar10", 28, 2), "wideresnet-28-8": ("cifar100", 28, 8),
           "wideresnet-10-1": ("cifar10", 10, 1)}  # the last: --quick's tiny stand-in
@@ -65,10 +66,10 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     precs = (args.precisions or ("off,bf16" if q else "off,bf16,off+compile,bf16+compile")).split(",")
     for m in models:
         if m not in MODELS:
-            raise SystemExit(f"error: --models: unknown {m!r}; expected some of {', '.join(MODELS)}")
+            raise ConfigError(f"--models: unknown {m!r}; expected some of {', '.join(MODELS)}")
     for pr in precs:
         if pr.removesuffix("+compile") not in PRECISIONS:
-            raise SystemExit(f"error: --precisions: unknown {pr!r}; expected off, bf16 or fp16, optionally +compile")
+            raise ConfigError(f"--precisions: unknown {pr!r}; expected off, bf16 or fp16, optionally +compile")
     return {"models": models, "precisions": precs, "steps": pick(args.steps, 50, 2),
             "windows": pick(args.windows, 5, 2), "warmup": pick(args.warmup, 20, 1),
             "images": pick(args.images, 50_000, 256), "batch": 8 if q else 64, "mu": 2 if q else 7,
@@ -234,7 +235,11 @@ def main(args: argparse.Namespace) -> int:
         torch.cuda.set_device(device)
     if args.packed_worker:
         return packed_worker(args)
-    s = _settings(args)
+    try:
+        s = _settings(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"FixMatch step on {card}: batch {s['batch']} + {s['mu'] * s['batch']} x 2, {s['images']} images resident")
     measured = {m: {p: measure(m, p, s, device) for p in s["precisions"]} for m in s["models"]}

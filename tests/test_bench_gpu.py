@@ -61,6 +61,8 @@ def test_without_cuda_it_exits_2_in_one_line(monkeypatch, capsys):
     assert err.count("\n") == 1 and "bench gpu needs a CUDA device; none is visible" in err
 
 
-def test_unknown_model_is_one_line():
-    with pytest.raises(SystemExit, match="--models: unknown 'wrn'"):
-        bench_gpu._settings(parse("--models", "wrn"))
+@pytest.mark.parametrize("flag, value", [("--models", "wrn"), ("--precisions", "fp8")])
+def test_unknown_model_or_precision_is_one_line(flag, value, capsys):
+    assert bench_gpu.main(parse("--device", "cpu", flag, value)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{flag}: unknown {value!r}" in err
