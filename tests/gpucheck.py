@@ -3,10 +3,13 @@
 signature, a wrong expectation) shows up without a GPU. Each returns what it measured."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from fixmatch_ray.config import RunConfig
+from fixmatch_ray.config import Resources, RunConfig
 from fixmatch_ray.data.batched import CropStore
 from fixmatch_ray.data.policies.randaugment import OP_NAMES
 from fixmatch_ray.data.policies.randaugment_batched import apply_ops, cutout_batch
@@ -169,3 +172,38 @@ def checkpoint_round_trip(device: torch.device, tmp_path) -> dict:
     assert resumed.step == trainer.step == 4
     assert torch.equal(a, b) or device.type == "cuda" and torch.allclose(a, b, rtol=1e-5)  # cuDNN may not be bitwise
     return state
+
+
+def probed_run(cfg: RunConfig, resources: Resources, storage: Path, name: str) -> list[dict]:
+    """One Train run of the real entry point (``launch.worker.train_loop_per_worker``) in a loop
+    defined here (so Ray ships it by value), each rank recording after training its device, whether
+    CUDA was initialised in the process, and the process group's backend; the ranks' records."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from fixmatch_ray.launch.worker import train_loop_per_worker
+
+    probe_dir = storage / f"{name}-probe"
+    probe_dir.mkdir(parents=True)
+
+    def loop(config):
+        import torch as t
+        import torch.distributed as dist
+
+        train_loop_per_worker(config)
+        ctx = ray.train.get_context()
+        doc = {"rank": ctx.get_world_rank(), "cuda_initialized": t.cuda.is_initialized(),
+               "device": str(ray.train.torch.get_device()),
+               "backend": dist.get_backend() if dist.is_initialized() else None}
+        if doc["cuda_initialized"]:
+            doc["uuid"] = str(t.cuda.get_device_properties(t.cuda.current_device()).uuid)
+        (probe_dir / f"rank{doc['rank']}.json").write_text(json.dumps(doc))
+
+    TorchTrainer(
+        loop, train_loop_config={"run": cfg.to_dict(), "run_dir": str(storage / name)},
+        scaling_config=ray.train.ScalingConfig(num_workers=resources.workers, use_gpu=resources.use_gpu,
+                                               resources_per_worker=resources.per_worker()),
+        run_config=ray.train.RunConfig(name=name, storage_path=str(storage),
+                                       failure_config=ray.train.FailureConfig(max_failures=0)),
+    ).fit()
+    return [json.loads(p.read_text()) for p in sorted(probe_dir.glob("rank*.json"))]

@@ -1,17 +1,14 @@
 """``pytest -m gpu`` through Ray: Train runs and Tune trials on real GPUs (skipped without CUDA).
 
-Probing trials wrap the real worker entry point (``launch.worker.train_loop_per_worker``) in a loop
-defined inside the test (so Ray ships it by value) that writes what the trial process saw to a file.
-"""
+Probing trials (:func:`gpucheck.probed_run`) run the real worker entry point and record what the
+trial process saw."""
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from fixmatch_ray.config import Resources, RunConfig
+from gpucheck import probed_run
 
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device: the GPU suite runs on a machine with one", allow_module_level=True)
@@ -19,40 +16,6 @@ if not torch.cuda.is_available():
 pytestmark = [pytest.mark.gpu, pytest.mark.ray]
 CFG = RunConfig(dataset="digits", num_labeled=20, batch_size=8, mu=2, total_steps=20, eval_step=10,
                 depth=10, width=1, num_workers=0, seed=1)
-
-
-def probed_run(cfg: RunConfig, resources: Resources, storage: Path, name: str) -> list[dict]:
-    """One Train run of the real entry point, each rank recording its device, CUDA initialisation
-    and process-group backend after training; returns the ranks' records."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from fixmatch_ray.launch.worker import train_loop_per_worker
-
-    probe_dir = storage / f"{name}-probe"
-    probe_dir.mkdir(parents=True)
-
-    def loop(config):
-        import torch as t
-        import torch.distributed as dist
-
-        train_loop_per_worker(config)
-        ctx = ray.train.get_context()
-        doc = {"rank": ctx.get_world_rank(), "cuda_initialized": t.cuda.is_initialized(),
-               "device": str(ray.train.torch.get_device()),
-               "backend": dist.get_backend() if dist.is_initialized() else None}
-        if doc["cuda_initialized"]:
-            doc["uuid"] = str(t.cuda.get_device_properties(t.cuda.current_device()).uuid)
-        (probe_dir / f"rank{doc['rank']}.json").write_text(json.dumps(doc))
-
-    TorchTrainer(
-        loop, train_loop_config={"run": cfg.to_dict(), "run_dir": str(storage / name)},
-        scaling_config=ray.train.ScalingConfig(num_workers=resources.workers, use_gpu=resources.use_gpu,
-                                               resources_per_worker=resources.per_worker()),
-        run_config=ray.train.RunConfig(name=name, storage_path=str(storage),
-                                       failure_config=ray.train.FailureConfig(max_failures=0)),
-    ).fit()
-    return [json.loads(p.read_text()) for p in sorted(probe_dir.glob("rank*.json"))]
 
 
 def test_one_gpu_run_ray(ray_session, tmp_path):

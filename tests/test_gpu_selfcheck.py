@@ -54,3 +54,14 @@ def test_layout_check_on_the_cpu():
 def test_checkpoint_check_on_the_cpu(tmp_path):
     state = gpucheck.checkpoint_round_trip(CPU, tmp_path)
     assert set(state["rng"]) == {"torch"}
+
+
+@pytest.mark.ray
+def test_trial_probe_on_the_cpu(ray_session, tmp_path):
+    """The probe the Ray GPU tests read: a CPU trial of the real entry point reports its device,
+    CUDA untouched, and gloo."""
+    from fixmatch_ray.config import Resources
+
+    cfg = gpucheck.CFG.replace(total_steps=4, eval_step=2)
+    (rank0,) = gpucheck.probed_run(cfg, Resources(workers=1, cpus_per_worker=1), tmp_path, "cpu")
+    assert rank0 == {"rank": 0, "cuda_initialized": False, "device": "cpu", "backend": "gloo"}
