@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fixmatch_ray import bench_gpu
+from fixmatch_ray.bench import gpu as bench_gpu
 
 PAPER = Path(__file__).resolve().parents[1] / "sweeps" / "paper.yaml"
 

@@ -1,9 +1,9 @@
-"""Benchmarks that print figures (and write JSON): ``python -m fixmatch_ray.bench {aug,step,ray}``.
+"""Benchmarks that print figures (and write JSON): ``python -m fixmatch_ray.bench {aug,ray,gpu}``.
 
 ``aug``: CPU seconds of augmentation per FixMatch step (64 weak + 448 weak + 448 strong 32x32
 images), the per-image PIL reference against the batched tensor path, side by side in one run.
-``step``: time of a full FixMatch step (data + forward/backward + optimiser + EMA) per model on
-the device present (CUDA if any), images/s.
+``gpu`` (:mod:`.gpu`, its own flags): ms/step of WRN-28-2 and WRN-28-8 through the real loop on a
+CUDA device, and the ``--step-times`` table of ``sweep --dry-run``.
 
 ``ray``: Ray Train's start-up cost and its cost per ``ray.train.report`` (each eval epoch),
 measured as the difference between a plain in-process run and the same run through a
@@ -159,56 +159,18 @@ def _time_aug(steps: int, repeats: int) -> dict[str, Any]:
             "pil_runs_s": pil_s, "batched_runs_s": batch_s}
 
 
-def bench_step(models: list[str], steps: int, warmup: int, backend: str) -> dict[str, Any]:
-    """Seconds per full FixMatch step per model on the present device (batched augmentation)."""
-    import torch
-
-    from ..data.batched import BatchAugmenter
-    from ..data.datasets import DATASETS
-    from ..training.engine import Batch, Trainer, resolve_device
-
-    device = resolve_device("auto")
-    shapes = {"tiny (WRN-10-1)": ("cifar10", 10, 1), "WRN-28-2": ("cifar10", 28, 2), "WRN-28-8": ("cifar100", 28, 8)}
-    out: dict[str, Any] = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
-    x = torch.from_numpy(_cifar_like(B + MU * B)).permute(0, 3, 1, 2).contiguous().to(device)
-    y = torch.randint(0, 10, (B,), device=device)
-    lb, ulb = torch.arange(B, device=device), torch.arange(B, B + MU * B, device=device)
-    for name in models:
-        ds, depth, width = shapes[name]
-        cfg = RunConfig(dataset=ds, num_labeled=400, depth=depth, width=width, seed=0, total_steps=10**6,
-                        amp="auto" if device.type == "cuda" else "off", compile=backend == "compile")
-        trainer = Trainer(cfg, device)
-        spec = DATASETS[ds]
-        aug, gen = BatchAugmenter(spec.mean, spec.std, flip=True), torch.Generator(device=device).manual_seed(0)
-        store = aug.store(x)
-
-        def one_step():
-            batch = Batch(aug.weak(store, lb, gen), y, aug.weak(store, ulb, gen), aug.strong(store, ulb, gen))
-            return trainer.train_step(batch)
-
-        for _ in range(warmup):
-            one_step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        tic = time.perf_counter()
-        for _ in range(steps):
-            one_step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        sec = (time.perf_counter() - tic) / steps
-        out[name] = {"ms_per_step": 1000 * sec, "images_per_s": (B + 2 * MU * B) / sec, "steps_timed": steps}
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["gpu"]:  # its own flags: see bench/gpu.py
+        from . import gpu
+
+        g = argparse.ArgumentParser(prog="python -m fixmatch_ray.bench gpu", description=gpu.__doc__.split("\n")[0])
+        gpu.add_arguments(g)
+        return gpu.main(g.parse_args(argv[1:]))
     p = argparse.ArgumentParser(prog="python -m fixmatch_ray.bench")
-    p.add_argument("what", choices=["aug", "step", "ray"], help="which benchmark")
+    p.add_argument("what", choices=["aug", "ray", "gpu"], help="which benchmark (gpu: see `bench gpu --help`)")
     p.add_argument("--json", default="bench_results.json", help="where to write the figures")
     p.add_argument("--repeats", type=int, default=1, help="ray: runs per figure; aug: alternating runs (at least 5)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps (default 20 on GPU, 1 on CPU)")
-    p.add_argument("--models", default=None, help="comma-separated: tiny,wrn-28-2,wrn-28-8 "
-                   "(default all on GPU; tiny,wrn-28-2 on CPU, where WRN-28-8 takes minutes a step)")
-    p.add_argument("--compile", action="store_true", help="step: torch.compile the model")
     args = p.parse_args(argv)
     if args.what == "aug":
         res = bench_aug(repeats=max(args.repeats, 5))
@@ -218,21 +180,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  batched tensors: {res['batched_cpu_s_per_step']:.4f} s")
         print(f"  ratio:           {res['ratio']:.1f}x less CPU time")
         Path(args.json).write_text(json.dumps({"aug": res}, indent=1))
-        return 0
-    if args.what == "step":
-        import torch
-
-        cuda = torch.cuda.is_available()
-        names = {"tiny": "tiny (WRN-10-1)", "wrn-28-2": "WRN-28-2", "wrn-28-8": "WRN-28-8"}
-        chosen = args.models.split(",") if args.models else (list(names) if cuda else ["tiny", "wrn-28-2"])
-        steps = args.steps or (20 if cuda else 1)
-        res = bench_step([names[m] for m in chosen], steps, warmup=5 if cuda else 1,
-                         backend="compile" if args.compile else "eager")
-        print(f"full FixMatch step ({B}+{MU * B}+{MU * B} images) on {res['device']}:")
-        for k, v in res.items():
-            if isinstance(v, dict):
-                print(f"  {k:<16} {v['ms_per_step']:10.1f} ms/step  {v['images_per_s']:10.0f} images/s")
-        Path(args.json).write_text(json.dumps({"step": res}, indent=1))
         return 0
     from ..errors import UserError
 

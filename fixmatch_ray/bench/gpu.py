@@ -30,8 +30,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .config import RunConfig, load_sweep
-from .errors import ConfigError
+from ..config import RunConfig, load_sweep
+from ..errors import ConfigError
 
 MODELS = {"wideresnet-28-2": ("cifar10", 28, 2), "wideresnet-28-8": ("cifar100", 28, 8),
           "wideresnet-10-1": ("cifar10", 10, 1)}  # the last: --quick's tiny stand-in
@@ -86,8 +86,8 @@ def run_config(model: str, precision: str, s: dict[str, Any]) -> RunConfig:
 
 def synthetic_data(cfg: RunConfig, n: int):
     """A :class:`RunData` of ``n`` noise images of the dataset's shape, labeled pool its first part."""
-    from .data.datasets import ImageData, get_spec
-    from .training.loop import RunData
+    from ..data.datasets import ImageData, get_spec
+    from ..training.loop import RunData
 
     spec, rng = get_spec(cfg.dataset), np.random.default_rng(0)
     make = lambda m: ImageData(rng.integers(0, 256, (m, 32, 32, 3), dtype=np.uint8),  # noqa: E731
@@ -119,10 +119,10 @@ def _summary(ms: list[float]) -> dict[str, Any]:
 
 def measure(model: str, precision: str, s: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """One model at one precision: the loop, the split, evaluation, checkpoint and peak memory."""
-    from .data.batched import EvalImages
-    from .training.checkpoint import save_checkpoint
-    from .training.engine import StepSums, Trainer, run_steps
-    from .training.loop import step_batches
+    from ..data.batched import EvalImages
+    from ..training.checkpoint import save_checkpoint
+    from ..training.engine import StepSums, Trainer, run_steps
+    from ..training.loop import step_batches
 
     cfg = run_config(model, precision, s)
     data = synthetic_data(cfg, s["images"])
@@ -150,8 +150,8 @@ def measure(model: str, precision: str, s: dict[str, Any], device: torch.device)
 
 def packed_worker(args: argparse.Namespace) -> int:
     """One of k packed trials: warm up, wait for the others (a ready file each), time, write ms/step."""
-    from .training.engine import StepSums, Trainer, run_steps
-    from .training.loop import step_batches
+    from ..training.engine import StepSums, Trainer, run_steps
+    from ..training.loop import step_batches
 
     s, device = _settings(args), torch.device(args.device)
     model, precision = s["pack_model"].split(":")
@@ -175,7 +175,7 @@ def packed_worker(args: argparse.Namespace) -> int:
 def pack(k: int, args: argparse.Namespace, s: dict[str, Any]) -> dict[str, Any]:
     """``k`` trial processes on one device at once: each one's ms/step and the summed steps/s."""
     with tempfile.TemporaryDirectory() as folder:
-        base = [sys.executable, "-m", "fixmatch_ray.bench_gpu", "--packed-worker", folder, "--device", args.device,
+        base = [sys.executable, "-m", "fixmatch_ray.bench", "gpu", "--packed-worker", folder, "--device", args.device,
                 "--pack", str(k), "--pack-model", s["pack_model"], "--steps", str(s["steps"]),
                 "--windows", str(s["windows"]), "--warmup", str(s["warmup"]), "--images", str(s["images"])]
         procs = [subprocess.Popen(base + (["--quick"] if args.quick else [])) for _ in range(k)]
@@ -254,9 +254,3 @@ def main(args: argparse.Namespace) -> int:
     if args.details:
         Path(args.details).write_text(json.dumps(res, indent=1))
     return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m fixmatch_ray.bench_gpu", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))
