@@ -105,3 +105,48 @@ def test_sigkill_right_after_an_async_report_leaves_a_consistent_resumable_run(r
     record = read_record(str(tmp_path / "crashed"))
     assert record["finished"] and strip(record["history"]) == strip(final["history"])
     assert [h["step"] for h in final["history"]] == [10, 20, 30, 40]
+
+
+def test_async_uploads_run_one_at_a_time(tmp_path, monkeypatch):
+    """A store slower than the evaluations holds training back at the next checkpoint (the report
+    waits for the upload before it) instead of queueing state snapshots in host memory. Ray's
+    report and storage are stood in for: the upload functions run when the test says."""
+    import threading
+    from types import SimpleNamespace
+
+    import ray.train
+
+    from fixmatch_ray.launch import worker
+
+    pending = []
+
+    def report(metrics, checkpoint=None, checkpoint_upload_fn=None, **kwargs):
+        if checkpoint_upload_fn is not None:
+            pending.append((checkpoint, checkpoint_upload_fn))
+
+    storage = SimpleNamespace(persist_current_checkpoint=lambda checkpoint, dir_name: checkpoint)
+    monkeypatch.setattr(ray.train, "report", report)
+    monkeypatch.setattr(ray.train, "get_context", lambda: SimpleNamespace(get_storage=lambda: storage))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    trainer = SimpleNamespace(cfg=CFG.replace(checkpoint_every=1), history=[], step=0,
+                              state_dict=lambda: {"step": trainer.step, "model": {"w": torch.arange(3.0)}})
+    sink = worker.RaySink(0, str(run_dir), upload="async")
+
+    def evaluate(step: int) -> None:
+        trainer.step = step
+        trainer.history.append({"step": step, "epoch": len(trainer.history) + 1, "test_acc": 50.0})
+        sink.epoch(trainer.history[-1], trainer)
+
+    evaluate(10)
+    assert len(pending) == 1 and read_record(str(run_dir)) is None  # uploading: no record yet
+    second = threading.Thread(target=evaluate, args=(20,))
+    second.start()
+    second.join(1.0)
+    assert second.is_alive() and len(pending) == 1  # waits: one snapshot in flight at most
+    checkpoint, upload = pending[0]
+    upload(checkpoint, "checkpoint_000000")
+    second.join(10)
+    assert not second.is_alive() and len(pending) == 2
+    assert read_record(str(run_dir))["step"] == 10  # written by the first upload, after its checkpoint
+    assert load_checkpoint(find_checkpoint(checkpoint.path))[0]["step"] == 10

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -67,6 +68,10 @@ class RaySink(Sink):
         if upload not in UPLOAD_MODES:
             raise ValueError(f"checkpoint upload {upload!r}: expected one of {', '.join(UPLOAD_MODES)}")
         self.rank, self.run_dir, self.trial, self.upload = rank, run_dir, trial, upload
+        # At most one upload in flight: a store slower than the evaluations holds training back at
+        # the next checkpoint instead of piling state snapshots up in host memory.
+        self.uploaded = threading.Event()
+        self.uploaded.set()
 
     def start(self, trainer: Trainer) -> None:
         if self.rank == 0:
@@ -85,25 +90,35 @@ class RaySink(Sink):
             return
         checkpoint = upload_fn = None
         if self.rank == 0:
+            self.uploaded.wait()
             doc = record_doc(trainer.cfg.to_dict(), list(trainer.history), self.trial)
             state = trainer.state_dict()  # sync: serialised before training goes on; async: copied
             checkpoint = ray.train.Checkpoint.from_directory(tempfile.mkdtemp(prefix="fixmatch-checkpoint-"))
             upload_fn = self._upload(snapshot_to_cpu(state) if self.upload == "async" else state, doc)
         mode = ray.train.CheckpointUploadMode.ASYNC if self.upload == "async" else ray.train.CheckpointUploadMode.SYNC
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_upload_mode=mode,
-                         delete_local_checkpoint_after_upload=True, checkpoint_upload_fn=upload_fn)
+        if self.rank == 0:
+            self.uploaded.clear()
+        try:
+            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_upload_mode=mode,
+                             delete_local_checkpoint_after_upload=True, checkpoint_upload_fn=upload_fn)
+        except BaseException:
+            self.uploaded.set()  # nothing will upload it
+            raise
 
     def _upload(self, state: dict[str, Any], doc: dict[str, Any]) -> Callable:
         import ray.train
 
-        storage, run_dir = ray.train.get_context().get_storage(), self.run_dir
+        storage, run_dir, done = ray.train.get_context().get_storage(), self.run_dir, self.uploaded
 
         def upload(checkpoint, dir_name: str):
             """In Ray's upload thread (or within a sync report): write, upload, then the record."""
-            save_checkpoint(checkpoint.path, state)
-            persisted = storage.persist_current_checkpoint(checkpoint, dir_name)
-            save_record(run_dir, doc)
-            return persisted
+            try:
+                save_checkpoint(checkpoint.path, state)
+                persisted = storage.persist_current_checkpoint(checkpoint, dir_name)
+                save_record(run_dir, doc)
+                return persisted
+            finally:
+                done.set()
 
         return upload
 
