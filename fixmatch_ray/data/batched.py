@@ -167,7 +167,11 @@ class EvalImages:
         lo, hi = rank * n // world_size, (rank + 1) * n // world_size
         for start in range(lo, hi, batch_size):
             stop = min(start + batch_size, hi)
-            yield normalize(self.x[start:stop], self.mean, self.std), self.y[start:stop]
+            yield self.prepare(self.x[start:stop]), self.y[start:stop]
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch of resident images as the network reads them."""
+        return normalize(x, self.mean, self.std)
 
 
 def device_generator(device: torch.device) -> torch.Generator:
