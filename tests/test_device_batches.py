@@ -15,10 +15,12 @@ CFG = RunConfig(dataset="digits", num_labeled=20, batch_size=8, mu=2, total_step
 
 @pytest.mark.parametrize("knobs", [{}, {"strong_aug": "no_cutout"}, {"strong_aug": "cutout_only"},
                                    {"anchoring": "strong.weak"}, {"anchoring": "strong.strong"},
-                                   {"policy": "ctaugment", "strong_aug": "cutout_only"}])
+                                   {"policy": "ctaugment"}, {"policy": "ctaugment", "strong_aug": "cutout_only"}])
 def test_ranks_share_out_the_one_worker_batch(knobs):
     """Each rank augments its slice from the whole batch's draws: the slices join to the one-worker
-    batch, with every ablation (a left-out part draws nothing on either) and every anchoring."""
+    batch, with every ablation (a left-out part draws nothing on either) and every anchoring; a
+    learning policy's probe images are sliced alike and its probe draws are the whole batch's on
+    every rank, so all ranks learn alike."""
     cfg = CFG.replace(**knobs)
     data = load_run_data(cfg)
     cpu = torch.device("cpu")
@@ -26,8 +28,11 @@ def test_ranks_share_out_the_one_worker_batch(knobs):
     halves = [step_batches(cfg, data, 2, r, 2, cpu) for r in range(2)]
     for _ in range(3):
         full, a, b = next(one), next(halves[0]), next(halves[1])
-        for key in ("x_lb", "y_lb", "x_ulb_w", "x_ulb_s", "y_ulb"):
+        probes = ("x_probe",) if cfg.policy == "ctaugment" else ()  # a policy that learns is probed
+        for key in ("x_lb", "y_lb", "x_ulb_w", "x_ulb_s", "y_ulb", "idx_ulb", *probes):
             assert torch.equal(torch.cat([a[key], b[key]]), full[key]), key
+        for part in range(2 if probes else 0):
+            assert torch.equal(a["probe"][part], full["probe"][part]) and torch.equal(b["probe"][part], full["probe"][part])
         assert full["x_lb"].shape == (8, 3, 16, 16) and full["x_ulb_s"].shape == (16, 3, 16, 16)
         assert full["x_lb"].dtype == torch.float32
 
@@ -89,20 +94,6 @@ def test_stream_tables_hold_the_sampler_draws_across_epochs_and_blocks():
         assert lb_table.take(step * 4, 4).tolist() == lb.tolist()
         assert ulb_table.take(step * 8, 8).tolist() == ulb.tolist()
         assert [k[3] for k in sampler.keys(step)] == [*lb.tolist(), *ulb.tolist()]
-
-
-def test_ctaugment_rank_slices_and_probes_join_to_the_one_worker_batch():
-    cfg = CFG.replace(policy="ctaugment")
-    data = load_run_data(cfg)
-    cpu = torch.device("cpu")
-    one = step_batches(cfg, data, 1, device=cpu)
-    halves = [step_batches(cfg, data, 1, r, 2, cpu) for r in range(2)]
-    for _ in range(2):
-        full, a, b = next(one), next(halves[0]), next(halves[1])
-        for key in ("x_lb", "y_lb", "x_ulb_w", "x_ulb_s", "idx_ulb", "x_probe"):
-            assert torch.equal(torch.cat([a[key], b[key]]), full[key]), key
-        for part in range(2):  # the whole batch's probe draws, on every rank: they all learn alike
-            assert torch.equal(a["probe"][part], full["probe"][part]) and torch.equal(b["probe"][part], full["probe"][part])
 
 
 def test_eval_images_normalise_like_the_host_and_split_over_ranks():
