@@ -11,24 +11,37 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: all ``n`` sockets are held open while the OS picks, so no two picks
+    can be the same port (picking one at a time, a port closed a moment ago can come back)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+PORT_FLAGS = ("--port", "--dashboard-port", "--node-manager-port", "--object-manager-port", "--metrics-export-port",
+              "--runtime-env-agent-port", "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port",
+              "--ray-client-server-port")
+PORT_CLASH = ("address already in use", "is used by other components", "failed to bind")
 
 
 @dataclass
 class Head:
     root: Path  # RAY_TMPDIR: Ray's temp dir is root/ray (sockets need a short path)
     env: dict[str, str]  # the environment the head was started with (and its clients use)
-    port: int = field(default_factory=free_port)
-    dashboard_port: int = field(default_factory=free_port)
+    port: int = 0  # set by start()
+    dashboard_port: int = 0
 
     @property
     def temp_dir(self) -> Path:
@@ -39,16 +52,23 @@ class Head:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def start(self, *args: str, dashboard: bool = False) -> "Head":
-        ports = {"--port": self.port, "--dashboard-port": self.dashboard_port, "--node-manager-port": free_port(),
-                 "--object-manager-port": free_port(), "--metrics-export-port": free_port(),
-                 "--runtime-env-agent-port": free_port(), "--dashboard-agent-grpc-port": free_port(),
-                 "--dashboard-agent-listen-port": free_port(), "--ray-client-server-port": free_port()}
-        cmd = [*RAY, "start", "--head", f"--temp-dir={self.temp_dir}", "--dashboard-host=127.0.0.1",
-               f"--include-dashboard={str(dashboard).lower()}", "--disable-usage-stats",
-               *[f"{k}={v}" for k, v in ports.items()], *args]
-        out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=180)
-        assert out.returncode == 0, f"ray start failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
-        return self
+        """``ray start --head`` on distinct free ports; started again on fresh ports (up to 3 tries) if
+        another process took one of them between the pick and Ray's bind."""
+        for attempt in range(3):
+            ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
+            self.port, self.dashboard_port = ports["--port"], ports["--dashboard-port"]
+            cmd = [*RAY, "start", "--head", f"--temp-dir={self.temp_dir}", "--dashboard-host=127.0.0.1",
+                   f"--include-dashboard={str(dashboard).lower()}", "--disable-usage-stats",
+                   *[f"{k}={v}" for k, v in ports.items()], *args]
+            out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=180)
+            if out.returncode == 0:
+                return self
+            text = (out.stdout + out.stderr).lower()
+            lost_race = any(m in text for m in PORT_CLASH) and attempt < 2
+            if not lost_race:
+                break
+            self.stop()  # whatever that try left running
+        raise AssertionError(f"ray start failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
 
     def processes(self) -> set[int]:
         """Every live process of this head: those naming its temp dir, and their descendants (Linux /proc)."""
