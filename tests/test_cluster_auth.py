@@ -1,6 +1,8 @@
 """The cluster path with real processes: a ``ray start --head`` with token authentication that
-takes the smoke sweep through Ray's own job client (and refuses a client without the token), and
-a machine that already runs Ray (a live recorded cluster is joined; a dead one is one line).
+takes the smoke sweep through Ray's own job client (and refuses a client without the token), a
+sweep that joins such a cluster without its token or at an address where nothing listens (one
+line each, fast), and a machine that already runs Ray (a live recorded cluster is joined; a dead
+one is one line).
 
 Each head has its own temp dir (RAY_TMPDIR), its own ports and its own token, and only its own
 processes are stopped. Run under ``flock /tmp/ray.lock`` like every test that starts Ray.
@@ -14,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from rayhead import new_head, remove
+from rayhead import free_ports, new_head, remove
 
 from fixmatch_ray import results
 
@@ -127,4 +129,39 @@ def test_a_dead_recorded_cluster_is_one_line(plain_head, tmp_path):
     assert err == (f"error: {plain_head.temp_dir / 'ray_current_cluster'} records a Ray cluster at {recorded} "
                    "that is not running (stopped uncleanly?); clear it with `ray stop`, or pass --address to "
                    "choose a cluster"), err
+    assert not (tmp_path / "store" / "smoke").exists()
+
+
+def test_joining_without_the_token_is_one_line(plain_head, tmp_path):
+    """The recorded head wants a token; the sweep's process has none (no RAY_AUTH_*, a HOME without
+    ~/.ray/auth_token). ray.init alone would retry ~15 s, a warning a second, then a traceback."""
+    plain_head.start("--num-cpus=1")
+    recorded = (plain_head.temp_dir / "ray_current_cluster").read_text().strip()
+    home = plain_head.root / "home"
+    home.mkdir()
+    env = {**{k: v for k, v in plain_head.env.items() if not k.startswith("RAY_AUTH")}, "HOME": str(home)}
+    for token in (None, secrets.token_hex(32)):  # none at all, then one that is not the cluster's
+        extra = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token} if token else {}
+        out = subprocess.run([sys.executable, "-m", "fixmatch_ray.sweep", str(ROOT / "sweeps" / "smoke.yaml"),
+                              "--storage", str(tmp_path / "store")], env={**env, **extra},
+                             capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert out.returncode == 2, out.stderr
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        assert lines[0].startswith(f"joining the Ray cluster already running on this machine at {recorded}")
+        assert lines[1:] == [f"error: the Ray cluster at {recorded} requires token authentication and refused "
+                             "this process's token (missing or not the cluster's); set RAY_AUTH_MODE=token and "
+                             "RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token"], out.stderr
+    assert not (tmp_path / "store" / "smoke").exists()
+
+
+def test_an_address_where_nothing_listens_is_one_line(tmp_path):
+    """--address at a closed port: one line in seconds (ray.init would retry for minutes)."""
+    [port] = free_ports(1)
+    out = subprocess.run([sys.executable, "-m", "fixmatch_ray.sweep", str(ROOT / "sweeps" / "smoke.yaml"),
+                          "--storage", str(tmp_path / "store"), "--address", f"127.0.0.1:{port}"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 2
+    assert out.stderr.strip() == (f"error: no Ray cluster is listening at 127.0.0.1:{port}; check the address "
+                                  "(host:port of the head's GCS, as `ray start --head` printed it) and that the "
+                                  "head is up"), out.stderr
     assert not (tmp_path / "store" / "smoke").exists()

@@ -3,8 +3,10 @@ and the user-facing error behind a failed Train run.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from pathlib import Path
 
 from ..errors import UserError
@@ -137,7 +139,11 @@ def ensure_ray(address: str | None = None, min_cpus: float = 1) -> None:
     runtime_env = {"env_vars": job_env()}
     address = address or os.environ.get("RAY_ADDRESS") or recorded_cluster()
     if address:
-        ray.init(address=address, runtime_env=runtime_env, **quiet)
+        check_joinable(address)
+        try:
+            ray.init(address=address, runtime_env=runtime_env, **quiet)
+        except ConnectionError as e:  # Ray's own, a traceback chained to its GCS client's
+            raise ClusterError(f"could not join the Ray cluster at {address}: {e}") from None
         return
     cpus = max(os.cpu_count() or 1, int(min_cpus + 1.999))
     ray.init(num_cpus=cpus, resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS}, dashboard_host="127.0.0.1",
@@ -145,15 +151,66 @@ def ensure_ray(address: str | None = None, min_cpus: float = 1) -> None:
 
 
 class ClusterError(UserError, RuntimeError):
-    """A Ray cluster that cannot be joined as recorded."""
+    """A Ray cluster that cannot be joined: not running, or refusing this process's token."""
+
+
+def _listening(address: str) -> bool:
+    """Whether something accepts TCP connections at ``host:port`` (3 s timeout)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull():
+    """File descriptor 2 goes to /dev/null inside the block (C++ loggers write there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def check_joinable(address: str) -> None:
+    """One-line :class:`ClusterError` for the two common ways a join fails, found in under a second.
+
+    ``ray.init`` instead retries a cluster that is not listening for minutes, and one whose token
+    this process lacks for ~15 s, printing a warning a second, then raises a chained traceback.
+    ``auto`` and ``ray://`` (Ray Client) addresses are left to Ray.
+    """
+    if address == "auto" or "://" in address:
+        return
+    if not _listening(address):
+        raise ClusterError(f"no Ray cluster is listening at {address}; check the address (host:port of "
+                           "the head's GCS, as `ray start --head` printed it) and that the head is up")
+    from ray._raylet import GcsClient  # private: the client ray.init itself builds first
+    from ray.exceptions import AuthenticationError
+
+    try:
+        with _stderr_to_devnull():  # its C++ logger would add a warning line of its own
+            GcsClient(address=address)
+    except AuthenticationError:
+        raise ClusterError(
+            f"the Ray cluster at {address} requires token authentication and refused this process's token "
+            "(missing or not the cluster's); set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or "
+            "RAY_AUTH_TOKEN_PATH) to the cluster's token"
+        ) from None
+    except Exception:  # anything else: ray.init reports it
+        return
 
 
 def recorded_cluster() -> str | None:
     """The address of the cluster ``ray start`` recorded in Ray's temp dir, if it is running
     (with a one-line notice on stderr); None when none is recorded; ClusterError when it is dead."""
-    import socket
-    import sys
-
     from ray._common.utils import get_ray_address_file  # where `ray start` records it (private, stable since 2.x)
 
     path = get_ray_address_file(None)  # under $RAY_TMPDIR when set, else /tmp/ray
@@ -163,10 +220,7 @@ def recorded_cluster() -> str | None:
         return None
     if not address:
         return None
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-    except (OSError, ValueError):
+    if not _listening(address):
         raise ClusterError(
             f"{path} records a Ray cluster at {address} that is not running (stopped uncleanly?); "
             "clear it with `ray stop`, or pass --address to choose a cluster"
