@@ -166,11 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as e:  # user-facing errors are one line; bugs keep their traceback
         from .errors import UserError
+        from .launch.cluster import ClusterError
 
         if not isinstance(e, UserError):
             raise
         print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ConfigError) else 1
+        return 2 if isinstance(e, (ConfigError, ClusterError)) else 1  # bad input: flags or the cluster to join
     print(json.dumps(summary))
     return 0
 

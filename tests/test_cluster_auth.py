@@ -155,7 +155,8 @@ def test_joining_without_the_token_is_one_line(plain_head, tmp_path):
 
 
 def test_an_address_where_nothing_listens_is_one_line(tmp_path):
-    """--address at a closed port: one line in seconds (ray.init would retry for minutes)."""
+    """--address at a closed port: one line in seconds (ray.init would retry for minutes), exit 2, for
+    the sweep and for a distributed training alike."""
     [port] = free_ports(1)
     out = subprocess.run([sys.executable, "-m", "fixmatch_ray.sweep", str(ROOT / "sweeps" / "smoke.yaml"),
                           "--storage", str(tmp_path / "store"), "--address", f"127.0.0.1:{port}"],
@@ -165,3 +166,7 @@ def test_an_address_where_nothing_listens_is_one_line(tmp_path):
                                   "(host:port of the head's GCS, as `ray start --head` printed it) and that the "
                                   "head is up"), out.stderr
     assert not (tmp_path / "store" / "smoke").exists()
+    train = subprocess.run([sys.executable, "-m", "fixmatch_ray.train", "--dataset", "digits", "--num-labeled", "20",
+                            "--ddp-workers", "1", "--address", f"127.0.0.1:{port}", "--out", str(tmp_path / "run")],
+                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert train.returncode == 2 and train.stderr.strip().splitlines() == [out.stderr.strip()], train.stderr
