@@ -1,8 +1,8 @@
 """The cluster path with real processes: a ``ray start --head`` with token authentication that
 takes the smoke sweep through Ray's own job client (and refuses a client without the token), a
-sweep that joins such a cluster without its token or at an address where nothing listens (one
-line each, fast), and a machine that already runs Ray (a live recorded cluster is joined; a dead
-one is one line).
+sweep that joins such a cluster without its token, at an address where nothing listens or at
+one that is no GCS (one line each, fast), and a machine that already runs Ray (a live recorded
+cluster is joined; a dead one is one line).
 
 Each head has its own temp dir (RAY_TMPDIR), its own ports and its own token, and only its own
 processes are stopped. Run under ``flock /tmp/ray.lock`` like every test that starts Ray.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,18 @@ def test_an_address_where_nothing_listens_is_one_line(tmp_path):
                             "--ddp-workers", "1", "--address", f"127.0.0.1:{port}", "--out", str(tmp_path / "run")],
                            capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert train.returncode == 2 and train.stderr.strip().splitlines() == [out.stderr.strip()], train.stderr
+
+
+def test_an_address_that_is_not_a_gcs_is_one_line(tmp_path):
+    """--address at a port that accepts connections but is no GCS (the dashboard's, say): one line
+    in seconds (Ray's GCS client would wait 40 s a try, then ray.init retry for minutes)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:  # accepts TCP, never answers gRPC
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        out = subprocess.run([sys.executable, "-m", "fixmatch_ray.sweep", str(ROOT / "sweeps" / "smoke.yaml"),
+                              "--storage", str(tmp_path / "store"), "--address", address],
+                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 2
+    assert out.stderr.strip() == (f"error: {address} is not a Ray head's GCS port (it accepts connections but not "
+                                  "gRPC; the dashboard's port 8265 is for `ray job submit`); give host:port of the "
+                                  "GCS, 6379 unless `ray start --head --port` chose another"), out.stderr
+    assert not (tmp_path / "store" / "smoke").exists()

@@ -166,6 +166,21 @@ def _listening(address: str) -> bool:
     return True
 
 
+def _speaks_grpc(address: str, timeout_s: float = 5) -> bool:
+    """Whether the server at ``address`` completes a gRPC (HTTP/2) handshake: a GCS does without a
+    token; anything else would leave Ray's client waiting 40 s per try."""
+    import grpc  # a Ray dependency
+
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
+    return True
+
+
 @contextlib.contextmanager
 def _stderr_to_devnull():
     """File descriptor 2 goes to /dev/null inside the block (C++ loggers write there directly)."""
@@ -181,9 +196,10 @@ def _stderr_to_devnull():
 
 
 def check_joinable(address: str) -> None:
-    """One-line :class:`ClusterError` for the two common ways a join fails, found in under a second.
+    """One-line :class:`ClusterError` for the common ways a join fails, found in seconds: nothing
+    listening, something that is not a GCS (the dashboard's port, say), a token refused.
 
-    ``ray.init`` instead retries a cluster that is not listening for minutes, and one whose token
+    ``ray.init`` instead retries an address that is not a GCS for minutes, and a cluster whose token
     this process lacks for ~15 s, printing a warning a second, then raises a chained traceback.
     ``auto`` and ``ray://`` (Ray Client) addresses are left to Ray.
     """
@@ -192,6 +208,10 @@ def check_joinable(address: str) -> None:
     if not _listening(address):
         raise ClusterError(f"no Ray cluster is listening at {address}; check the address (host:port of "
                            "the head's GCS, as `ray start --head` printed it) and that the head is up")
+    if not _speaks_grpc(address):
+        raise ClusterError(f"{address} is not a Ray head's GCS port (it accepts connections but not gRPC; the "
+                           "dashboard's port 8265 is for `ray job submit`); give host:port of the GCS, 6379 unless "
+                           "`ray start --head --port` chose another")
     from ray._raylet import GcsClient  # private: the client ray.init itself builds first
     from ray.exceptions import AuthenticationError
 
