@@ -88,10 +88,10 @@ def test_job_submission_with_token_auth(token_head, tmp_path):
     assert (storage / "smoke" / "results.md").read_text().count("| digits@20 | 2 |") == 1
 
 
-def sweep(head, storage: Path, *args: str) -> subprocess.CompletedProcess:
-    """The sweep CLI on this machine, with no address: what `python -m fixmatch_ray.sweep` does."""
+def sweep(env: dict[str, str] | None, storage: Path, *args: str) -> subprocess.CompletedProcess:
+    """The smoke sweep's CLI on this machine, in ``env`` (None: this process's), as a user runs it."""
     return subprocess.run([sys.executable, "-m", "fixmatch_ray.sweep", str(ROOT / "sweeps" / "smoke.yaml"),
-                           "--storage", str(storage), *args], env=head.env, capture_output=True, text=True,
+                           "--storage", str(storage), *args], env=env, capture_output=True, text=True,
                           timeout=600, cwd=ROOT)
 
 
@@ -110,7 +110,7 @@ def test_joins_a_live_local_cluster(plain_head, tmp_path):
     plain_head.start("--num-cpus=1")
     recorded = (plain_head.temp_dir / "ray_current_cluster").read_text().strip()
     assert recorded.endswith(f":{plain_head.port}")
-    out = sweep(plain_head, tmp_path / "store")
+    out = sweep(plain_head.env, tmp_path / "store")
     assert out.returncode == 2, out.stderr
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert lines[0].startswith(f"joining the Ray cluster already running on this machine at {recorded}")
@@ -124,7 +124,7 @@ def test_a_dead_recorded_cluster_is_one_line(plain_head, tmp_path):
     plain_head.start("--num-cpus=1")
     plain_head.kill()
     recorded = (plain_head.temp_dir / "ray_current_cluster").read_text().strip()
-    out = sweep(plain_head, tmp_path / "store")
+    out = sweep(plain_head.env, tmp_path / "store")
     assert out.returncode == 2
     err = out.stderr.strip()
     assert err == (f"error: {plain_head.temp_dir / 'ray_current_cluster'} records a Ray cluster at {recorded} "
@@ -143,9 +143,7 @@ def test_joining_without_the_token_is_one_line(plain_head, tmp_path):
     env = {**{k: v for k, v in plain_head.env.items() if not k.startswith("RAY_AUTH")}, "HOME": str(home)}
     for token in (None, secrets.token_hex(32)):  # none at all, then one that is not the cluster's
         extra = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token} if token else {}
-        out = subprocess.run([sys.executable, "-m", "fixmatch_ray.sweep", str(ROOT / "sweeps" / "smoke.yaml"),
-                              "--storage", str(tmp_path / "store")], env={**env, **extra},
-                             capture_output=True, text=True, timeout=600, cwd=ROOT)
+        out = sweep({**env, **extra}, tmp_path / "store")
         assert out.returncode == 2, out.stderr
         lines = [line for line in out.stderr.splitlines() if line.strip()]
         assert lines[0].startswith(f"joining the Ray cluster already running on this machine at {recorded}")
@@ -159,9 +157,7 @@ def test_an_address_where_nothing_listens_is_one_line(tmp_path):
     """--address at a closed port: one line in seconds (ray.init would retry for minutes), exit 2, for
     the sweep and for a distributed training alike."""
     [port] = free_ports(1)
-    out = subprocess.run([sys.executable, "-m", "fixmatch_ray.sweep", str(ROOT / "sweeps" / "smoke.yaml"),
-                          "--storage", str(tmp_path / "store"), "--address", f"127.0.0.1:{port}"],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    out = sweep(None, tmp_path / "store", "--address", f"127.0.0.1:{port}")
     assert out.returncode == 2
     assert out.stderr.strip() == (f"error: no Ray cluster is listening at 127.0.0.1:{port}; check the address "
                                   "(host:port of the head's GCS, as `ray start --head` printed it) and that the "
@@ -178,9 +174,7 @@ def test_an_address_that_is_not_a_gcs_is_one_line(tmp_path):
     in seconds (Ray's GCS client would wait 40 s a try, then ray.init retry for minutes)."""
     with socket.create_server(("127.0.0.1", 0)) as server:  # accepts TCP, never answers gRPC
         address = f"127.0.0.1:{server.getsockname()[1]}"
-        out = subprocess.run([sys.executable, "-m", "fixmatch_ray.sweep", str(ROOT / "sweeps" / "smoke.yaml"),
-                              "--storage", str(tmp_path / "store"), "--address", address],
-                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+        out = sweep(None, tmp_path / "store", "--address", address)
     assert out.returncode == 2
     assert out.stderr.strip() == (f"error: {address} is not a Ray head's GCS port (it accepts connections but not "
                                   "gRPC; the dashboard's port 8265 is for `ray job submit`); give host:port of the "
