@@ -76,5 +76,34 @@ def test_quiet_drops_ray_internal_actor_output_only(monkeypatch, stream):
                 "lines": [line], "job": "01000000"}
 
     assert dedup.deduplicate(batch("PlacementGroupCleaner", "Exception in thread PlacementGroupCleanerMonitor:")) == []
+    assert dedup.deduplicate({**batch("run_trial", "x"), "lines": [
+        "Exception ignored in: <function WeakSet.__init__.<locals>._remove at 0x1>", "Traceback (most recent call last):",
+        '  File "worker.py", line 1063, in sigterm_handler', "SystemExit: 1"]}) == []
     kept = dedup.deduplicate(batch("TrainTrainable", "a trial's own line"))
     assert [line for b in kept for line in b["lines"]] == ["a trial's own line"]
+
+
+def test_quiet_drops_the_sigterm_shutdown_traceback_only():
+    """A worker stopped at the end of the job while Python ran a finaliser prints Python's
+    'Exception ignored in' traceback through Ray's SIGTERM handler; the quiet driver drops that
+    block (seen once on a trial's driver), and keeps every other line and traceback."""
+    from fixmatch_ray.launch.cluster import _without_sigterm_tracebacks
+
+    ray_worker = "/site-packages/ray/_private/worker.py"
+    shutdown = ["Exception ignored in: <function WeakSet.__init__.<locals>._remove at 0x7f33ef60>",
+                "Traceback (most recent call last):",
+                '  File "/lib/python3.11/_weakrefset.py", line 39, in _remove',
+                "    def _remove(item, selfref=ref(self)):",
+                "",  # as Ray forwarded it
+                f'  File "{ray_worker}", line 1063, in sigterm_handler',
+                "    raise_sys_exit_with_custom_error_message(",
+                "SystemExit: 1"]
+    other = ["Exception ignored in: <function Foo.__del__ at 0x1>",
+             "Traceback (most recent call last):",
+             '  File "model.py", line 3, in __del__',
+             "ValueError: a real problem"]
+    assert _without_sigterm_tracebacks(["before", *shutdown, "after"]) == ["before", "after"]
+    assert _without_sigterm_tracebacks(shutdown) == []
+    assert _without_sigterm_tracebacks([*other, *shutdown]) == other
+    assert _without_sigterm_tracebacks(["a trial's own line", *other]) == ["a trial's own line", *other]
+    assert _without_sigterm_tracebacks(["Exception ignored in: <x>"]) == ["Exception ignored in: <x>"]
