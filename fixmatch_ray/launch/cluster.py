@@ -104,21 +104,20 @@ def _drop_internal_actor_output() -> None:
 def _without_sigterm_tracebacks(lines: list[str]) -> list[str]:
     """``lines`` less each "Exception ignored in" traceback raised by Ray's worker SIGTERM handler:
     a worker that Ray stops at the end of the job while Python runs a finaliser (a shutdown race
-    in a process whose work is done; seen once in a full test run here). Other tracebacks stay."""
+    in a process whose work is done; seen in test runs here). Other tracebacks stay."""
     out: list[str] = []
     i = 0
     while i < len(lines):
-        end = i + 1
         if lines[i].startswith("Exception ignored in"):
+            end = i + 1
             while end < len(lines) and (lines[end].startswith(("Traceback", " ")) or not lines[end].strip()):
                 end += 1
             end = min(end + 1, len(lines))  # and the exception's own line (SystemExit: 1)
             if any(line.rstrip().endswith(", in sigterm_handler") for line in lines[i:end]):
                 i = end
                 continue
-            end = i + 1
         out.append(lines[i])
-        i = end
+        i += 1
     return out
 
 
@@ -175,7 +174,8 @@ def ensure_ray(address: str | None = None, min_cpus: float = 1) -> None:
 
 
 class ClusterError(UserError, RuntimeError):
-    """A Ray cluster that cannot be joined: not running, or refusing this process's token."""
+    """A Ray cluster that cannot be joined: not running, not a GCS at that port, or refusing this
+    process's token."""
 
 
 def _listening(address: str) -> bool:
