@@ -7,6 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+
+def pairs_approx(pairs: list[tuple[int, float]]) -> list[tuple[int, Any]]:
+    """``[(step, value)]`` with each value compared approximately and each step exactly (pytest
+    8.4+ refuses ``pytest.approx`` of nested data)."""
+    return [(step, pytest.approx(value)) for step, value in pairs]
+
 
 def mlflow_runs(uri: str, experiment: str) -> dict[str, dict[str, Any]]:
     """run name -> {status, params, tags, history: {metric: [(step, value)]}} of an MLflow experiment."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from readback import mlflow_runs, wandb_runs
+from readback import pairs_approx, mlflow_runs, wandb_runs
 
 from fixmatch_ray import results
 from fixmatch_ray.results.read import read_trials
@@ -51,7 +51,7 @@ def test_mlflow_one_run_per_trial_by_training_step(swept):
         assert run["params"]["setting"] == "digits@20" and run["params"]["total_steps"] == "12"
         assert run["tags"]["fixmatch.run"].endswith(f"/train/{name}-{run['tags']['trial_id']}")
         # every evaluation at its training step (4, 8, 12), not Tune's iteration (1, 2, 3)
-        assert run["history"]["test/acc"] == pytest.approx([(h["step"], h["test_acc"]) for h in t.history])
+        assert run["history"]["test/acc"] == pairs_approx([(h["step"], h["test_acc"]) for h in t.history])
         assert [s for s, _ in run["history"]["train/mask"]] == [4, 8, 12]
         for key, value in summarize(t.history).items():  # the final summary, once, at the last step
             assert run["history"][key] == [(12, pytest.approx(value))]
@@ -67,7 +67,7 @@ def test_wandb_offline_runs_by_training_step(swept):
         t = trials[name]
         assert run["project"] == "fixmatch-test" and run["state"] == "finished"
         assert run["config"]["seed"] == t.seed and run["config"]["setting"] == "digits@20"
-        assert [(h["step"], h["test/acc"]) for h in run["history"]] == pytest.approx(
+        assert [(h["step"], h["test/acc"]) for h in run["history"]] == pairs_approx(
             [(h["step"], h["test_acc"]) for h in t.history])
         assert {k: run["summary"][k] for k in SUMMARY} == pytest.approx(summarize(t.history))
 
@@ -173,7 +173,7 @@ def test_train_on_ray_workers_logs_from_rank_0(ray_session, tmp_path, monkeypatc
     record = __import__("json").loads((out / "metrics.json").read_text())
     accs = [(h["step"], h["test_acc"]) for h in record["history"]]
     (run,) = mlflow_runs(uri, "fixmatch").values()
-    assert run["status"] == "FINISHED" and run["history"]["test/acc"] == pytest.approx(accs)
+    assert run["status"] == "FINISHED" and run["history"]["test/acc"] == pairs_approx(accs)
     assert run["history"]["median20_acc"] == [(8, pytest.approx(record["summary"]["median20_acc"]))]
     (wb,) = wandb_runs(out).values()
-    assert [(h["step"], h["test/acc"]) for h in wb["history"]] == pytest.approx(accs)
+    assert [(h["step"], h["test/acc"]) for h in wb["history"]] == pairs_approx(accs)

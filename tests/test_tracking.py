@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from readback import mlflow_runs, wandb_runs
+from readback import pairs_approx, mlflow_runs, wandb_runs
 
 from fixmatch_ray.config import parse_sweep
 from fixmatch_ray.train import main
@@ -35,7 +35,7 @@ def test_train_logs_to_mlflow_and_wandb(tmp_path, file_store, capsys):
     (run,) = mlflow_runs(file_store, "single").values()
     assert run["status"] == "FINISHED" and run["tags"]["fixmatch.run"] == str(out)
     assert run["params"]["num_labeled"] == "20" and run["params"]["lr"] == "0.03" and run["params"]["seed"] == "1"
-    assert run["history"]["test/acc"] == pytest.approx(accs)  # by training step
+    assert run["history"]["test/acc"] == pairs_approx(accs)  # by training step
     assert [s for s, _ in run["history"]["train/loss"]] == [4, 8]
     for key in ("median20_acc", "best_acc", "last_acc", "evals"):  # the summary, at the last step
         assert run["history"][key] == [(8, pytest.approx(record["summary"][key]))]
@@ -45,7 +45,7 @@ def test_train_logs_to_mlflow_and_wandb(tmp_path, file_store, capsys):
     wb = runs["digits@20.1"]
     assert wb["project"] == "fixmatch-test" and wb["state"] == "finished"
     assert wb["config"]["num_labeled"] == 20 and wb["config"]["seed"] == 1
-    assert [(h["step"], h["test/acc"]) for h in wb["history"]] == pytest.approx(accs)
+    assert [(h["step"], h["test/acc"]) for h in wb["history"]] == pairs_approx(accs)
     assert all(h["_step"] == h["step"] for h in wb["history"])
     for key in ("median20_acc", "best_acc", "last_acc", "evals"):
         assert wb["summary"][key] == pytest.approx(record["summary"][key])
