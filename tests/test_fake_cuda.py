@@ -80,6 +80,8 @@ def fake_cuda(monkeypatch):
     # autocast("cuda") stays on (torch.cuda.is_available itself must stay False: fake tensors ask it)
     monkeypatch.setattr(torch.cuda.amp.common, "amp_definitely_not_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "fake CUDA")
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored after
     monkeypatch.setattr(engine, "build_model", build_real)
     monkeypatch.setattr(batched, "device_generator", lambda device: torch.Generator())
@@ -91,12 +93,15 @@ def fake_cuda(monkeypatch):
     lib.impl("_fused_sgd_.tensor_lr", lambda *args, **kwargs: None, "Meta")
     lib.impl("_fused_sgd_", lambda *args, **kwargs: None, "Meta")
     _clear_device_caches()
+    precision = [(b, b.fp32_precision) for b in (torch.backends.cudnn.conv, torch.backends.cuda.matmul)]
     try:
         with FakeTensorMode(allow_non_fake_inputs=True):
             yield trainer_params
     finally:
         _clear_device_caches()
         lib._destroy()
+        for backend, value in precision:  # the Trainer sets TF32 for its (fake) CUDA device
+            backend.fp32_precision = value
 
 
 @pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor")  # deepcopy of the EMA model, in torch

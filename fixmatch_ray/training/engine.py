@@ -38,15 +38,53 @@ def schedule_lr(cfg: RunConfig, step: int) -> float:
     return lr_at(step, cfg.lr, cfg.total_steps, int(cfg.warmup), schedule=cfg.lr_schedule, lr_end=lr_end)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: CUDA compute capability 8.0 (Ampere) or newer.
+    ``torch.cuda.is_bf16_supported()`` also says yes on a T4 or V100, where bf16 is emulated
+    (slower than fp16, and cuDNN has no bf16 convolutions there)."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``mode``: ``auto`` is bf16 where supported, fp16 on older GPUs."""
+    """Autocast dtype for ``mode``: ``auto`` is bf16 on the CPU and on GPUs with native bf16, fp16
+    (with the GradScaler) on older GPUs."""
     if mode == "off":
         return None
     if mode == "auto":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        if device.type == "cuda" and not native_bf16(device):
             return torch.float16
         return torch.bfloat16
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+def set_precision(cfg: RunConfig, device: torch.device) -> None:
+    """The one place where fp32 arithmetic on CUDA is chosen, for this process: ``tf32: true`` (the
+    default, and PyTorch's own default for cuDNN convolutions) runs fp32 convolutions and matmuls on
+    TF32 tensor cores (10-bit mantissa products, fp32 accumulation); ``tf32: false`` is IEEE fp32
+    throughout, the official code's arithmetic, at several times the convolution time on tensor-core
+    GPUs (the plan states the cost). The CPU is left as it is (IEEE fp32)."""
+    if device.type != "cuda":
+        return
+    mode = "tf32" if cfg.tf32 else "ieee"
+    torch.backends.cudnn.conv.fp32_precision = mode
+    torch.backends.cuda.matmul.fp32_precision = mode
+
+
+def precision_name(cfg: RunConfig, device: torch.device, dtype: torch.dtype | None) -> str:
+    """What a run's math ran in, for its record: e.g. ``fp32 (TF32 convolutions and matmuls) on cuda
+    (NVIDIA H100 80GB HBM3)``, ``IEEE fp32 on ...``, ``bf16 autocast on ...``, ``fp16 autocast +
+    GradScaler on ...``, ``fp32 (CPU)``."""
+    if dtype == torch.bfloat16:
+        math = "bf16 autocast"
+    elif dtype == torch.float16:
+        math = "fp16 autocast + GradScaler"
+    elif device.type == "cuda":
+        math = "fp32 (TF32 convolutions and matmuls)" if cfg.tf32 else "IEEE fp32"
+    else:
+        math = "fp32"
+    if device.type != "cuda":
+        return f"{math} (CPU)"
+    return f"{math} on cuda ({torch.cuda.get_device_name(device)})"
 
 
 class Trainer:
@@ -69,6 +107,7 @@ class Trainer:
             net = build_model(cfg.arch, cfg.num_classes, cfg.depth, cfg.width, cfg.cardinality,
                               bn_momentum=cfg.bn_momentum, scales=cfg.scales)
         self.net = net.to(device, memory_format=torch.channels_last)
+        set_precision(cfg, device)
         if device.type == "cuda":  # fixed shapes every step: let cuDNN pick its fastest kernels once
             torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
         self.model = wrap(self.net) if wrap else self.net  # e.g. DistributedDataParallel
@@ -80,6 +119,7 @@ class Trainer:
                                          cfg.optimizer, betas)
         self.algorithm = build_algorithm(cfg.algorithm, cfg, cfg.num_classes, num_unlabeled, device)
         self.dtype = amp_dtype(cfg.amp, device)
+        self.precision = precision_name(cfg, device, self.dtype)  # the run record's "precision"
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.step = 0
         self.history: list[dict[str, Any]] = []
@@ -176,13 +216,20 @@ class Trainer:
             # the CPU state is kept: restoring per-device states breaks on a node with fewer GPUs.
             "rng": {"torch": torch.get_rng_state()},
             "config": self.cfg.to_dict(),
+            "precision": self.precision,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["model"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
+        # load_state_dict takes every hyper-parameter of the saved groups, the saved device's
+        # fused/foreach kernels included (a CPU checkpoint would run foreach SGD on a GPU, which fails
+        # under fp16's GradScaler): keep the ones build_optimizer chose for this device.
+        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, chosen in zip(self.optimizer.param_groups, kernels):
+            group.update(chosen)
         # A scaler's state exists only under fp16; a run resumed on a card with another precision
         # (bf16 <-> fp16) starts a fresh scale instead of failing on an empty state.
         if self.scaler.is_enabled() and state.get("scaler"):
@@ -192,6 +239,9 @@ class Trainer:
             self.policy.load_state_dict(state.get("policy", {}))
         self.step = int(state["step"])
         self.history = list(state["history"])
+        before = state.get("precision")
+        if before and before != self.precision and self.step > 0:  # resumed on another device or card
+            self.precision = f"{self.precision} (steps before {self.step}: {before})"
         torch.set_rng_state(state["rng"]["torch"])
 
 
