@@ -3,7 +3,9 @@
 ``aug``: CPU seconds of augmentation per FixMatch step (64 weak + 448 weak + 448 strong 32x32
 images), the per-image PIL reference against the batched tensor path, side by side in one run.
 ``gpu`` (:mod:`.gpu`, its own flags): ms/step of WRN-28-2 and WRN-28-8 through the real loop on a
-CUDA device, and the ``--step-times`` table of ``sweep --dry-run``.
+CUDA device, and the ``--step-times`` table of ``sweep --dry-run``. ``costs``: counts FLOPs, bytes
+and kernels of every network's step again (:mod:`..perf.counts`) and rewrites the kept file the
+plan's estimates read.
 
 ``ray``: Ray Train's start-up cost and its cost per ``ray.train.report`` (each eval epoch),
 measured as the difference between a plain in-process run and the same run through a
@@ -161,6 +163,12 @@ def _time_aug(steps: int, repeats: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["costs"]:  # the plan's kept counts (perf/counts.json), made again
+        from ..perf.counts import COUNTS_FILE, count_all
+
+        COUNTS_FILE.write_text(json.dumps(count_all(), indent=0) + "\n", encoding="utf-8")
+        print(f"wrote {COUNTS_FILE.name}: FLOPs, bytes and kernels per step of every model x precision x policy")
+        return 0
     if argv[:1] == ["gpu"]:  # its own flags: see bench/gpu.py
         from . import gpu
 
