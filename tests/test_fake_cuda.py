@@ -162,3 +162,26 @@ def test_a_ranks_slice_on_fake_cuda_makes_no_copy(fake_cuda):
     with Transfers() as transfers:
         batch = next(batches)
     assert transfers.log == [] and batch["x_ulb_s"].shape == (8, 3, 16, 16) and batch["x_ulb_s"].device == CUDA
+
+
+@pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor")
+@pytest.mark.parametrize("policy", ["randaugment", "ctaugment"])
+def test_the_graphed_augmentation_on_fake_cuda_makes_no_copy(fake_cuda, monkeypatch, policy):
+    """The captured path (``cuda_graphs``, on for a CUDA device) with a stand-in for the graph: its
+    copies into the graph's inputs and of its outputs stay on the device, and nothing syncs."""
+    import gpucheck
+
+    capture = gpucheck.StandInCapture()
+    monkeypatch.setattr(batched, "graph_capture", capture)
+    cfg = CFG.replace(policy=policy)
+    with unset_fake_temporarily():
+        data = load_run_data(cfg)
+    policy_obj = build_policy(cfg.policy, CUDA)
+    batches = step_batches(cfg, data, 0, device=CUDA, policy=policy_obj)
+    for _ in range(3):  # eager warm-up steps, then the capture
+        next(batches)
+    assert batches.graphed and capture.captures == 1
+    with Transfers() as transfers:
+        batch = next(batches)
+    assert transfers.log == [] and capture.replays == 2
+    assert all(v.device == CUDA for v in batch.values() if isinstance(v, torch.Tensor))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils._pytree import tree_flatten
+
+import gpucheck
 
 from fixmatch_ray.config import RunConfig
 from fixmatch_ray.data import graphs
@@ -22,28 +23,8 @@ CFG = RunConfig(dataset="digits", num_labeled=20, batch_size=8, mu=2, total_step
                 aug_backend="tensor", depth=10, width=1, num_workers=0)
 
 
-class StandInCapture:
-    """Captures ``fn`` on given input tensors; a replay runs it again on those very tensors and
-    copies the result into the captured outputs (a graph writes where it allocated at capture)."""
-
-    def __init__(self):
-        self.captures = self.replays = 0
-
-    def __call__(self, fn, gen, *inputs):
-        self.captures += 1
-        out = fn(*inputs)
-
-        def replay():
-            self.replays += 1
-            for dst, src in zip(tree_flatten(out)[0], tree_flatten(fn(*inputs))[0]):
-                if isinstance(dst, torch.Tensor):
-                    dst.copy_(src)
-
-        return replay, out
-
-
 def test_a_step_graph_replays_what_eager_code_seeded_alike_draws():
-    gen, capture = torch.Generator(), StandInCapture()
+    gen, capture = torch.Generator(), gpucheck.StandInCapture()
     table = torch.arange(100.0)
 
     def fn(idx):
@@ -82,26 +63,10 @@ def test_graphed_device_batches_equal_eager_ones_step_by_step(policy):
     """The whole step's augmentation through the stand-in graph: every batch equal to the eager
     path's, CTAugment's rates moving between steps (the replay must see the new ones)."""
     cfg = CFG.replace(policy=policy)
-    data = load_run_data(cfg)
-    pols = [build_policy(policy, CPU) for _ in range(2)]
-    eager, graphed = (step_batches(cfg, data, 0, device=CPU, policy=p) for p in pols)
-    assert eager.graph is None and graphed.graph is None  # cuda_graphs is on by default, but not on the CPU
-    capture = StandInCapture()
-    graphed.graph = StepGraph(graphed._augment, graphed.gen, capture)
-    for step in range(6):
-        a, b = next(eager), next(graphed)
-        assert a.keys() == b.keys()
-        for key in a:
-            for x, y in zip(tree_flatten(a[key])[0], tree_flatten(b[key])[0]):
-                assert torch.equal(x, y), (step, key)
-        if policy == "ctaugment":  # the same update on both: the graph must read the moved rates
-            for p, batch in zip(pols, (a, b)):
-                n = len(batch["y_lb"])
-                p.learn(batch["probe"], torch.full((n, 10), 0.1).index_fill(1, torch.tensor([step % 10]), 0.5),
-                        batch["y_lb"])
-    assert graphed.graphed and capture.replays == 6 - graphs.WARMUP_STEPS
-    if policy == "ctaugment":
-        assert not torch.equal(pols[1].batched.rates, torch.ones_like(pols[1].batched.rates))
+    assert step_batches(cfg, load_run_data(cfg), 0, device=CPU).graph is None  # cuda_graphs is on, but not on the CPU
+    capture = gpucheck.StandInCapture()
+    assert gpucheck.graphed_batches_equal_eager(CPU, policy, capture=capture)
+    assert capture.captures == 1 and capture.replays == 6 - graphs.WARMUP_STEPS
 
 
 def test_ctaugment_updates_its_rates_in_place():
