@@ -14,7 +14,6 @@ and the augmentation generator is a CPU one (a CUDA generator needs a driver).
 """
 from __future__ import annotations
 
-import sys
 
 import pytest
 import torch
@@ -25,6 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from fixmatch_ray.config import RunConfig
 from fixmatch_ray.data import batched
 from fixmatch_ray.data.policies import build_policy
+from fixmatch_ray.perf.counts import clear_device_caches
 from fixmatch_ray.training import engine
 from fixmatch_ray.training.engine import StepSums, Trainer, run_steps
 from fixmatch_ray.training.loop import load_run_data, step_batches
@@ -55,15 +55,6 @@ class Transfers(TorchDispatchMode):
         return out
 
 
-def _clear_device_caches() -> None:
-    """Tables cached per device (lru_cache) must not keep fake tensors for a later real CUDA run."""
-    for name, module in list(sys.modules.items()):
-        if name.startswith("fixmatch_ray"):
-            for obj in list(vars(module).values()):
-                if callable(getattr(obj, "cache_clear", None)):
-                    obj.cache_clear()
-
-
 @pytest.fixture
 def fake_cuda(monkeypatch):
     real_build = engine.build_model
@@ -92,13 +83,13 @@ def fake_cuda(monkeypatch):
     lib = torch.library.Library("aten", "IMPL")
     lib.impl("_fused_sgd_.tensor_lr", lambda *args, **kwargs: None, "Meta")
     lib.impl("_fused_sgd_", lambda *args, **kwargs: None, "Meta")
-    _clear_device_caches()
+    clear_device_caches()
     precision = [(b, b.fp32_precision) for b in (torch.backends.cudnn.conv, torch.backends.cuda.matmul)]
     try:
         with FakeTensorMode(allow_non_fake_inputs=True):
             yield trainer_params
     finally:
-        _clear_device_caches()
+        clear_device_caches()
         lib._destroy()
         for backend, value in precision:  # the Trainer sets TF32 for its (fake) CUDA device
             backend.fp32_precision = value

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
@@ -48,6 +49,29 @@ def _moves_data(func) -> bool:
     if not returns:
         return True
     return not all(r.alias_info is not None and not r.alias_info.is_write for r in returns)
+
+
+def clear_device_caches() -> None:
+    """Empty the tables the data path caches per device (``lru_cache``): built under fake tensors
+    they hold fake tensors, which a later real run on that device would read."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("fixmatch_ray"):
+            for obj in list(vars(module).values()):
+                if callable(getattr(obj, "cache_clear", None)) and obj is not load_counts:
+                    obj.cache_clear()
+
+
+@contextlib.contextmanager
+def fake_tensors():
+    """``FakeTensorMode`` (real inputs allowed) that leaves no fake tensor in a per-device cache."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    clear_device_caches()
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            yield
+    finally:
+        clear_device_caches()
 
 
 def _op_logger():
@@ -89,7 +113,6 @@ def _step_ops(key: str, precision: str, policy: str, batch: int) -> tuple[list[t
     and, for CTAugment, the probe's forward and the rate update) and the step's bookkeeping, at
     ``batch`` labeled images (μ = 7); the bytes autograd saves for the backward; the parameters."""
     import torch
-    from torch._subclasses.fake_tensor import FakeTensorMode
 
     from ..config import RunConfig
     from ..data.policies import build_policy
@@ -109,7 +132,7 @@ def _step_ops(key: str, precision: str, policy: str, batch: int) -> tuple[list[t
         return t
 
     n_ulb = batch * cfg.mu
-    with FakeTensorMode(allow_non_fake_inputs=True):
+    with fake_tensors():
         image = lambda n: torch.empty(n, 3, size, size)  # noqa: E731
         step = {"x_lb": image(batch), "y_lb": torch.zeros(batch, dtype=torch.long), "x_ulb_w": image(n_ulb),
                 "x_ulb_s": image(n_ulb), "idx_ulb": torch.zeros(n_ulb, dtype=torch.long)}
@@ -147,7 +170,6 @@ def count_model(key: str, precision: str, policy: str = "randaugment") -> dict[s
 def _augmentation_ops(policy: str) -> list[tuple[str, int, int]]:
     """The device path's augmentation of one step at :data:`POLICY_SHAPE`, on a fake CUDA device."""
     import torch
-    from torch._subclasses.fake_tensor import FakeTensorMode
 
     from ..data.batched import BatchAugmenter
     from ..data.datasets import get_spec
@@ -156,7 +178,7 @@ def _augmentation_ops(policy: str) -> list[tuple[str, int, int]]:
     b, mu, size = POLICY_SHAPE["batch_size"], POLICY_SHAPE["mu"], POLICY_SHAPE["image_size"]
     cuda, spec, gen = torch.device("cuda", 0), get_spec("cifar10"), torch.Generator()
     log = _op_logger()()
-    with FakeTensorMode(allow_non_fake_inputs=True):
+    with fake_tensors():
         pol = build_policy(policy, cuda)
         aug = BatchAugmenter(spec.mean, spec.std, flip=True, policy=pol)
         store = aug.store(torch.empty(2 * b * mu, 3, size, size, dtype=torch.uint8, device=cuda))

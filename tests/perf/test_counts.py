@@ -59,3 +59,18 @@ def test_the_counts_say_what_a_review_counted_by_hand():
     saved = {p: kept["models"]["wideresnet-28-2"]["randaugment"][p]["saved_bytes_per_image"] * 960 / 2**30
              for p in ("fp32", "bf16")}
     assert saved["fp32"] == pytest.approx(3.41, abs=0.01) and saved["bf16"] == pytest.approx(saved["fp32"] / 2, rel=1e-3)
+
+
+def test_counting_leaves_no_fake_tensor_in_the_per_device_tables():
+    """Counting runs the data path under fake tensors; a table it cached per device (here the
+    normalisation statistics on the CPU) must be a real tensor for the next real run."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    from fixmatch_ray.data.normalize import normalize
+    from fixmatch_ray.perf.counts import fake_tensors
+
+    with fake_tensors():
+        normalize(torch.zeros(1, 3, 2, 2, dtype=torch.uint8), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    out = normalize(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    assert not isinstance(out, FakeTensor) and torch.equal(out, torch.full((1, 3, 2, 2), 2.0))
