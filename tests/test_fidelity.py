@@ -387,6 +387,27 @@ def test_paper_sweep_is_fp32_with_the_official_defaults():
     assert (c.momentum, c.T, c.warmup, c.bn_momentum, c.amp) == (0.9, 1.0, 0.0, 0.001, "off")
 
 
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+PAPER_DATASETS = {"cifar10", "cifar100", "svhn", "svhn_extra", "stl10"}
+
+
+def test_reference_sweeps_train_without_autocast():
+    """The official code is fp32 throughout: every sweep file on a paper dataset (paper.yaml,
+    table2.yaml, barely.yaml, every ablation on CIFAR-10) resolves to amp off in every trial; the
+    one cheaper variant is its own, named file (table2_bf16.yaml), and trains bf16 throughout."""
+    reference = {}
+    for path in sorted(SWEEPS.rglob("*.yaml")):
+        trials = load_sweep(path).trials
+        if {t.run.dataset for t in trials} & PAPER_DATASETS and not path.stem.endswith("_bf16"):
+            reference[path.relative_to(SWEEPS).as_posix()] = {t.run.amp for t in trials}
+    assert {"paper.yaml", "table2.yaml", "barely.yaml", "ablations/threshold.yaml", "ablations/mu.yaml",
+            "ablations/optimizer.yaml", "ablations/schedule.yaml", "ablations/sharpening.yaml",
+            "ablations/augmentation.yaml", "ablations/mean_teacher.yaml", "ablations/weight_decay.yaml"} <= set(reference)
+    assert reference == {name: {"off"} for name in reference}
+    variant = load_sweep(SWEEPS / "table2_bf16.yaml")
+    assert {t.run.amp for t in variant.trials} == {"bf16"} and variant.name != load_sweep(SWEEPS / "table2.yaml").name
+
+
 def _is_reflect_crop(view: np.ndarray, img: np.ndarray, pad: int) -> bool:
     padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
     h, w = img.shape[:2]
