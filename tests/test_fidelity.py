@@ -137,7 +137,7 @@ def test_stl10_randaugment_cutout_is_16px_at_96px(path):
     (libml/augment.py:222): a 16 × 16 box on STL-10's 96 px images too, not half the side (48).
     RandAugmentMC's ops are left out (``with_ops=False``) so the grey pixels are the box alone; a
     centre at least 8 px from every border gives the whole box: 256 px, rows and columns c − 8..c + 7."""
-    from fixmatch_ray.data.policies.randaugment import rand_augment_mc
+    from fixmatch_ray.data.policies.randaugment import cutout_size, rand_augment_mc
     from fixmatch_ray.data.policies.randaugment_policy import rand_augment_batch
 
     a = np.full((96, 96, 3), 7, np.uint8)
@@ -155,6 +155,8 @@ def test_stl10_randaugment_cutout_is_16px_at_96px(path):
         if 8 <= cy <= 88 and 8 <= cx <= 88:
             assert grey.sum() == 256 and grey[cy - 8:cy + 8, cx - 8:cx + 8].all()
         assert grey.sum() <= 256
+    # 16 px at CIFAR's 32 and STL-10's 96; the 16 px digits demo (not in the paper) keeps half its side
+    assert (cutout_size(32, 32), cutout_size(96, 96), cutout_size(16, 16)) == (16, 16, 8)
     # CTAugment's own cutout op keeps its official side 1 + int(level · 96 · 0.499) = 48 at level 1
     # (libml/ctaugment.py:129-142): tests/test_ctaugment.py pins it
 
