@@ -6,6 +6,7 @@ from the run's last checkpoint. Finished trials are never rerun.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -102,7 +103,8 @@ class LiveProgress(tune.Callback):
 
     def _to_watch(self, kind: str, trial, result=None) -> None:
         if (w := live.active()) is not None:
-            w.event(kind, trial, result)
+            with contextlib.suppress(Exception):  # a view that breaks must not stop the sweep
+                w.event(kind, trial, result)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._to_watch("start", trial)
@@ -121,7 +123,8 @@ class LiveProgress(tune.Callback):
 
     def on_step_end(self, iteration, trials, **info):
         if (w := live.active()) is not None:
-            w.sync(trials)
+            with contextlib.suppress(Exception):
+                w.sync(trials)
 
 
 def trial_name(trial) -> str:
