@@ -24,18 +24,18 @@ def board_at(t_end: float) -> Board:
     board = Board("quick", EXPERIMENT, rows, QUICK["slots"], 0.0)
     events = []
     for t in QUICK["trials"]:
-        events.append((t["start"], 0, t["name"], None))
-        events += [(w, 1, t["name"], s) for s, w in t["evals"]]
-        events.append((t["end"], 2, t["name"], None))
+        events.append((t["end"], 0, t["name"], None))  # a trial's end, then the next one's start
+        events.append((t["start"], 1, t["name"], None))
+        events += [(w, 2, t["name"], s) for s, w in t["evals"]]
     for when, kind, name, step in sorted(events, key=lambda e: e[:2]):
         if when > t_end:
             break
         if kind == 0:
-            board.start(name, when)
-        elif kind == 1:
-            board.result(name, {"step": step, "test_acc": step / 10, "images_per_s": 500.0}, when)
-        else:
             board.finish(name, when)
+        elif kind == 1:
+            board.start(name, when)
+        else:
+            board.result(name, {"step": step, "test_acc": step / 10, "images_per_s": 500.0}, when)
     return board
 
 
