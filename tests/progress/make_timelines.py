@@ -2,7 +2,7 @@
 
     python tests/progress/make_timelines.py NAME=EXPERIMENT_DIR [...] > tests/progress/timelines.json
 
-Per trial: its start (Tune's experiment state), each evaluation's step and wall time (its run
+Per trial: its speed key (the sweep's), its start (Tune's experiment state), each evaluation's step and wall time (its run
 record, train/<run>/metrics.json) and its end. The end is when the next trial took its slot (a
 trial ends, the next pending one starts on the slot it freed); the last ones on each slot get
 their last evaluation plus the median of those gaps. Times in seconds from the sweep's first start.
@@ -16,6 +16,9 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from fixmatch_ray.config import RunConfig
+from fixmatch_ray.launch.live import speed_key
 
 
 def trial_starts(experiment: Path) -> dict[str, float]:
@@ -34,7 +37,7 @@ def timeline(experiment: Path) -> dict:
             continue
         cfg = rec["config"]
         trials.append({"name": rec["trial"]["name"], "total": cfg["total_steps"],
-                       "key": f"{cfg['arch']}-{cfg['depth']}-{cfg['width']} x{cfg['batch_size'] * (1 + 2 * cfg['mu'])}",
+                       "key": speed_key(RunConfig.from_dict(cfg)),
                        "start": starts[run.name.rsplit("-", 1)[1]],
                        "evals": [[row["step"], row["wall_time"]] for row in rec["history"]]})
     trials.sort(key=lambda t: t["start"])
