@@ -31,7 +31,8 @@ TRACKING_FLAGS = {"tracking": None, "tracking_config": None, "mlflow_uri": ("mlf
                   "mlflow_experiment": ("mlflow", "experiment"), "wandb_project": ("wandb", "project"),
                   "wandb_mode": ("wandb", "mode")}
 # What a resumed run may change: how it runs, not what it computes.
-RESUME_OVERRIDABLE = {"num_workers", "device", "data_dir", "download", "eval_batch_size", "compile", "checkpoint_every"}
+RESUME_OVERRIDABLE = {"num_workers", "device", "data_dir", "download", "eval_batch_size", "compile", "checkpoint_every",
+                      "cuda_graphs"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,8 +143,6 @@ def run_distributed(cfg: RunConfig, options: dict[str, Any], tracking: TrackingS
     load_run_data(cfg)  # a missing dataset or an impossible split fails here, before Ray starts
     # workers run in other directories: give them absolute paths
     cfg = cfg.replace(data_dir=os.path.abspath(cfg.data_dir))
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    cfg.save(Path(cfg.out) / "config.yaml")
     return run_ray(cfg, resources, options.get("max_failures", 3), options.get("address"), tracking=tracking)
 
 

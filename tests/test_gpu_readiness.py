@@ -1,6 +1,7 @@
-"""The first-GPU-run failures of issue 15, checked on the CPU: fractional GPUs under DDP refused,
-resume without per-device CUDA RNG states, the grad scaler across precisions, and CPU trials
-that never open a CUDA context on a GPU node (availability mocked)."""
+"""The first-GPU-run failures a review predicted, checked on the CPU: fractional GPUs under DDP
+refused, resume without per-device CUDA RNG states, the grad scaler across precisions, optimizer
+kernels across device types, ``amp: auto`` on GPUs without native bf16, the precision a run
+records, and CPU trials that never open a CUDA context on a GPU node (availability mocked)."""
 from __future__ import annotations
 
 import pytest
@@ -165,3 +166,92 @@ def test_paper_sweep_trains_on_the_device_path():
 
     spec = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "paper.yaml")
     assert {t.run.aug_backend for t in spec.trials} == {"tensor"} and len(spec.trials) == 30
+
+
+# -- amp: auto on GPUs without native bf16 ---------------------------------------------------------
+@pytest.mark.parametrize("capability, dtype", [((7, 0), torch.float16), ((7, 5), torch.float16),
+                                               ((8, 0), torch.bfloat16), ((8, 6), torch.bfloat16),
+                                               ((9, 0), torch.bfloat16)])
+def test_amp_auto_takes_bf16_only_with_native_bf16(monkeypatch, capability, dtype):
+    """V100 (7.0) and T4 (7.5) emulate bf16 (``is_bf16_supported()`` still says yes there): fp16 +
+    GradScaler; A100 (8.0), A10G (8.6), H100 (9.0): bf16. The CPU: bf16."""
+    from fixmatch_ray.training.engine import amp_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert amp_dtype("auto", torch.device("cuda", 0)) == dtype
+    assert amp_dtype("auto", CPU) == torch.bfloat16
+    assert amp_dtype("bf16", torch.device("cuda", 0)) == torch.bfloat16  # asked for: given
+    assert amp_dtype("off", torch.device("cuda", 0)) is None
+
+
+# -- optimizer kernels after a resume on another device type ---------------------------------------
+def test_a_resumed_optimizer_keeps_the_kernels_chosen_for_its_device():
+    """A checkpoint from a GPU (fused SGD) resumed on the CPU runs foreach SGD, and a CPU one
+    (foreach) resumed on a GPU would run fused: load_state_dict alone takes the saved flags."""
+    saved = Trainer(TINY, CPU, num_unlabeled=50)
+    saved.train_step(_batch())
+    state = saved.state_dict()
+    for group in state["optimizer"]["param_groups"]:  # as a CUDA run saves them
+        group.update(fused=True, foreach=None)
+    plain = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, foreach=True)
+    plain.load_state_dict({"state": {}, "param_groups": [{**state["optimizer"]["param_groups"][0], "params": [0]}]})
+    assert plain.param_groups[0]["fused"] is True  # what torch does without the reset
+    resumed = Trainer(TINY, CPU, num_unlabeled=50)
+    resumed.load_state_dict(state)
+    assert [(g["fused"], g["foreach"]) for g in resumed.optimizer.param_groups] == [(None, True)] * 2
+    assert resumed.optimizer.param_groups[0]["lr"] == state["optimizer"]["param_groups"][0]["lr"]
+    assert torch.equal(resumed.optimizer.state_dict()["state"][0]["momentum_buffer"],
+                       saved.optimizer.state_dict()["state"][0]["momentum_buffer"])
+    resumed.train_step(_batch(1))
+    assert resumed.step == 2
+
+
+# -- the precision a run states ---------------------------------------------------------------------
+@pytest.mark.parametrize("amp, tf32, cuda_name, cpu_name", [
+    ("off", True, "fp32 (TF32 convolutions and matmuls) on cuda (NVIDIA H100 80GB HBM3)", "fp32 (CPU)"),
+    ("off", False, "IEEE fp32 on cuda (NVIDIA H100 80GB HBM3)", "fp32 (CPU)"),
+    ("bf16", True, "bf16 autocast on cuda (NVIDIA H100 80GB HBM3)", "bf16 autocast (CPU)"),
+    ("fp16", True, "fp16 autocast + GradScaler on cuda (NVIDIA H100 80GB HBM3)", "fp16 autocast + GradScaler (CPU)"),
+])
+def test_precision_names(monkeypatch, amp, tf32, cuda_name, cpu_name):
+    from fixmatch_ray.training.engine import amp_dtype, precision_name
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    cfg, cuda = TINY.replace(amp=amp, tf32=tf32), torch.device("cuda", 0)
+    assert precision_name(cfg, cuda, amp_dtype(amp, cuda)) == cuda_name
+    assert precision_name(cfg, CPU, amp_dtype(amp, CPU)) == cpu_name
+
+
+@pytest.mark.parametrize("tf32, mode", [(True, "tf32"), (False, "ieee")])
+def test_tf32_is_set_in_one_place_for_cuda_and_left_alone_on_the_cpu(tf32, mode):
+    from fixmatch_ray.training.engine import set_precision
+
+    backends = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
+    before = [b.fp32_precision for b in backends]
+    try:
+        for b in backends:
+            b.fp32_precision = "none"
+        set_precision(TINY.replace(tf32=tf32), CPU)
+        assert [b.fp32_precision for b in backends] == ["none", "none"]
+        set_precision(TINY.replace(tf32=tf32), torch.device("cuda", 0))
+        assert [b.fp32_precision for b in backends] == [mode, mode]
+    finally:
+        for b, value in zip(backends, before):
+            b.fp32_precision = value
+
+
+def test_a_cpu_run_records_its_precision_and_a_resume_elsewhere_says_both(tmp_path):
+    import json
+
+    from fixmatch_ray.training.checkpoint import load_checkpoint
+    from fixmatch_ray.training.loop import run_local
+
+    out = tmp_path / "run"
+    run_local(TINY.replace(total_steps=2, eval_step=2, out=str(out)), progress=False)
+    assert json.loads((out / "metrics.json").read_text())["precision"] == "fp32 (CPU)"
+    state, _ = load_checkpoint(out)
+    assert state["precision"] == "fp32 (CPU)"
+    resumed = Trainer(TINY.replace(amp="bf16"), CPU, num_unlabeled=50)
+    resumed.load_state_dict(state)
+    assert resumed.precision == "bf16 autocast (CPU) (steps before 2: fp32 (CPU))"

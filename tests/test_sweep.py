@@ -63,7 +63,7 @@ def test_every_sweep_file_loads(path):
     assert load_sweep(path).trials
 
 
-# Table 2 of the paper as issue 14 lists it: "RA | CTA" error %, per dataset and label count
+# Table 2 of the paper (rows FixMatch (RA) and (CTA)): "RA | CTA" error %, per dataset and label count
 TABLE2 = """
 cifar10 40 13.81 3.37 11.39 3.35 | cifar10 250 5.07 0.65 5.07 0.33 | cifar10 4000 4.26 0.05 4.31 0.15
 cifar100 400 48.85 1.75 49.95 3.01 | cifar100 2500 28.29 0.11 28.64 0.24 | cifar100 10000 22.60 0.12 23.18 0.11

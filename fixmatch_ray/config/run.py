@@ -133,6 +133,12 @@ class RunConfig:
     aug_backend: str = opt("auto", "auto (default): tensor on a GPU, pil on the CPU; pil: per-image PIL on "
                            "data-loader processes (reference); tensor: batched on the device", choices=AUG_BACKENDS)
     compile: bool = opt(False, "torch.compile the model", action="store_true")
+    tf32: bool = opt(True, "CUDA: fp32 convolutions and matmuls on TF32 tensor cores (default on, PyTorch's own "
+                     "default for convolutions); --no-tf32: IEEE fp32, the official arithmetic, several times "
+                     "slower per convolution", action="bool")
+    cuda_graphs: bool = opt(True, "CUDA, aug_backend tensor: replay each step's augmentation as one captured "
+                            "CUDA graph (the same kernels and random stream as eager, without ~300-1,800 "
+                            "launches a step); off on the CPU", action="bool")
     num_workers: int = opt(4, "data-loading processes (default 4)")
     eval_batch_size: int = opt(512, "evaluation batch size (default 512)")
     device: str = opt("auto", "auto (default), cpu, cuda or cuda:N")

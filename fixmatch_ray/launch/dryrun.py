@@ -123,7 +123,7 @@ def dry_run(spec: "SweepSpec", args: argparse.Namespace) -> int:
     remote = bool(args.address or os.environ.get("RAY_ADDRESS"))
     notes = [] if remote else check_data_readonly(spec)
     have, cluster = reachable_cluster(args.address)
-    plan = make_plan(spec, have, table, args.autoscaling, cluster)
+    plan = make_plan(spec, have, table, args.autoscaling, cluster, args.card)
     plan.notes += [where, *notes, "dry run: nothing started, nothing written"]
     print("\n".join(format_plan(plan)), flush=True)
     return 0

@@ -113,7 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="check everything and print the plan (trials, resources, GPU-hours); start and write nothing")
     p.add_argument("--step-times", metavar="FILE",
-                   help="ms/step per model and precision (JSON, as `bench gpu` writes) for the plan's estimates")
+                   help="ms/step per policy, model and precision (JSON, as `bench gpu` writes) for the plan")
+    p.add_argument("--card", metavar="GPU",
+                   help="the GPU the plan estimates for where nothing measured or the cluster says (H100, H200, "
+                        "A100, A10G, L4, V100, T4; default H100)")
     p.add_argument("--verbose", action="store_true",
                    help="print everything Ray prints (start-up, Ray Train's INFO lines, known-harmless warnings)")
     return p
@@ -164,7 +167,7 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
         print(f"{verb} {spec.name}: {len(spec.trials)} trials, up to {concurrent} at once, "
               f"in {spec.experiment_path()}", flush=True)
         have = cluster_resources()
-        plan = make_plan(spec, have, table, args.autoscaling, cluster_line("the cluster", have))
+        plan = make_plan(spec, have, table, args.autoscaling, cluster_line("the cluster", have), args.card)
         print("\n".join(format_plan(plan)), flush=True)
         write_status(spec.experiment_path(), [])  # failed trials are retried now: none has failed for good yet
         tuner = build_tuner(spec, concurrent, restore)

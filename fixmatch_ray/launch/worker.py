@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import torch
 
-from ..config import Resources, RunConfig
-from ..storage import join, split_last
+from ..config import ConfigError, Resources, RunConfig
+from ..storage import is_uri, join, split_last
 from ..config.strict import from_mapping
 from ..config.tracking import TrackingSpec
 from ..tracking import TRACKERS, trackers_for
@@ -33,10 +33,19 @@ from ..training.engine import Trainer, summarize
 from ..training.loop import Ranks, run_training
 from ..training.record import read_record, record_doc, save_record, write_record
 from ..training.sinks import Sink, TrackerSink, checkpoint_due
-from .cluster import ensure_ray, normalize_storage, user_error
+from .cluster import ClusterError, cluster_resources, ensure_ray, normalize_storage, user_error
 
 TB_DIR = "tensorboard"
 CHECKPOINTS_KEPT = 3  # a corrupt latest one still leaves older ones to resume from
+
+# Nothing waits forever. Ray Train's controller waits 60 s for a run's workers to be placed, then
+# retries without limit (FailureConfig.controller_failure_limit = -1): a run that asks for more
+# than the cluster has would hang. Here each try waits START_TIMEOUT_S (long enough for an
+# autoscaler to add a GPU node) and a run gives up after START_TRIES tries; a user's own
+# RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S wins (Ray passes it on from the process that calls fit()).
+START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+START_TIMEOUT_S = 300
+START_TRIES = 3
 
 
 def _quiet_train_logs() -> None:
@@ -75,7 +84,7 @@ class RaySink(Sink):
 
     def start(self, trainer: Trainer) -> None:
         if self.rank == 0:
-            write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial)
+            write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial, trainer.precision)
         if trainer.step >= trainer.cfg.total_steps and trainer.history:
             # Restored at its very end (the driver died between the last checkpoint and Tune seeing
             # the report): report the final result again, or Tune's last row would stay one behind.
@@ -91,7 +100,7 @@ class RaySink(Sink):
         checkpoint = upload_fn = None
         if self.rank == 0:
             self.uploaded.wait()
-            doc = record_doc(trainer.cfg.to_dict(), list(trainer.history), self.trial)
+            doc = record_doc(trainer.cfg.to_dict(), list(trainer.history), self.trial, trainer.precision)
             state = trainer.state_dict()  # sync: serialised before training goes on; async: copied
             checkpoint = ray.train.Checkpoint.from_directory(tempfile.mkdtemp(prefix="fixmatch-checkpoint-"))
             upload_fn = self._upload(snapshot_to_cpu(state) if self.upload == "async" else state, doc)
@@ -222,6 +231,7 @@ def build_trainer(
     from ray.train.torch import TorchTrainer
 
     resources.check(cfg)
+    os.environ.setdefault(START_TIMEOUT_ENV, str(START_TIMEOUT_S))
     config = {"run": cfg.to_dict(), "run_dir": join(storage_path, name), "trial": trial, "upload": upload,
               "fault": fault, "tracking": dataclasses.asdict(tracking) if tracking is not None else None,
               "tracking_env": tracking_env() if tracking is not None else None}
@@ -234,18 +244,50 @@ def build_trainer(
         ),
         run_config=ray.train.RunConfig(
             name=name, storage_path=storage_path,
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures,
+                                                   controller_failure_limit=START_TRIES - 1),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
             callbacks=callbacks, logging_config=ray.train.LoggingConfig(log_level=log_level),
         ),
     )
 
 
+def _asked(resources: Resources) -> str:
+    each = ", ".join(f"{v:g} {k}" for k, v in resources.per_worker().items())
+    return f"{resources.workers} worker{'s' * (resources.workers > 1)} x ({each})"
+
+
+def check_schedulable(resources: Resources, have: dict[str, float]) -> None:
+    """One-line :class:`ConfigError` when the cluster's totals cannot hold the run at all (say
+    ``--ddp-workers 4 --ddp-gpu`` on a machine with 2 GPUs): Ray Train would wait for it forever."""
+    short = {k: v for k, v in resources.per_run().items() if have.get(k, 0.0) + 1e-9 < v}
+    if short:
+        has = ", ".join(f"{have.get(k, 0.0):g} {k}" for k in short)
+        raise ConfigError(f"the run asks for {_asked(resources)} but the cluster has {has} in all; "
+                          "ask for fewer workers (--ddp-workers) or join a cluster that has them (--address)")
+
+
+def unschedulable(err: BaseException, resources: Resources) -> ClusterError | None:
+    """The one line for a run whose workers were never placed: every try timed out waiting."""
+    failure = getattr(err, "controller_failure", None)
+    if type(failure).__name__ != "WorkerGroupStartupTimeoutError":  # ray.train.v2's (a private module)
+        return None
+    import ray
+
+    wait = os.environ.get(START_TIMEOUT_ENV, str(START_TIMEOUT_S))
+    total, free = ray.cluster_resources(), ray.available_resources()
+    has = ", ".join(f"{total.get(k, 0.0):g} {k} ({free.get(k, 0.0):g} free)" for k in resources.per_run())
+    return ClusterError(f"the run's {_asked(resources)} could not be placed in {START_TRIES} tries of {wait} s "
+                        f"each; the cluster has {has}: other jobs hold the rest, or the nodes never came")
+
+
 def run_ray(cfg: RunConfig, resources: Resources, max_failures: int = 3,
             address: str | None = None, tracking: TrackingSpec | None = None) -> dict[str, Any]:
     """Run ``cfg`` as a Ray Train job stored at ``cfg.out`` (a directory or URI); its summary.
 
-    Re-running with the same ``out`` continues from the run's latest checkpoint.
+    Re-running with the same ``out`` continues from the run's latest checkpoint. A run the cluster
+    cannot hold is a one-line error before anything is written; one whose workers are never placed
+    gives up after :data:`START_TRIES` tries (:func:`unschedulable`).
     """
     import ray.train
 
@@ -253,11 +295,15 @@ def run_ray(cfg: RunConfig, resources: Resources, max_failures: int = 3,
     out = normalize_storage(cfg.out)
     storage, name = split_last(out)
     ensure_ray(address, min_cpus=resources.workers * resources.cpus_per_worker)
+    check_schedulable(resources, cluster_resources())  # before anything is written
+    if not is_uri(out):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        cfg.save(Path(out) / "config.yaml")
     trainer = build_trainer(cfg.replace(out=out), resources, storage, name, max_failures, tracking=tracking)
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as err:
-        cause = user_error(err)
+        cause = user_error(err) or unschedulable(err, resources)
         if cause is not None:
             raise cause from None
         raise
@@ -265,5 +311,5 @@ def run_ray(cfg: RunConfig, resources: Resources, max_failures: int = 3,
     if record is None:  # the record follows the checkpoint; rebuild it if the run ended in between
         with result.checkpoint.as_directory() as d:
             state, _ = load_checkpoint(d)
-        record = write_record(out, cfg.to_dict(), state["history"])
+        record = write_record(out, cfg.to_dict(), state["history"], precision=state.get("precision"))
     return record["summary"]

@@ -21,6 +21,7 @@ from ..config.run import ADAM_BETAS, LINEAR_LR_END
 from ..errors import NonFiniteLossError
 from ..models import build_model
 from .optim import ModelEMA, build_optimizer, lr_at, set_lr
+from .precision import amp_dtype, precision_name, set_precision  # noqa: F401  (amp_dtype: the engine's API)
 
 STEP_KEYS = ("x_lb", "y_lb", "x_ulb_w", "x_ulb_s", "idx_ulb")  # what a step's batch must carry
 MEDIAN_OF_LAST = 20  # the paper's number: median test accuracy of the last 20 evaluations
@@ -36,17 +37,6 @@ def schedule_lr(cfg: RunConfig, step: int) -> float:
     """The run's learning rate at ``step``: its schedule (cosine, or the linear ablation)."""
     lr_end = LINEAR_LR_END if cfg.lr_end is None else cfg.lr_end
     return lr_at(step, cfg.lr, cfg.total_steps, int(cfg.warmup), schedule=cfg.lr_schedule, lr_end=lr_end)
-
-
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``mode``: ``auto`` is bf16 where supported, fp16 on older GPUs."""
-    if mode == "off":
-        return None
-    if mode == "auto":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            return torch.float16
-        return torch.bfloat16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 
 class Trainer:
@@ -69,6 +59,7 @@ class Trainer:
             net = build_model(cfg.arch, cfg.num_classes, cfg.depth, cfg.width, cfg.cardinality,
                               bn_momentum=cfg.bn_momentum, scales=cfg.scales)
         self.net = net.to(device, memory_format=torch.channels_last)
+        set_precision(cfg, device)
         if device.type == "cuda":  # fixed shapes every step: let cuDNN pick its fastest kernels once
             torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
         self.model = wrap(self.net) if wrap else self.net  # e.g. DistributedDataParallel
@@ -80,6 +71,7 @@ class Trainer:
                                          cfg.optimizer, betas)
         self.algorithm = build_algorithm(cfg.algorithm, cfg, cfg.num_classes, num_unlabeled, device)
         self.dtype = amp_dtype(cfg.amp, device)
+        self.precision = precision_name(cfg, device, self.dtype)  # the run record's "precision"
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.step = 0
         self.history: list[dict[str, Any]] = []
@@ -176,13 +168,20 @@ class Trainer:
             # the CPU state is kept: restoring per-device states breaks on a node with fewer GPUs.
             "rng": {"torch": torch.get_rng_state()},
             "config": self.cfg.to_dict(),
+            "precision": self.precision,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["model"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
+        # load_state_dict takes every hyper-parameter of the saved groups, the saved device's
+        # fused/foreach kernels included (a CPU checkpoint would run foreach SGD on a GPU, which fails
+        # under fp16's GradScaler): keep the ones build_optimizer chose for this device.
+        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, chosen in zip(self.optimizer.param_groups, kernels):
+            group.update(chosen)
         # A scaler's state exists only under fp16; a run resumed on a card with another precision
         # (bf16 <-> fp16) starts a fresh scale instead of failing on an empty state.
         if self.scaler.is_enabled() and state.get("scaler"):
@@ -192,6 +191,9 @@ class Trainer:
             self.policy.load_state_dict(state.get("policy", {}))
         self.step = int(state["step"])
         self.history = list(state["history"])
+        before = state.get("precision")
+        if before and before != self.precision and self.step > 0:  # resumed on another device or card
+            self.precision = f"{self.precision} (steps before {self.step}: {before})"
         torch.set_rng_state(state["rng"]["torch"])
 
 

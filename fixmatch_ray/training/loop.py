@@ -61,7 +61,8 @@ def step_batches(
                                    cfg.seed, start_step, cfg.total_steps)
         augmenter = BatchAugmenter(data.spec.mean, data.spec.std, flip=data.spec.flip, policy=policy,
                                    anchoring=cfg.anchoring)
-        return DeviceBatches(data.train, sampler, augmenter, cfg.seed, device or torch.device("cpu"), rank, world_size)
+        return DeviceBatches(data.train, sampler, augmenter, cfg.seed, device or torch.device("cpu"), rank, world_size,
+                             cuda_graphs=cfg.cuda_graphs)
     loader = train_loader(
         data.train, data.spec, data.labeled_idx,
         batch_size=cfg.batch_size, ulb_batch_size=cfg.unlabeled_batch_size, seed=cfg.seed,

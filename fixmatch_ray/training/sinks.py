@@ -62,11 +62,11 @@ class RecordSink(Sink):
         self.run_dir, self.trial = run_dir, trial
 
     def start(self, trainer: Trainer) -> None:
-        write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial)
+        write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial, trainer.precision)
 
     def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
         if checkpoint_due(trainer):
-            write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial)
+            write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial, trainer.precision)
 
 
 class TrackerSink(Sink):

@@ -187,8 +187,9 @@ class BatchedCTAugment:
         return apply_policy_batch(x_weak, rows.of(ops), rows.of(values), gen, rows=rows), ops, values
 
     def update(self, ops: torch.Tensor, values: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> None:
-        """Move the rates by the probes' proximity (``probs``: the EMA model's softmax on the probes)."""
-        self.rates = update_rates(self.rates, ops, values, proximity_batch(probs, labels), self.decay)
+        """Move the rates by the probes' proximity (``probs``: the EMA model's softmax on the probes),
+        in place: a captured augmentation graph reads them where it found them."""
+        self.rates.copy_(update_rates(self.rates, ops, values, proximity_batch(probs, labels), self.decay))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"rates": self.rates.detach().to("cpu", copy=True)}
@@ -197,7 +198,7 @@ class BatchedCTAugment:
         rates = torch.as_tensor(state["rates"]).reshape(-1)
         if rates.numel() != N_RATES:
             raise ValueError(f"CTAugment rates have {rates.numel()} entries, expected {N_RATES}")
-        self.rates = rates.to(self.rates.device, torch.float64, copy=True)
+        self.rates.copy_(rates.to(self.rates.device, torch.float64))  # in place, as update
 
 
 class CTAugmentPolicy(Policy):
