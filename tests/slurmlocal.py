@@ -132,7 +132,7 @@ def _daemon(cluster: Slurm, *cmd: str) -> None:
                                           start_new_session=True))
 
 
-def start(cpus: int = 2, kill_wait: int = 10, timeout: float = 60) -> Slurm:
+def start(cpus: int = 2, kill_wait: int = 30, timeout: float = 60) -> Slurm:
     """munged, slurmctld and slurmd of a new cluster in a fresh temporary directory, their node idle."""
     root = Path(tempfile.mkdtemp(prefix="slurm"))
     root.chmod(0o755)  # munged insists that its socket's directories be reachable by everyone

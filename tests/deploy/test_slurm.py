@@ -132,7 +132,7 @@ def test_sweep_on_slurm_survives_requeues(slurm, tmp_path, ray_dir):
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", text[-4000:]
     assert "| digits@20 | 1 |" in text and "| digits@30 | 1 |" in text and "the sweep exited 0" in text
     assert results.summary(str(reference / "slurm")).n.tolist() == [1, 1]
-    assert nothing_left(ray_dir) == []
+    assert nothing_left(ray_dir) == [], text[-3000:]
     expected = histories(reference / "slurm")
     assert sorted(len(h) for h in expected.values()) == [SHORT // 4, LONG // 4]
 
@@ -163,4 +163,4 @@ def test_sweep_on_slurm_survives_requeues(slurm, tmp_path, ray_dir):
     assert [f"run {i}:" in text for i in (1, 2, 3)] == [True] * 3 and text.count("resuming slurm") == 2
     assert histories(exp) == expected  # same steps, accuracies and losses: no row lost or repeated
     assert {p: finished_records(exp)[p] for p in finished} == finished  # the finished trial never ran again
-    assert nothing_left(ray_dir) == []
+    assert nothing_left(ray_dir) == [], text[-3000:]
