@@ -92,10 +92,13 @@ def wait_until(pred, slurm, job: int, log: Path, what: str, timeout: float = 240
     return value
 
 
-def requeued(slurm, job: int, restarts: int) -> None:
-    """Wait for the job to be pending again after its ``restarts``-th requeue; let it start now."""
+def requeued(slurm, job: int, restarts: int, ray_dir: Path, log: Path) -> None:
+    """Wait for the job to be pending again after its ``restarts``-th requeue (every process of
+    its last run has ended: Slurm requeues a job once it has completed); nothing of that run's Ray
+    may be left on the node. Then let it start now."""
     info = slurm.wait(job, {"PENDING"}, 120, "after the requeue")
     assert info["Restarts"] == str(restarts), info
+    assert nothing_left(ray_dir) == [], log.read_text()[-3000:]
     slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now")
 
 
@@ -123,6 +126,7 @@ def nothing_left(ray_dir: Path) -> list[str]:
     return [str(d) for d in ray_dir.iterdir()] + [f"pid {p}" for p in procs]
 
 
+@pytest.mark.timeout(480)  # three runs of the job and an uninterrupted one: ~4 minutes here
 def test_sweep_on_slurm_survives_requeues(slurm, tmp_path, ray_dir):
     sweep = sweep_file(tmp_path)
     reference, log = tmp_path / "reference", tmp_path / "reference.log"
@@ -140,10 +144,12 @@ def test_sweep_on_slurm_survives_requeues(slurm, tmp_path, ray_dir):
     exp = store / "slurm"
     job = submit(slurm, sweep, store, log, ray_dir)
     # 1. the time limit is near: SIGUSR1 to the batch script (as --signal=B:USR1@300 sends it)
-    wait_until(lambda: sorted(s for s, _ in progress(exp).values()) == ["finished", "running"]
+    # (once Tune, not only the trial's record, has it finished: a trial whose record says finished
+    # but which Tune still counts as running is resumed from its last checkpoint and reports again)
+    wait_until(lambda: "digits@20 seed 1: finished" in log.read_text()
                and max(step for _, step in progress(exp).values()) >= 8, slurm, job, log, "trial mid-run")
     slurm.run("scancel", "--batch", "--signal=USR1", str(job))
-    requeued(slurm, job, 1)
+    requeued(slurm, job, 1, ray_dir, log)
     text = log.read_text()
     assert "the sweep exited 143" in text and f"requeueing job {job}" in text, text[-4000:]
     assert "SIGTERM received: stopping the trials" in text and "Traceback" not in text, text[-4000:]
@@ -156,7 +162,7 @@ def test_sweep_on_slurm_survives_requeues(slurm, tmp_path, ray_dir):
                "progress after the first requeue")
     slurm.run("scontrol", "requeue", str(job))
     assert max(step for _, step in progress(exp).values()) < LONG, "the requeue landed too late"
-    requeued(slurm, job, 2)
+    requeued(slurm, job, 2, ray_dir, log)
     info = slurm.wait(job, DONE, 300, "(the requeued run)")
     text = log.read_text()
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", text[-4000:]
