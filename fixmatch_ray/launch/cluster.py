@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -164,13 +165,28 @@ def ensure_ray(address: str | None = None, min_cpus: float = 1) -> None:
     if address:
         check_joinable(address)
         try:
-            ray.init(address=address, runtime_env=runtime_env, **quiet)
+            with _keep_sigterm_handler():
+                ray.init(address=address, runtime_env=runtime_env, **quiet)
         except ConnectionError as e:  # Ray's own, a traceback chained to its GCS client's
             raise ClusterError(f"could not join the Ray cluster at {address}: {e}") from None
         return
     cpus = max(os.cpu_count() or 1, int(min_cpus + 1.999))
-    ray.init(num_cpus=cpus, resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS}, dashboard_host="127.0.0.1",
-             include_dashboard=True, runtime_env=runtime_env, **quiet)
+    with _keep_sigterm_handler():
+        ray.init(num_cpus=cpus, resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS}, dashboard_host="127.0.0.1",
+                 include_dashboard=True, runtime_env=runtime_env, **quiet)
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler():
+    """A SIGTERM handler of the caller's own (the sweep's graceful stop) survives ``ray.init``, which
+    replaces it with ``sys.exit`` while its core worker's crash handler answers SIGTERM with a stack
+    dump and an abort (the driver died of SIGABRT instead of stopping its trials)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(previous):
+            signal.signal(signal.SIGTERM, previous)
 
 
 class ClusterError(UserError, RuntimeError):
