@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from .config import ConfigError, RunConfig
 from .config.cli import add_config_flags
 from .config.tracking import TrackingSpec
+from .storage import is_uri, local_path
 from .tracking import check_tracking, trackers_for
 
 # Flags of the reference that only made sense for apex or torch.distributed.launch.
@@ -127,7 +128,7 @@ def tracking_from_options(options: dict[str, Any]) -> TrackingSpec:
 
 def run_key(out: str) -> tuple[str, str]:
     """The run's key for trackers (its absolute directory or URI) and its name (the last part)."""
-    key = out if "://" in out else os.path.abspath(out)
+    key = out if is_uri(out) else os.path.abspath(local_path(out))
     return key, os.path.basename(key.rstrip("/"))
 
 

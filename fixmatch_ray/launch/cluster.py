@@ -1,5 +1,5 @@
-"""Cluster-side helpers of the driver: join or start Ray, the job's environment, storage paths,
-and the user-facing error behind a failed Train run.
+"""Cluster-side helpers of the driver: join or start Ray, the job's environment, and the
+user-facing error behind a failed Train run.
 """
 from __future__ import annotations
 
@@ -10,13 +10,6 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from ..storage import is_uri
-
-
-def normalize_storage(path: str | os.PathLike) -> str:
-    """URIs stay as they are; local paths become absolute (Ray requires it)."""
-    path = os.fspath(path)
-    return path if is_uri(path) else str(Path(path).expanduser().resolve())
 
 
 # Ray Train's controller polls workers every 2 s by default and each ray.train.report waits for

@@ -18,9 +18,9 @@ from typing import Sequence
 
 from ..config import ConfigError, SweepSpec, load_sweep
 from ..errors import UserError
-from ..storage import Store, internal_file, is_uri
+from ..storage import Store, internal_file, is_uri, local_path, normalize_storage
 from ..tracking import check_tracking
-from .cluster import cluster_resources, ensure_ray, normalize_storage, quiet_output, reap_orphan_placement_groups
+from .cluster import cluster_resources, ensure_ray, quiet_output, reap_orphan_placement_groups
 from .dryrun import SPEC_FILE, dry_run
 from .interrupt import Interrupts
 from .lease import LEASE_FILE, Lease
@@ -48,7 +48,7 @@ def check_data(spec: SweepSpec) -> None:
 
 
 def check_storage(storage: str) -> None:
-    if "://" in storage:
+    if is_uri(storage):
         return
     try:
         Path(storage).mkdir(parents=True, exist_ok=True)
@@ -225,8 +225,8 @@ def _absolute_paths(spec: SweepSpec) -> SweepSpec:
     """Trials run in other working directories: make local paths absolute."""
 
     trials = tuple(
-        dataclasses.replace(t, run=t.run.replace(data_dir=os.path.abspath(t.run.data_dir)))
-        if "://" not in t.run.data_dir else t for t in spec.trials
+        dataclasses.replace(t, run=t.run.replace(data_dir=os.path.abspath(local_path(t.run.data_dir))))
+        if not is_uri(t.run.data_dir) else t for t in spec.trials
     )
     return dataclasses.replace(spec, storage=normalize_storage(spec.storage), trials=trials)
 

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 
 from ..config import Resources, RunConfig
-from ..storage import join, split_last
+from ..storage import join, normalize_storage, split_last
 from ..config.strict import from_mapping
 from ..config.tracking import TrackingSpec
 from ..tracking import TRACKERS, trackers_for
@@ -33,7 +33,7 @@ from ..training.engine import Trainer, summarize
 from ..training.loop import Ranks, run_training
 from ..training.record import read_record, record_doc, save_record, write_record
 from ..training.sinks import Sink, TrackerSink, checkpoint_due
-from .cluster import ensure_ray, normalize_storage, user_error
+from .cluster import ensure_ray, user_error
 
 TB_DIR = "tensorboard"
 CHECKPOINTS_KEPT = 3  # a corrupt latest one still leaves older ones to resume from
