@@ -19,6 +19,7 @@ from .config import ConfigError, RunConfig
 from .config.cli import add_config_flags
 from .config.tracking import TrackingSpec
 from .storage import is_uri, local_path
+from .storage.layout import CONFIG_FILE
 from .tracking import check_tracking, trackers_for
 
 # Flags of the reference that only made sense for apex or torch.distributed.launch.
@@ -144,7 +145,7 @@ def run_distributed(cfg: RunConfig, options: dict[str, Any], tracking: TrackingS
     # workers run in other directories: give them absolute paths
     cfg = cfg.replace(data_dir=os.path.abspath(cfg.data_dir))
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    cfg.save(Path(cfg.out) / "config.yaml")
+    cfg.save(Path(cfg.out) / CONFIG_FILE)
     return run_ray(cfg, resources, options.get("max_failures", 3), options.get("address"), tracking=tracking)
 
 

@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Mapping
 from ..errors import ConfigError, DataError
 from ..storage import Store, is_uri
 from ..tracking import check_tracking
-from .lease import LEASE_FILE, Holder, Lease, LeaseHeld
+from ..storage.layout import LEASE_FILE, SWEEP_FILE
+from .lease import Holder, Lease, LeaseHeld
 from .plan import DEFAULTS, cluster_line, format_plan, load_step_times, make_plan
 
 if TYPE_CHECKING:
     from ..config import SweepSpec
-
-SPEC_FILE = "sweep.yaml"  # the sweep file as given, saved in the experiment directory (launch.sweep's too)
 
 
 def recorded_address_file() -> Path:
@@ -71,7 +70,7 @@ def check_experiment_readonly(spec: "SweepSpec", sweep_file: str, fresh: bool) -
     experiment = spec.experiment_path()
     store = Store(experiment)
     held = check_lease_readonly(store)
-    old = store.read_text(SPEC_FILE)
+    old = store.read_text(SWEEP_FILE)
     if old is None:
         return f"new experiment {experiment}{held}"
     if fresh:

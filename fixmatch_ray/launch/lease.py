@@ -29,8 +29,7 @@ from typing import Callable
 
 from ..errors import UserError
 from ..storage import Store
-
-LEASE_FILE = "lease.json"
+from ..storage.layout import LEASE_FILE
 HEARTBEAT_S = 15.0
 STALE_AFTER_S = 90.0
 

@@ -21,9 +21,10 @@ from ..errors import UserError
 from ..storage import Store, internal_file, is_uri, local_path, normalize_storage
 from ..tracking import check_tracking
 from .cluster import cluster_resources, ensure_ray, quiet_output, reap_orphan_placement_groups
-from .dryrun import SPEC_FILE, dry_run
+from ..storage.layout import LEASE_FILE, SWEEP_FILE
+from .dryrun import dry_run
 from .interrupt import Interrupts
-from .lease import LEASE_FILE, Lease
+from .lease import Lease
 from .plan import DEFAULTS, cluster_line, format_plan, load_step_times, make_plan, trials_at_once
 
 # .tuner imports Ray: imported where needed, after quiet_output has set what Ray reads at import
@@ -87,14 +88,14 @@ def prepare_experiment(spec: SweepSpec, sweep_file: str, fresh: bool) -> bool:
     if exists:
         if not experiment_exists(experiment):
             raise ConfigError(f"{experiment} exists but holds no Tune experiment; use --fresh or another name")
-        old = store.read_text(SPEC_FILE)
+        old = store.read_text(SWEEP_FILE)
         if old is not None and old != text:
             raise ConfigError(
                 f"{sweep_file} differs from the one {experiment} was started with; resume with the "
                 f"same file, or pass --fresh (the old experiment is moved aside) or another --name"
             )
         return True
-    store.write_bytes(SPEC_FILE, text.encode())
+    store.write_bytes(SWEEP_FILE, text.encode())
     return False
 
 

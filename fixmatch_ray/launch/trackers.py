@@ -23,8 +23,8 @@ from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem, _WandbLo
 
 from ..config import SweepSpec
 from ..config.tracking import MLflowSpec, WandbSpec
-from ..results.read import TRAIN_DIR
-from ..storage import is_uri, join
+from ..storage import is_uri
+from ..storage.layout import run_dir
 from ..tracking import metrics_of, summary_of
 from ..tracking import mlflow as mlflow_tracking
 
@@ -32,7 +32,7 @@ from ..tracking import mlflow as mlflow_tracking
 def run_key(trial) -> str:
     """The trial's Train run directory (``run_trial`` names it): the key single runs use too."""
     t = trial.config["trial"]
-    return join(t["experiment"], TRAIN_DIR, f"{t['name']}-{trial.trial_id}")
+    return run_dir(t["experiment"], t["name"], trial.trial_id)
 
 
 def trial_params(trial) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from ..config import Resources, RunConfig, SweepSpec, Trial
-from ..results.read import STATUS_FILE, TRAIN_DIR
-from ..storage import Store, join
+from ..storage import Store
+from ..storage.layout import STATUS_FILE, run_name, train_runs, trial_dirname, trial_id_of
 from .cluster import (DRIVER_RESOURCE, TRAIN_LOG_LEVEL_ENV, TRIAL_DRIVER_CPU, cluster_resources,
                       reap_orphan_placement_groups)
 from .worker import build_trainer
@@ -57,9 +57,9 @@ def run_trial(param: dict[str, Any]) -> None:
     config = param["trial"]
     ctx = tune.get_context()
     cfg = RunConfig.from_dict(config["run"])
-    name = f"{config['name']}-{ctx.get_trial_id()}"  # deterministic: retries/restores resume
+    name = run_name(config["name"], ctx.get_trial_id())  # deterministic: retries/restores resume
     trainer = build_trainer(
-        cfg, Resources(**config["resources"]), join(config["experiment"], TRAIN_DIR), name,
+        cfg, Resources(**config["resources"]), train_runs(config["experiment"]), name,
         max_failures=config["worker_retries"], callbacks=[TuneReportCallback()],
         trial={k: config[k] for k in ("name", "label", "seed", "setting")},
         log_level=os.environ.get(TRAIN_LOG_LEVEL_ENV, "INFO"),  # the driver's --verbose, via the job's env
@@ -127,7 +127,7 @@ def render_progress(trials, latest: dict[str, dict[str, Any]], n: int) -> str:
 
 def trial_name(trial) -> str:
     """Readable, unique trial directory names: ``<setting>.s<seed>_<trial id>``."""
-    return f"{trial.config['trial']['name']}_{trial.trial_id}"
+    return trial_dirname(trial.config["trial"]["name"], trial.trial_id)
 
 
 def experiment_exists(experiment: str) -> bool:
@@ -167,14 +167,11 @@ def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool):
 
 
 def write_status(experiment: str, results) -> None:
-    """The driver's view of each trial after Tune's run, for ``report``: failed for good or not.
-
-    A trial's Train run is ``<trial name>-<trial id>`` (see :func:`run_trial`); its directory
-    under Tune is ``<trial name>_<trial id>``."""
+    """The driver's view of each trial after Tune's run, for ``report``: failed for good or not,
+    by Train run name (:mod:`fixmatch_ray.storage.layout`)."""
     runs = {}
     for r in results:
         name = r.config["trial"]["name"]
-        trial_id = r.path.rstrip("/").rsplit("_", 1)[-1]
-        runs[f"{name}-{trial_id}"] = "failed" if r.error is not None else "ended"
+        runs[run_name(name, trial_id_of(r.path, name))] = "failed" if r.error is not None else "ended"
     Store(experiment).write_bytes(STATUS_FILE, json.dumps({"runs": runs}, indent=1).encode())
 

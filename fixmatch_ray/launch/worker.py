@@ -25,6 +25,7 @@ import torch
 
 from ..config import Resources, RunConfig
 from ..storage import join, normalize_storage, split_last
+from ..storage.layout import TB_DIR
 from ..config.strict import from_mapping
 from ..config.tracking import TrackingSpec
 from ..tracking import TRACKERS, trackers_for
@@ -35,7 +36,6 @@ from ..training.record import read_record, record_doc, save_record, write_record
 from ..training.sinks import Sink, TrackerSink, checkpoint_due
 from .cluster import ensure_ray, user_error
 
-TB_DIR = "tensorboard"
 CHECKPOINTS_KEPT = 3  # a corrupt latest one still leaves older ones to resume from
 
 

@@ -22,6 +22,7 @@ from ..data.policies import Policy, build_policy
 from ..data.sampling import StepBatchSampler, train_loader
 from ..data.splits import expand_labeled
 from ..errors import ConfigError
+from ..storage.layout import CONFIG_FILE
 from ..tracking import TRACKERS, Tracker
 from .engine import Trainer, fit, resolve_device, summarize
 from .sinks import CheckpointSink, ProgressSink, RecordSink, Sink, TrackerSink
@@ -136,7 +137,7 @@ def run_local(cfg: RunConfig, state: dict[str, Any] | None = None, progress: boo
     cfg = cfg.replace(aug_backend=cfg.aug_backend_for(device.type))
     data = load_run_data(cfg)  # before anything is written: a bad dataset leaves no directory
     out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
+    cfg.save(out / CONFIG_FILE)
     sinks = [CheckpointSink(out), RecordSink(str(out)), TrackerSink(lambda: TRACKERS["tensorboard"](logdir=out)),
              *(TrackerSink(lambda t=t: t) for t in trackers), ProgressSink(progress)]
     trainer = run_training(cfg, device, sinks, state=state, data=data)

@@ -21,9 +21,8 @@ import json
 from typing import Any
 
 from ..storage import Store
+from ..storage.layout import RECORD_FILE
 from .engine import summarize
-
-RECORD_FILE = "metrics.json"
 
 
 def record_doc(config: dict[str, Any], history: list[dict[str, Any]],
