@@ -141,3 +141,25 @@ def test_sinks_for_rank_zero_only_where_marked():
     everyone, chief = Sink(), Chief()
     assert sinks_for([everyone, chief], Ranks(0, 2)) == [everyone, chief]
     assert sinks_for([everyone, chief], Ranks(1, 2)) == [everyone]
+
+
+def test_finished_is_judged_in_one_place():
+    """A run is finished at its last step: the record's flag says so from that step on, and no
+    module but ``run_finished`` compares a step with ``total_steps`` (the loop's end, the last
+    checkpoint, the trackers' summary and a restore at the end all ask it)."""
+    import ast
+    from pathlib import Path
+
+    import fixmatch_ray
+
+    rows = [{"step": s, "test_acc": 50.0} for s in (10, 20)]
+    assert record_doc({"total_steps": 20}, rows)["finished"]
+    assert not record_doc({"total_steps": 21}, rows)["finished"]
+    assert not record_doc({"total_steps": 20}, rows[:1])["finished"]
+    compares = []
+    for path in sorted(Path(fixmatch_ray.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare) and "total_steps" in ast.unparse(node):
+                compares.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+    assert compares == [c for c in compares if c.startswith("engine.py:") and c.endswith("step >= total_steps")]
+    assert len(compares) == 1

@@ -30,7 +30,7 @@ from ..config.strict import from_mapping
 from ..config.tracking import TrackingSpec
 from ..tracking import TRACKERS, trackers_for
 from ..training.checkpoint import candidates, load_checkpoint, load_state, save_checkpoint, snapshot_to_cpu
-from ..training.engine import Trainer, summarize
+from ..training.engine import Trainer, run_finished, summarize
 from ..training.loop import Ranks, run_training
 from ..training.record import read_record, record_doc, save_record, write_record
 from ..training.sinks import Sink, TrackerSink, checkpoint_due
@@ -76,7 +76,7 @@ class RaySink(Sink):
     def start(self, trainer: Trainer) -> None:
         if self.rank == 0:
             write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial)
-        if trainer.step >= trainer.cfg.total_steps and trainer.history:
+        if run_finished(trainer.step, trainer.cfg.total_steps) and trainer.history:
             # Restored at its very end (the driver died between the last checkpoint and Tune seeing
             # the report): report the final result again, or Tune's last row would stay one behind.
             self.epoch(trainer.history[-1], trainer)

@@ -195,6 +195,12 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
 
 
+def run_finished(step: int, total_steps: int) -> bool:
+    """Whether a run at ``step`` has trained to its end: the one test of "finished" (the loop's
+    end, the last checkpoint, the record's flag, the trackers' summary, a restore at the end)."""
+    return step >= total_steps
+
+
 def summarize(history: list[dict[str, Any]]) -> dict[str, float]:
     """Per-run numbers: the paper's median of the last 20 evals, best and last accuracy."""
     accs = [h["test_acc"] for h in history]
@@ -233,7 +239,7 @@ def fit(
     collective combines the ranks' epoch sums and NaN flags, so every rank reports and stops alike.
     """
     cfg = trainer.cfg
-    while trainer.step < cfg.total_steps:
+    while not run_finished(trainer.step, cfg.total_steps):
         start = trainer.step
         end = min((start // cfg.eval_step + 1) * cfg.eval_step, cfg.total_steps)
         tic = time.perf_counter()

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..storage import Store
 from ..storage.layout import RECORD_FILE
-from .engine import summarize
+from .engine import run_finished, summarize
 
 
 def record_doc(config: dict[str, Any], history: list[dict[str, Any]],
@@ -31,7 +31,7 @@ def record_doc(config: dict[str, Any], history: list[dict[str, Any]],
     trial the run is (name, label, seed, setting), None for a single run."""
     step = history[-1]["step"] if history else 0
     return {"config": config, "trial": trial, "summary": summarize(history), "step": step,
-            "finished": step >= config["total_steps"], "history": history}
+            "finished": run_finished(step, config["total_steps"]), "history": history}
 
 
 def write_record(run_dir: str, config: dict[str, Any], history: list[dict[str, Any]],

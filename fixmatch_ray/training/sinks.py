@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from ..tracking import Tracker
 from .checkpoint import save_checkpoint
-from .engine import Trainer, summarize
+from .engine import Trainer, run_finished, summarize
 from .record import write_record
 
 
@@ -34,7 +34,7 @@ class Sink:
 
 def checkpoint_due(trainer: Trainer) -> bool:
     """Whether this evaluation saves a checkpoint: every ``checkpoint_every`` evaluations, and the last."""
-    return len(trainer.history) % trainer.cfg.checkpoint_every == 0 or trainer.step >= trainer.cfg.total_steps
+    return len(trainer.history) % trainer.cfg.checkpoint_every == 0 or run_finished(trainer.step, trainer.cfg.total_steps)
 
 
 class CheckpointSink(Sink):
@@ -90,7 +90,7 @@ class TrackerSink(Sink):
     def close(self) -> None:
         if self.tracker is None:
             return
-        if self.trainer.step >= self.trainer.cfg.total_steps:
+        if run_finished(self.trainer.step, self.trainer.cfg.total_steps):
             self.tracker.log_summary(summarize(self.trainer.history))
         self.tracker.close()
 
