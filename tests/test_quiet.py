@@ -11,7 +11,6 @@ import pytest
 from rayhead import new_head, remove
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 # What Ray prints that the sweep holds back (each seen on the quick demo before: Ray Train's INFO
 # lines from its controller and workers, the PreemptionWatcher error, the raylet warning, Tune's
@@ -39,6 +38,8 @@ def sweep(own_ray, storage: Path, *args: str) -> list[str]:
     return [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_quiet_by_default_and_everything_with_verbose(own_ray, tmp_path):
     quiet = sweep(own_ray, tmp_path / "q")
     assert quiet[0].startswith("starting smoke: 2 trials, up to 1 at once")
@@ -64,11 +65,11 @@ def test_quiet_drops_ray_internal_actor_output_only(monkeypatch, stream):
     from ray._private import worker
     from ray._private.ray_logging import LogDeduplicator
 
-    from fixmatch_ray.launch import cluster
+    from fixmatch_ray.launch import quiet
 
     monkeypatch.setattr(worker, stream, LogDeduplicator(5, None, None))  # a fresh one, restored after
-    cluster._drop_internal_actor_output()
-    cluster._drop_internal_actor_output()  # idempotent: wrapped once
+    quiet._wrap_deduplicators(worker)
+    quiet._wrap_deduplicators(worker)  # idempotent: wrapped once
     dedup = getattr(worker, stream)
 
     def batch(actor: str, line: str) -> dict:
@@ -87,7 +88,7 @@ def test_quiet_drops_the_sigterm_shutdown_traceback_only():
     """A worker stopped at the end of the job while Python ran a finaliser prints Python's
     'Exception ignored in' traceback through Ray's SIGTERM handler; the quiet driver drops that
     block (seen once on a trial's driver), and keeps every other line and traceback."""
-    from fixmatch_ray.launch.cluster import _without_sigterm_tracebacks
+    from fixmatch_ray.launch.quiet import _without_sigterm_tracebacks
 
     ray_worker = "/site-packages/ray/_private/worker.py"
     shutdown = ["Exception ignored in: <function WeakSet.__init__.<locals>._remove at 0x7f33ef60>",
@@ -107,3 +108,29 @@ def test_quiet_drops_the_sigterm_shutdown_traceback_only():
     assert _without_sigterm_tracebacks([*other, *shutdown]) == other
     assert _without_sigterm_tracebacks(["a trial's own line", *other]) == ["a trial's own line", *other]
     assert _without_sigterm_tracebacks(["Exception ignored in: <x>"]) == ["Exception ignored in: <x>"]
+
+
+def test_every_name_and_text_the_quiet_filters_match_is_in_the_installed_ray():
+    """The filters are best effort: a Ray that renames a logger, moves the deduplicators or rewords
+    a message makes its filter match nothing. This test is where such an upgrade fails, loudly."""
+    import importlib
+    import importlib.util
+    import inspect
+
+    from ray._private import worker
+
+    from fixmatch_ray.launch import quiet
+
+    for name in ("stdout_deduplicator", "stderr_deduplicator"):
+        assert callable(getattr(getattr(worker, name, None), "deduplicate", None)), f"ray._private.worker.{name}"
+    for module in quiet.PRIVATE_LOGGERS:
+        assert importlib.util.find_spec(module) is not None, f"{module}: no such module in this Ray"
+    assert quiet.AUTH_ENABLED_NOTICE in inspect.getsource(importlib.import_module(quiet.AUTH_LOGGER))
+    train_context = importlib.import_module(quiet.TRAIN_CONTEXT_MODULE)
+    assert "logging.getLogger(__file__)" in inspect.getsource(train_context)  # why it is silenced by its path
+    assert importlib.util.find_spec(quiet.TRAIN_CONTEXT_MODULE).origin == train_context.__file__
+    for logger, fragments in quiet.TUNE_NOTICES:
+        source = inspect.getsource(importlib.import_module(logger))
+        assert all(f in source for f in fragments), (logger, [f for f in fragments if f not in source])
+    assert '"RAY_AIR_NEW_OUTPUT", "1") == "0"' in inspect.getsource(importlib.import_module("ray.tune.experimental.output"))
+    assert "RAY_DEDUP_LOGS_SKIP_REGEX" in inspect.getsource(importlib.import_module("ray._private.ray_constants"))

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
+from .quiet import TRAIN_LOG_LEVEL_ENV, quiet_forwarded_output
 
 
 # Ray Train's controller polls workers every 2 s by default and each ray.train.report waits for
@@ -28,105 +29,6 @@ TRIAL_DRIVER_CPU = 0.01  # what a trial's driver takes instead on a cluster with
 
 
 HEALTH_CHECK_DEFAULT_S = "0.2"
-
-
-# Ray Train's console level in the sweep's Train runs (controller and workers): WARNING unless
-# --verbose. Its session log files (logs/train/ray-train-sys-*.log) keep every level.
-TRAIN_LOG_LEVEL_ENV = "FIXMATCH_RAY_TRAIN_LOG_LEVEL"
-
-# Lines Ray's processes print that the driver would forward (``log_to_driver``) and that say nothing
-# a sweep's user can act on; they stay in the session's log files. Ray matches these against each
-# forwarded line (RAY_DEDUP_LOGS_SKIP_REGEX, read when ray is imported).
-KNOWN_NOISE = (
-    r"has constructor arguments in the object store",  # Train's PreemptionWatcher actor (core_worker.cc)
-    r"PYTHON worker processes have been started",  # raylet: start-up concurrency on small machines
-)
-
-
-def quiet_output(verbose: bool = False) -> None:
-    """Make a driver print only what matters; call before ``ray`` is imported.
-
-    Unless ``verbose`` (or the variable is already set): Ray Train logs warnings and errors only
-    (``ray.train.LoggingConfig`` of each Train run), forwarded lines matching :data:`KNOWN_NOISE`
-    are dropped, and Tune uses its classic console output, which prints nothing at ``verbose=0``
-    (the newer one prints its configuration box and a TensorBoard hint whatever the verbosity).
-    """
-    if verbose:
-        os.environ.setdefault(TRAIN_LOG_LEVEL_ENV, "INFO")
-        return
-    os.environ.setdefault(TRAIN_LOG_LEVEL_ENV, "WARNING")
-    os.environ.setdefault("RAY_DEDUP_LOGS_SKIP_REGEX", "|".join(KNOWN_NOISE))
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Ray 2.60 turns token authentication on for a local cluster and warns that it did, on every
-    # start. (Setting RAY_AUTH_MODE here instead would not do: a driver that has imported ray
-    # keeps the mode it read then, and its own new cluster would refuse it.)
-    logging.getLogger(AUTH_LOGGER).addFilter(_DropMessage(AUTH_ENABLED_NOTICE))
-    global _QUIET
-    _QUIET = True
-
-
-# Ray's own internal actors whose forwarded output a quiet driver drops (it stays in the session's
-# logs): Train's placement-group janitor, whose monitor thread dies with a traceback when the state
-# API is slow to answer (loaded machines); the sweep reaps orphaned placement groups itself.
-QUIET_ACTORS = frozenset({"PlacementGroupCleaner"})
-_QUIET = False
-
-
-def _drop_internal_actor_output() -> None:
-    """Drop forwarded lines of :data:`QUIET_ACTORS`. Ray has no public switch for one actor's
-    output, so this wraps the driver's two log deduplicators (they see each batch's actor name);
-    if a Ray version moves them, nothing is dropped."""
-    from ray._private import worker
-
-    for name in ("stdout_deduplicator", "stderr_deduplicator"):
-        dedup = getattr(worker, name, None)
-        inner = getattr(dedup, "deduplicate", None)
-        if inner is None or getattr(inner, "quiet_actors", False):
-            continue
-
-        def deduplicate(batch, inner=inner):
-            if batch.get("actor_name") in QUIET_ACTORS:
-                return []
-            lines = _without_sigterm_tracebacks(batch.get("lines", []))
-            return inner({**batch, "lines": lines}) if lines else []
-
-        deduplicate.quiet_actors = True  # type: ignore[attr-defined]
-        dedup.deduplicate = deduplicate
-
-
-def _without_sigterm_tracebacks(lines: list[str]) -> list[str]:
-    """``lines`` less each "Exception ignored in" traceback raised by Ray's worker SIGTERM handler:
-    a worker that Ray stops at the end of the job while Python runs a finaliser (a shutdown race
-    in a process whose work is done; seen in test runs here). Other tracebacks stay."""
-    out: list[str] = []
-    i = 0
-    while i < len(lines):
-        if lines[i].startswith("Exception ignored in"):
-            end = i + 1
-            while end < len(lines) and (lines[end].startswith(("Traceback", " ")) or not lines[end].strip()):
-                end += 1
-            end = min(end + 1, len(lines))  # and the exception's own line (SystemExit: 1)
-            if any(line.rstrip().endswith(", in sigterm_handler") for line in lines[i:end]):
-                i = end
-                continue
-        out.append(lines[i])
-        i += 1
-    return out
-
-
-AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
-AUTH_ENABLED_NOTICE = "Token authentication is enabled for this Ray cluster"
-
-
-class _DropMessage(logging.Filter):
-    """Drops log records whose message starts with ``prefix``."""
-
-    def __init__(self, prefix: str):
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.prefix)
 
 
 def job_env() -> dict[str, str]:
@@ -149,8 +51,7 @@ def ensure_ray(address: str | None = None, min_cpus: float = 1) -> None:
 
     if ray.is_initialized():
         return
-    if _QUIET:
-        _drop_internal_actor_output()
+    quiet_forwarded_output(ray._private.worker)  # private: the driver's log deduplicators (see .quiet)
     quiet = {"logging_level": logging.WARNING}  # Ray's start-up chatter would bury our output
     runtime_env = {"env_vars": job_env()}
     address = address or os.environ.get("RAY_ADDRESS") or recorded_cluster()

@@ -19,13 +19,14 @@ from typing import Sequence
 from ..config import ConfigError, SweepSpec, load_sweep
 from ..errors import UserError
 from ..storage import Store, internal_file, is_uri, local_path, normalize_storage
-from ..tracking import check_tracking
-from .cluster import cluster_resources, ensure_ray, quiet_output, reap_orphan_placement_groups
 from ..storage.layout import LEASE_FILE, SWEEP_FILE
+from ..tracking import check_tracking
+from .cluster import cluster_resources, ensure_ray, reap_orphan_placement_groups
 from .dryrun import dry_run
 from .interrupt import Interrupts
 from .lease import Lease
 from .plan import DEFAULTS, cluster_line, format_plan, load_step_times, make_plan, trials_at_once
+from .quiet import quiet_output
 
 # .tuner imports Ray: imported where needed, after quiet_output has set what Ray reads at import
 

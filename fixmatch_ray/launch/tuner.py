@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import time
 from typing import Any
@@ -19,34 +18,12 @@ from ray.tune.logger import JsonLoggerCallback
 from ..config import Resources, RunConfig, SweepSpec, Trial
 from ..storage import Store
 from ..storage.layout import STATUS_FILE, run_name, train_runs, trial_dirname, trial_id_of
-from .cluster import (DRIVER_RESOURCE, TRAIN_LOG_LEVEL_ENV, TRIAL_DRIVER_CPU, cluster_resources,
-                      reap_orphan_placement_groups)
+from .cluster import DRIVER_RESOURCE, TRIAL_DRIVER_CPU, cluster_resources, reap_orphan_placement_groups
+from .quiet import TRAIN_LOG_LEVEL_ENV, drop_tune_notices
 from .worker import build_trainer
 
 
-class _DropTuneHints(logging.Filter):
-    """Tune's restore hint (``Tuner.restore(path=..., trainable=...)``) is wrong for this tool (the
-    same command resumes), and its interrupt lines repeat what the driver says itself."""
-
-    NOISE = ("Tuner.restore(", "Stop signal received", "Trials did not complete")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not any(n in record.getMessage() for n in self.NOISE)
-
-
-logging.getLogger("ray.tune.tune").addFilter(_DropTuneHints())
-
-
-class _DropMissingResultFiles(logging.Filter):
-    """Tune's closing warning that it found no ``result.json``/``progress.csv`` for any trial (13 lines
-    on the quick demo): those loggers are off on purpose (:func:`build_tuner`); the results are the
-    run records."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Failed to fetch metrics for")
-
-
-logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_DropMissingResultFiles())
+drop_tune_notices()  # in the driver, whatever --verbose says
 
 
 def run_trial(param: dict[str, Any]) -> None:

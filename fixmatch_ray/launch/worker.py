@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import signal
 import tempfile
@@ -35,22 +34,9 @@ from ..training.loop import Ranks, run_training
 from ..training.record import read_record, record_doc, save_record, write_record
 from ..training.sinks import Sink, TrackerSink, checkpoint_due
 from .cluster import ensure_ray, user_error
+from .quiet import quiet_train_logs
 
 CHECKPOINTS_KEPT = 3  # a corrupt latest one still leaves older ones to resume from
-
-
-def _quiet_train_logs() -> None:
-    """Ray Train logs two INFO lines per report from every rank (the metrics dict, the checkpoint
-    path); the sweep's progress table says it better. Private module paths: best effort."""
-    names = ["ray.train.v2._internal.execution.storage"]
-    try:
-        import ray.train.v2._internal.execution.context as train_context  # logs under its file path
-
-        names.append(train_context.__file__)
-    except ImportError:
-        pass
-    for name in names:
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 UPLOAD_MODES = ("async", "sync")
@@ -156,7 +142,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from ..algorithms import LOCAL, TorchCollective
 
-    _quiet_train_logs()
+    quiet_train_logs()
     cfg = RunConfig.from_dict(config["run"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
