@@ -17,6 +17,7 @@ from fixmatch_ray.config.resources import Resources
 from fixmatch_ray.errors import ConfigError
 from fixmatch_ray.launch.plan import (DEFAULTS, load_step_times, make_plan, makespan, model_key, step_ms,
                                       trials_at_once)
+from fixmatch_ray.launch.preflight import check_capacity
 from fixmatch_ray.sweep import main
 from rayhead import new_head, remove
 
@@ -46,6 +47,11 @@ def write(tmp_path: Path, doc: dict | str, name: str = "s.yaml") -> Path:
     return p
 
 
+def plan_on(spec, have, table=DEFAULTS):
+    """The plan as the sweep makes it: capacity from the cluster's resources (None: none reachable)."""
+    return make_plan(spec, check_capacity(spec, have, autoscaling=False), table)
+
+
 def step_file(tmp_path: Path, doc) -> Path:
     p = tmp_path / "steps.json"
     p.write_text(doc if isinstance(doc, str) else json.dumps(doc))
@@ -56,7 +62,7 @@ def test_plan_numbers_by_hand_with_a_step_time_file(tmp_path):
     spec = parse_sweep(small(tmp_path))
     table = load_step_times(step_file(tmp_path, {"card": "T", "step_ms": {"wideresnet-28-2": {"off": 36.0}}}))
     # 8 CPU / (2 + 0.01 driver) = 3 trials by CPU, 4 by GPU: 3 at once
-    plan = make_plan(spec, {"CPU": 8.0, "GPU": 4.0}, table)
+    plan = plan_on(spec, {"CPU": 8.0, "GPU": 4.0}, table)
     assert (plan.trials, plan.settings, plan.seeds, plan.at_once) == (6, 2, 3, 3)
     # 100,000 steps x 36 ms = 3,600 s = 1 GPU-hour a trial; 6 trials; two waves of 3
     assert plan.gpu_hours == pytest.approx(6.0)
@@ -68,23 +74,23 @@ def test_shared_gpus_and_ddp_by_hand(tmp_path):
     table = load_step_times(step_file(tmp_path, {"step_ms": {"wideresnet-28-2": {"off": 36.0}}}))
     # half a GPU a trial: 2 trials share the GPU, each at half speed (2 h), 3 rounds of 2 h
     half = parse_sweep(small(tmp_path, resources={"gpus_per_worker": 0.5, "cpus_per_worker": 2}))
-    plan = make_plan(half, {"CPU": 8.0, "GPU": 1.0}, table)
+    plan = plan_on(half, {"CPU": 8.0, "GPU": 1.0}, table)
     assert (plan.at_once, plan.gpu_hours, plan.wall_hours) == (2, pytest.approx(6.0), pytest.approx(6.0))
     # 2 DDP workers of one GPU: 0.5 h a trial, 2 trials on 4 GPUs, 3 rounds
     ddp = parse_sweep(small(tmp_path, resources={"workers": 2, "gpus_per_worker": 1, "cpus_per_worker": 2}))
-    plan = make_plan(ddp, {"CPU": 16.0, "GPU": 4.0, "fixmatch_driver": 100}, table)
+    plan = plan_on(ddp, {"CPU": 16.0, "GPU": 4.0, "fixmatch_driver": 100}, table)
     assert (plan.at_once, plan.gpu_hours, plan.wall_hours) == (2, pytest.approx(6.0), pytest.approx(1.5))
     assert any("ideal scaling" in n for n in plan.notes)
 
 
 def test_plan_numbers_by_hand_with_the_defaults(tmp_path):
     spec = parse_sweep(small(tmp_path))
-    plan = make_plan(spec, None, DEFAULTS)  # no cluster: max_concurrent_trials unset -> one at a time
+    plan = plan_on(spec, None)  # no cluster: max_concurrent_trials unset -> one at a time
     # WRN-28-2 default 6 ms: 100,000 x 6 ms = 600 s = 1/6 h a trial, 6 trials in a row
     assert plan.at_once == 1
     assert plan.gpu_hours == pytest.approx(1.0) and plan.wall_hours == pytest.approx(1.0)
     assert plan.rows[0][3] == "estimate"
-    plan = make_plan(parse_sweep(small(tmp_path, max_concurrent_trials=4)), None, DEFAULTS)
+    plan = plan_on(parse_sweep(small(tmp_path, max_concurrent_trials=4)), None)
     assert plan.at_once == 4 and plan.wall_hours == pytest.approx(2 / 6)  # 4 then 2: two trial lengths
 
 
@@ -105,7 +111,7 @@ def test_cli_prints_the_plan_and_marks_estimates(tmp_path, capsys):
 
 def test_cpu_trials_estimate_no_gpu_time(tmp_path, capsys):
     doc = small(tmp_path, resources={"workers": 1, "cpus_per_worker": 1})
-    plan = make_plan(parse_sweep(doc), None)
+    plan = plan_on(parse_sweep(doc), None)
     assert plan.gpu_hours == 0 and plan.wall_hours is None and not plan.rows
     assert main([str(write(tmp_path, doc)), "--dry-run"]) == 0
     assert "CPU training: 0 GPU-hours; wall time not estimated" in capsys.readouterr().out
@@ -270,3 +276,18 @@ def test_the_plan_reads_a_recorded_cluster(tmp_path):
     assert re.search(rf"at once: 2 \(cluster at [0-9.]+:{head.port}: 6 CPU, 2 GPU\)", out.stdout), out.stdout
     assert "GPU-hours: 6.0; wall time: 3.0 h" in out.stdout  # 6 one-hour trials, 2 at once
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("env", [{"RAY_TMPDIR": "/r"}, {"RAY_TMPDIR": "", "TMPDIR": "/t"}, {"TMPDIR": "/t"}, {}])
+def test_the_recorded_cluster_file_is_where_ray_puts_it(monkeypatch, env):
+    """The dry run finds a `ray start` cluster without importing Ray, by Ray's private rule written
+    out (cluster.recorded_address_file); a Ray that moves the file fails here, not in the field."""
+    from ray._common.utils import get_ray_address_file
+
+    from fixmatch_ray.launch.cluster import recorded_address_file
+
+    for key in ("RAY_TMPDIR", "TMPDIR"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert str(recorded_address_file()) == get_ray_address_file(None)

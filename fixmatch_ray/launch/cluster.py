@@ -7,7 +7,9 @@ import contextlib
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
+from typing import Mapping
 
 from ..errors import UserError
 from .quiet import TRAIN_LOG_LEVEL_ENV, quiet_forwarded_output
@@ -26,6 +28,12 @@ DRIVER_RESOURCE = "fixmatch_driver"
 
 LOCAL_DRIVER_SLOTS = 1000
 TRIAL_DRIVER_CPU = 0.01  # what a trial's driver takes instead on a cluster without DRIVER_RESOURCE
+
+
+def trial_driver_request(have: Mapping[str, float]) -> dict[str, float]:
+    """What a sweep trial's driver holds on a cluster with resources ``have`` (no GPU): the driver
+    resource where the cluster has it, else a sliver of CPU."""
+    return {DRIVER_RESOURCE: 1} if have.get(DRIVER_RESOURCE, 0) > 0 else {"CPU": TRIAL_DRIVER_CPU}
 
 
 HEALTH_CHECK_DEFAULT_S = "0.2"
@@ -146,12 +154,24 @@ def check_joinable(address: str) -> None:
         return
 
 
+def recorded_address_file() -> Path:
+    """Where ``ray start`` records a live cluster: Ray's own rule (its private
+    ``ray._common.utils.get_ray_address_file``), written here so that a dry run can look without
+    importing Ray; ``tests/test_plan.py`` checks it against the installed Ray's."""
+    env, linux = os.environ, sys.platform.startswith("linux")
+    if "RAY_TMPDIR" in env:
+        tmp = env["RAY_TMPDIR"]
+    elif linux and "TMPDIR" in env:
+        tmp = env["TMPDIR"]
+    else:
+        tmp = "/tmp" if linux or sys.platform.startswith("darwin") else tempfile.gettempdir()
+    return Path(tmp, "ray", "ray_current_cluster")
+
+
 def recorded_cluster() -> str | None:
     """The address of the cluster ``ray start`` recorded in Ray's temp dir, if it is running
     (with a one-line notice on stderr); None when none is recorded; ClusterError when it is dead."""
-    from ray._common.utils import get_ray_address_file  # where `ray start` records it (private, stable since 2.x)
-
-    path = get_ray_address_file(None)  # under $RAY_TMPDIR when set, else /tmp/ray
+    path = recorded_address_file()
     try:
         address = Path(path).read_text().strip()
     except OSError:

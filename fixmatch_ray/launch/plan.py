@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 from ..errors import ConfigError
-from .cluster import DRIVER_RESOURCE, TRIAL_DRIVER_CPU
+from .cluster import trial_driver_request
 
 if TYPE_CHECKING:
     from ..config import SweepSpec
@@ -139,8 +139,7 @@ def trials_at_once(resources: "Resources", have: Mapping[str, float], autoscalin
     ConfigError (unless ``autoscaling``: nodes will come)."""
     r = resources
     per_worker = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker, **r.custom_per_worker}
-    # a trial's driver holds the driver resource where the cluster has it, else a sliver of CPU
-    driver_cpu = 0.0 if have.get(DRIVER_RESOURCE, 0) > 0 else TRIAL_DRIVER_CPU
+    driver_cpu = trial_driver_request(have).get("CPU", 0.0)
     fits = []
     for res, each in per_worker.items():
         amount = r.workers * each + (driver_cpu if res == "CPU" else 0.0)
@@ -188,13 +187,11 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
-def make_plan(spec: "SweepSpec", have: Mapping[str, float] | None, table: StepTimes = DEFAULTS,
-              autoscaling: bool = False, cluster: str = "") -> Plan:
-    """The plan of ``spec`` on a cluster with resources ``have`` (None: none reachable, so the
-    file's own request is assumed: ``max_concurrent_trials`` trials at once, else one)."""
+def make_plan(spec: "SweepSpec", fits: int, table: StepTimes = DEFAULTS, cluster: str = "") -> Plan:
+    """The plan of ``spec`` where ``fits`` trials fit at once (:func:`.preflight.check_capacity`,
+    from the cluster's resources that ``cluster`` names)."""
     r = spec.resources
     n = len(spec.trials)
-    fits = trials_at_once(r, have, autoscaling) if have is not None else (spec.max_concurrent_trials or 1)
     at_once = min(spec.max_concurrent_trials or fits, n)
     ask = [f"{r.cpus_per_worker:g} CPU"] + [f"{r.gpus_per_worker:g} GPU"] * r.use_gpu
     ask += [f"{v:g} {k}" for k, v in r.custom_per_worker.items()]

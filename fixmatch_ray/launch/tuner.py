@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Mapping
 
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
@@ -18,7 +18,7 @@ from ray.tune.logger import JsonLoggerCallback
 from ..config import Resources, RunConfig, SweepSpec, Trial
 from ..storage import Store
 from ..storage.layout import STATUS_FILE, run_name, train_runs, trial_dirname, trial_id_of
-from .cluster import DRIVER_RESOURCE, TRIAL_DRIVER_CPU, cluster_resources, reap_orphan_placement_groups
+from .cluster import reap_orphan_placement_groups, trial_driver_request
 from .quiet import TRAIN_LOG_LEVEL_ENV, drop_tune_notices
 from .worker import build_trainer
 
@@ -112,16 +112,14 @@ def experiment_exists(experiment: str) -> bool:
     return tune.Tuner.can_restore(experiment)
 
 
-def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool):
-    """A new or restored Tuner over the sweep's trials."""
+def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool, have: Mapping[str, float]):
+    """A new or restored Tuner over the sweep's trials, on a cluster with resources ``have``."""
     # The run records are the results and each Train run writes its own TensorBoard events: Tune's
     # CSV and TensorBoard copies per trial (indexed by iteration, not step) would only add a second,
     # misleading run per trial to TensorBoard. Its JSON log stays: Tune's own result objects read it.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     experiment = spec.experiment_path()
-    # the trial driver holds no GPU: the driver resource where the cluster has it, else a sliver of CPU
-    has_driver_slots = cluster_resources().get(DRIVER_RESOURCE, 0) > 0
-    trainable = tune.with_resources(run_trial, {DRIVER_RESOURCE: 1} if has_driver_slots else {"CPU": TRIAL_DRIVER_CPU})
+    trainable = tune.with_resources(run_trial, trial_driver_request(have))
     if restore:
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
     param_space = {"trial": tune.grid_search([trial_config(spec, t, experiment) for t in spec.trials])}
