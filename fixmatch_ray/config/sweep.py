@@ -104,7 +104,18 @@ def parse_sweep(doc: Any, where: str = "sweep", overrides: Mapping[str, Any] | N
     except ConfigError as e:
         msg = str(e)
         raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+    _refuse_device(spec, where)
     return dataclasses.replace(spec, trials=tuple(_expand(spec, where)))
+
+
+def _refuse_device(spec: SweepSpec, where: str) -> None:
+    """A run config's ``device`` has no meaning in a sweep: Ray Train gives each worker its device
+    (a GPU per ``resources.gpus_per_worker``, else the CPU), so the key would be silently ignored."""
+    places = [("base", spec.base), *((f"grid[{i}]", b) for i, b in enumerate(spec.grid)), ("axes", spec.axes)]
+    for name, block in places:
+        if "device" in block:
+            _fail(f"{where}: {name}.device", "a sweep's resources decide its trials' devices (Ray Train gives each "
+                  "worker a GPU when resources.gpus_per_worker > 0, else the CPU); remove 'device'")
 
 
 def _file_keys() -> list[str]:
