@@ -57,7 +57,7 @@ class ProgressTable(tune.Callback):
     """A live table of running trials (status, step, accuracy, images/s) and the sweep's ETA."""
 
     def __init__(self, n: int, every_s: float = 15.0):
-        self.n, self.every_s, self.last, self.last_reap = n, every_s, 0.0, time.time()
+        self.n, self.every_s, self.last = n, every_s, 0.0
         self.latest: dict[str, dict[str, Any]] = {}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -68,14 +68,23 @@ class ProgressTable(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.show(trials)
 
-    def on_step_end(self, iteration, trials, **info):
-        if time.time() - self.last_reap >= 30:  # cheap (one state-API call) and only every 30 s
-            self.last_reap = time.time()
-            reap_orphan_placement_groups()
-
     def show(self, trials) -> None:
         self.last = time.time()
         print(render_progress(trials, self.latest, self.n), flush=True)
+
+
+class OrphanReaper(tune.Callback):
+    """While the sweep runs, every ``every_s``: free placement groups that jobs which are over still
+    hold (:func:`.cluster.reap_orphan_placement_groups`; one state-API call), or a trial would wait
+    forever for the GPUs a dead driver's Train run left reserved."""
+
+    def __init__(self, every_s: float = 30.0):
+        self.every_s, self.last = every_s, time.time()
+
+    def on_step_end(self, iteration, trials, **info):
+        if time.time() - self.last >= self.every_s:
+            self.last = time.time()
+            reap_orphan_placement_groups()
 
 
 def render_progress(trials, latest: dict[str, dict[str, Any]], n: int) -> str:
@@ -123,7 +132,7 @@ def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool, have: Mappi
     if restore:
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
     param_space = {"trial": tune.grid_search([trial_config(spec, t, experiment) for t in spec.trials])}
-    callbacks: list = [ProgressTable(len(spec.trials)), JsonLoggerCallback()]
+    callbacks: list = [ProgressTable(len(spec.trials)), OrphanReaper(), JsonLoggerCallback()]
     if spec.tracking.enabled:  # MLflow / W&B through Ray's callbacks; trial processes never import them
         from .trackers import tracking_callbacks
 
