@@ -111,11 +111,12 @@ def report_cost_loop(config: dict[str, Any]) -> None:
 def measure_reports(storage: str, sizes: dict[str, float], reports: int = 4, gap_s: float = 2.0) -> dict[str, Any]:
     """Run :func:`report_cost_loop` as a 1-worker Train run stored under ``storage``."""
     from ..config import Resources
-    from ..launch.worker import build_trainer
+    from ..launch.worker import run_loop_config, torch_trainer
+    from ..storage import join
 
-    trainer = build_trainer(RunConfig(dataset="digits", num_labeled=20, seed=0), Resources(workers=1), storage,
-                            "report-cost", max_failures=0, loop=report_cost_loop,
-                            loop_config={"sizes": sizes, "reports": reports, "gap_s": gap_s})
+    cfg = RunConfig(dataset="digits", num_labeled=20, seed=0)
+    config = {**run_loop_config(cfg, join(storage, "report-cost")), "sizes": sizes, "reports": reports, "gap_s": gap_s}
+    trainer = torch_trainer(report_cost_loop, config, Resources(workers=1), storage, "report-cost", max_failures=0)
     trainer.fit()
     return json.loads(Path(storage, "report-cost", "figures.json").read_text())
 

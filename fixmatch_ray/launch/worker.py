@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import posixpath
 import signal
 import tempfile
 import threading
@@ -23,7 +24,7 @@ from typing import Any, Callable
 import torch
 
 from ..config import Resources, RunConfig
-from ..storage import join, normalize_storage, split_last
+from ..storage import Store, join, normalize_storage, split_last
 from ..storage.layout import TB_DIR
 from ..config.strict import from_mapping
 from ..config.tracking import TrackingSpec
@@ -92,15 +93,13 @@ class RaySink(Sink):
             raise
 
     def _upload(self, state: dict[str, Any], doc: dict[str, Any]) -> Callable:
-        import ray.train
-
-        storage, run_dir, done = ray.train.get_context().get_storage(), self.run_dir, self.uploaded
+        persist, run_dir, done = persister(self.run_dir), self.run_dir, self.uploaded
 
         def upload(checkpoint, dir_name: str):
             """In Ray's upload thread (or within a sync report): write, upload, then the record."""
             try:
                 save_checkpoint(checkpoint.path, state)
-                persisted = storage.persist_current_checkpoint(checkpoint, dir_name)
+                persisted = persist(checkpoint, dir_name)
                 save_record(run_dir, doc)
                 return persisted
             finally:
@@ -109,9 +108,29 @@ class RaySink(Sink):
         return upload
 
 
+def persister(run_dir: str) -> Callable[[Any, str], Any]:
+    """How an upload function persists a checkpoint folder as ``<run_dir>/<dir_name>``, called in
+    the training thread: Ray Train's own copy, ``get_context().get_storage().persist_current_checkpoint``
+    (a DeveloperAPI, "may change without notice between minor versions"; ``tests/test_checkpoint_every.py``
+    pins it), else the same copy through :class:`~fixmatch_ray.storage.Store`."""
+    import ray.train
+
+    storage = getattr(ray.train.get_context(), "get_storage", lambda: None)()
+    persist = getattr(storage, "persist_current_checkpoint", None)
+    if persist is not None:
+        return persist
+
+    def copy(checkpoint, dir_name: str):
+        store = Store(run_dir)
+        store.upload_dir(checkpoint.path, dir_name)
+        return ray.train.Checkpoint(posixpath.join(store.path, dir_name), filesystem=store.fs)
+
+    return copy
+
+
 class KillAfterReport(Sink):
-    """Fault injection for tests (``fault={"kill_after_epoch": E, "marker": path}`` of
-    :func:`build_trainer`): rank 0 SIGKILLs its own process the instant the report of evaluation E
+    """Fault injection for tests (``fault={"kill_after_epoch": E, "marker": path}`` in the loop's
+    config, :func:`run_loop_config`): rank 0 SIGKILLs its own process the instant the report of evaluation E
     returns, once (the marker file says it happened). Just before, it writes what storage held:
     the record's step and the steps of the complete checkpoints."""
 
@@ -190,30 +209,39 @@ def build_trainer(
     trial: dict[str, Any] | None = None,
     tracking: TrackingSpec | None = None,
     log_level: str = "INFO",
-    upload: str = "async",
-    fault: dict[str, Any] | None = None,
-    loop: Callable[[dict[str, Any]], None] | None = None,
-    loop_config: dict[str, Any] | None = None,
 ):
     """A ``TorchTrainer`` for one run, stored under ``storage_path/name``.
 
     The name must be deterministic (e.g. from the Tune trial id): a Train run started again under
     the same name and storage resumes from its latest checkpoint instead of step 0. ``log_level``
     is Ray Train's console level (its controller and workers); its session log files keep all.
-    ``upload``: how checkpoints are uploaded (``async`` or ``sync``, :class:`RaySink`); ``fault``:
-    tests' fault injection (:class:`KillAfterReport`); ``loop`` with ``loop_config``: another
-    loop function, given ``run_dir`` and ``loop_config`` (``bench ray``).
     """
+    resources.check(cfg)
+    config = run_loop_config(cfg, join(storage_path, name), trial, tracking)
+    return torch_trainer(train_loop_per_worker, config, resources, storage_path, name, max_failures, callbacks,
+                         log_level)
+
+
+def run_loop_config(cfg: RunConfig, run_dir: str, trial: dict[str, Any] | None = None,
+                    tracking: TrackingSpec | None = None) -> dict[str, Any]:
+    """:func:`train_loop_per_worker`'s config for one run. Tests and benchmarks add their hooks:
+    ``upload`` (``async`` or ``sync``, :class:`RaySink`), ``fault`` (:class:`KillAfterReport`)."""
+    return {"run": cfg.to_dict(), "run_dir": run_dir, "trial": trial,
+            "tracking": dataclasses.asdict(tracking) if tracking is not None else None,
+            "tracking_env": tracking_env() if tracking is not None else None}
+
+
+def torch_trainer(loop: Callable[[dict[str, Any]], None], config: dict[str, Any], resources: Resources,
+                  storage_path: str, name: str, max_failures: int = 3, callbacks: list | None = None,
+                  log_level: str = "INFO"):
+    """The ``TorchTrainer`` of :func:`build_trainer` over any loop function (``bench``'s own, or
+    :func:`train_loop_per_worker` with a test's hooks in ``config``)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    resources.check(cfg)
-    config = {"run": cfg.to_dict(), "run_dir": join(storage_path, name), "trial": trial, "upload": upload,
-              "fault": fault, "tracking": dataclasses.asdict(tracking) if tracking is not None else None,
-              "tracking_env": tracking_env() if tracking is not None else None}
     return TorchTrainer(
-        loop or train_loop_per_worker,
-        train_loop_config={**config, **(loop_config or {})},
+        loop,
+        train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers, use_gpu=resources.use_gpu,
             resources_per_worker=resources.per_worker(),
