@@ -136,7 +136,7 @@ def run_key(out: str) -> tuple[str, str]:
 def run_distributed(cfg: RunConfig, options: dict[str, Any], tracking: TrackingSpec) -> dict[str, Any]:
     """``--ddp-workers N``: the same run as a Ray Train job (see :mod:`.launch.worker`)."""
     from .config import Resources
-    from .launch.worker import run_ray
+    from .launch.train_job import run_ray
     from .training.loop import load_run_data
 
     resources = Resources(workers=options["ddp_workers"], gpus_per_worker=1.0 if options.get("ddp_gpu") else 0.0)

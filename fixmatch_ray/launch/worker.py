@@ -7,7 +7,8 @@ Ray sink: each rank takes 1/G of every step's global batch, reports once per eva
 serialised and uploaded by Ray's upload thread (``CheckpointUploadMode.ASYNC``, one upload at a
 time, in report order) while training goes on; the run record is written by that upload, after
 the checkpoint is in storage (the guarantee is in :mod:`..training.record`). A restarted worker
-group resumes from ``ray.train.get_checkpoint()``.
+group resumes from ``ray.train.get_checkpoint()``. This module runs on the workers (and builds the
+``TorchTrainer``); the driver's side of ``train --ddp-workers`` is :mod:`.train_job`.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from typing import Any, Callable
 import torch
 
 from ..config import Resources, RunConfig
-from ..storage import Store, join, normalize_storage, split_last
+from ..storage import Store, join, split_last
 from ..storage.layout import TB_DIR
 from ..config.strict import from_mapping
 from ..config.tracking import TrackingSpec
@@ -34,7 +35,6 @@ from ..training.engine import Trainer, run_finished, summarize
 from ..training.loop import Ranks, run_training
 from ..training.record import read_record, record_doc, save_record, write_record
 from ..training.sinks import Sink, TrackerSink, checkpoint_due
-from .cluster import ensure_ray, user_error
 from .quiet import quiet_train_logs
 
 CHECKPOINTS_KEPT = 3  # a corrupt latest one still leaves older ones to resume from
@@ -253,31 +253,3 @@ def torch_trainer(loop: Callable[[dict[str, Any]], None], config: dict[str, Any]
             callbacks=callbacks, logging_config=ray.train.LoggingConfig(log_level=log_level),
         ),
     )
-
-
-def run_ray(cfg: RunConfig, resources: Resources, max_failures: int = 3,
-            address: str | None = None, tracking: TrackingSpec | None = None) -> dict[str, Any]:
-    """Run ``cfg`` as a Ray Train job stored at ``cfg.out`` (a directory or URI); its summary.
-
-    Re-running with the same ``out`` continues from the run's latest checkpoint.
-    """
-    import ray.train
-
-    resources.check(cfg)
-    out = normalize_storage(cfg.out)
-    storage, name = split_last(out)
-    ensure_ray(address, min_cpus=resources.workers * resources.cpus_per_worker)
-    trainer = build_trainer(cfg.replace(out=out), resources, storage, name, max_failures, tracking=tracking)
-    try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as err:
-        cause = user_error(err)
-        if cause is not None:
-            raise cause from None
-        raise
-    record = read_record(out)
-    if record is None:  # the record follows the checkpoint; rebuild it if the run ended in between
-        with result.checkpoint.as_directory() as d:
-            state, _ = load_checkpoint(d)
-        record = write_record(out, cfg.to_dict(), state["history"])
-    return record["summary"]
