@@ -151,16 +151,3 @@ def test_async_uploads_run_one_at_a_time(tmp_path, monkeypatch):
     assert read_record(str(run_dir))["step"] == 10  # written by the first upload, after its checkpoint
     assert load_checkpoint(find_checkpoint(checkpoint.path))[0]["step"] == 10
     assert load_checkpoint(run_dir / "checkpoint_000000")[0]["step"] == 10  # persisted where Ray keeps them
-
-
-def test_the_checkpoint_persisting_developer_api_is_in_the_installed_ray():
-    """Ray Train's own checkpoint copy (worker.persister) is a DeveloperAPI that may change between
-    minor Ray versions: this is where an upgrade that moves it fails (the fallback copy then runs)."""
-    import inspect
-
-    from ray.train.v2._internal.execution.storage import StorageContext
-    from ray.train.v2.api.context import TrainContext
-
-    assert callable(getattr(TrainContext, "get_storage", None))
-    assert list(inspect.signature(StorageContext.persist_current_checkpoint).parameters) == [
-        "self", "checkpoint", "checkpoint_dir_name"]

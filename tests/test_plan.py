@@ -276,18 +276,3 @@ def test_the_plan_reads_a_recorded_cluster(tmp_path):
     assert re.search(rf"at once: 2 \(cluster at [0-9.]+:{head.port}: 6 CPU, 2 GPU\)", out.stdout), out.stdout
     assert "GPU-hours: 6.0; wall time: 3.0 h" in out.stdout  # 6 one-hour trials, 2 at once
     assert not (tmp_path / "store").exists()
-
-
-@pytest.mark.parametrize("env", [{"RAY_TMPDIR": "/r"}, {"RAY_TMPDIR": "", "TMPDIR": "/t"}, {"TMPDIR": "/t"}, {}])
-def test_the_recorded_cluster_file_is_where_ray_puts_it(monkeypatch, env):
-    """The dry run finds a `ray start` cluster without importing Ray, by Ray's private rule written
-    out (cluster.recorded_address_file); a Ray that moves the file fails here, not in the field."""
-    from ray._common.utils import get_ray_address_file
-
-    from fixmatch_ray.launch.cluster import recorded_address_file
-
-    for key in ("RAY_TMPDIR", "TMPDIR"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    assert str(recorded_address_file()) == get_ray_address_file(None)

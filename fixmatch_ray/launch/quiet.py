@@ -3,7 +3,7 @@
 Ray has no switch for most of what it prints, so everything here matches Ray's output by logger
 name or message text, or wraps one private object. When a Ray version renames or moves one of
 them, its filter matches nothing and that output shows again; nothing else breaks.
-``tests/test_quiet.py`` pins each name and text against the installed Ray, so an upgrade that
+``tests/launch/test_ray_internals.py`` pins each name and text against the installed Ray, so an upgrade that
 moves one fails there, loudly. What is dropped stays in the Ray session's log files. No Ray
 import here: :mod:`.cluster`, which starts Ray, hands over the one Ray object wrapped.
 

@@ -111,7 +111,7 @@ class RaySink(Sink):
 def persister(run_dir: str) -> Callable[[Any, str], Any]:
     """How an upload function persists a checkpoint folder as ``<run_dir>/<dir_name>``, called in
     the training thread: Ray Train's own copy, ``get_context().get_storage().persist_current_checkpoint``
-    (a DeveloperAPI, "may change without notice between minor versions"; ``tests/test_checkpoint_every.py``
+    (a DeveloperAPI, "may change without notice between minor versions"; ``tests/launch/test_ray_internals.py``
     pins it), else the same copy through :class:`~fixmatch_ray.storage.Store`."""
     import ray.train
 
