@@ -11,7 +11,7 @@ from evalset import Tensors
 from fixmatch_ray.config import RunConfig
 from fixmatch_ray.errors import CheckpointError, NonFiniteLossError
 from fixmatch_ray.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from fixmatch_ray.training.engine import Trainer, fit, record_key, summarize
+from fixmatch_ray.training.engine import Engine, fit, record_key, summarize
 from fixmatch_ray.training.loop import Ranks, sinks_for
 from fixmatch_ray.training.record import read_record, record_doc, write_record
 from fixmatch_ray.training.sinks import Sink
@@ -30,7 +30,7 @@ def batches(n: int = 100, seed: int = 0):
 
 
 def test_fit_evaluates_every_eval_step_and_at_the_end():
-    trainer = Trainer(CFG, CPU, num_unlabeled=50)
+    trainer = Engine(CFG, CPU, num_unlabeled=50)
     test = Tensors(torch.randn(11, 3, 16, 16), torch.randint(0, 10, (11,)))
     seen, progress = [], []
     fit(trainer, batches(), test, on_epoch=seen.append, progress=lambda s, m: progress.append((s, sorted(m))),
@@ -51,15 +51,15 @@ def test_fit_evaluates_every_eval_step_and_at_the_end():
 
 def test_epoch_means_are_the_means_of_the_steps():
     """The record's train_* values are the means of the algorithm's per-step metrics."""
-    trainer = Trainer(CFG.replace(total_steps=3), CPU, num_unlabeled=50)
-    twin = Trainer(CFG.replace(total_steps=3), CPU, num_unlabeled=50)
+    trainer = Engine(CFG.replace(total_steps=3), CPU, num_unlabeled=50)
+    twin = Engine(CFG.replace(total_steps=3), CPU, num_unlabeled=50)
     losses = [twin.train_step(b)[1]["loss"].item() for b in batches(3)]
     (rec,) = fit(trainer, batches(3), Tensors(torch.randn(5, 3, 16, 16), torch.randint(0, 10, (5,))))
     assert rec["train_loss"] == pytest.approx(sum(losses) / 3, rel=1e-6)
 
 
 def test_non_finite_loss_names_its_step():
-    trainer = Trainer(CFG.replace(lr=1e30), CPU, num_unlabeled=50)
+    trainer = Engine(CFG.replace(lr=1e30), CPU, num_unlabeled=50)
     with pytest.raises(NonFiniteLossError, match=r"loss became NaN/inf at step \d+"):
         fit(trainer, batches(), Tensors(torch.randn(5, 3, 16, 16), torch.randint(0, 10, (5,))), check_every=1)
 
@@ -78,7 +78,7 @@ def test_summarize_is_the_median_of_the_last_twenty():
 
 
 def test_trainer_state_round_trip_is_exact():
-    a, b = Trainer(CFG, CPU, num_unlabeled=50), Trainer(CFG.replace(seed=9), CPU, num_unlabeled=50)
+    a, b = Engine(CFG, CPU, num_unlabeled=50), Engine(CFG.replace(seed=9), CPU, num_unlabeled=50)
     for batch in batches(2):
         a.train_step(batch)
     a.history.append({"step": 2, "test_acc": 1.0})
@@ -95,10 +95,10 @@ def test_trainer_state_round_trip_is_exact():
 
 def test_old_checkpoints_with_cuda_rng_states_still_load():
     """Checkpoints written before the CUDA states were dropped carry rng.cuda; they load anywhere."""
-    a = Trainer(CFG, CPU, num_unlabeled=50)
+    a = Engine(CFG, CPU, num_unlabeled=50)
     state = a.state_dict()
     state["rng"]["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 4  # saved on a 4-GPU node
-    Trainer(CFG, CPU, num_unlabeled=50).load_state_dict(state)
+    Engine(CFG, CPU, num_unlabeled=50).load_state_dict(state)
 
 
 def test_checkpoints_keep_the_previous_and_fall_back_to_it(tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fixmatch_ray.config import ConfigError, RunConfig
-from fixmatch_ray.training.engine import Trainer
+from fixmatch_ray.training.engine import Engine
 
 CPU = torch.device("cpu")
 TINY = RunConfig(dataset="digits", num_labeled=20, batch_size=4, mu=2, depth=10, width=1, seed=0, total_steps=10,
@@ -42,7 +42,7 @@ def test_old_checkpoint_with_more_cuda_rng_states_restores_without_touching_cuda
     def refuse(*args, **kwargs):
         raise AssertionError("CUDA RNG touched")
 
-    saved = Trainer(TINY, CPU, num_unlabeled=50)
+    saved = Engine(TINY, CPU, num_unlabeled=50)
     saved.train_step(_batch())
     state = saved.state_dict()
     assert set(state["rng"]) == {"torch"}  # new checkpoints carry the CPU state only
@@ -50,7 +50,7 @@ def test_old_checkpoint_with_more_cuda_rng_states_restores_without_touching_cuda
     for name in ("set_rng_state_all", "set_rng_state", "get_rng_state_all"):
         monkeypatch.setattr(torch.cuda, name, refuse)
     torch.manual_seed(123)  # a different global state than the saved one
-    restored = Trainer(TINY, CPU, num_unlabeled=50)
+    restored = Engine(TINY, CPU, num_unlabeled=50)
     restored.load_state_dict(state)
     assert torch.equal(torch.get_rng_state(), state["rng"]["torch"])
     assert restored.step == 1
@@ -62,14 +62,14 @@ def test_old_checkpoint_with_more_cuda_rng_states_restores_without_touching_cuda
 def test_scaler_state_moves_between_precisions(saved_amp, resumed_amp):
     """bf16 on one card, fp16 + GradScaler on the next (and back): the resumed run starts a fresh
     scale where the checkpoint has none, ignores one it cannot use, restores one it can; and steps."""
-    saved = Trainer(TINY.replace(amp=saved_amp), CPU, num_unlabeled=50)
+    saved = Engine(TINY.replace(amp=saved_amp), CPU, num_unlabeled=50)
     saved.train_step(_batch())
     state = saved.state_dict()
     if saved_amp == "fp16":
         state["scaler"]["scale"] = 1024.0  # as if it had backed off
     else:
         assert state["scaler"] == {}  # a disabled scaler saves nothing: the case that used to fail
-    resumed = Trainer(TINY.replace(amp=resumed_amp), CPU, num_unlabeled=50)
+    resumed = Engine(TINY.replace(amp=resumed_amp), CPU, num_unlabeled=50)
     resumed.load_state_dict(state)
     if resumed_amp == "fp16":
         assert resumed.scaler.get_scale() == (1024.0 if saved_amp == "fp16" else 65536.0)

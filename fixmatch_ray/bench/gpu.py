@@ -121,7 +121,7 @@ def measure(model: str, precision: str, s: dict[str, Any], device: torch.device)
     """One model at one precision: the loop, the split, evaluation, checkpoint and peak memory."""
     from ..data.batched import EvalImages
     from ..training.checkpoint import save_checkpoint
-    from ..training.engine import StepSums, Trainer, run_steps
+    from ..training.engine import StepSums, Engine, run_steps
     from ..training.loop import step_batches
 
     cfg = run_config(model, precision, s)
@@ -129,7 +129,7 @@ def measure(model: str, precision: str, s: dict[str, Any], device: torch.device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    trainer = Trainer(cfg, device, num_unlabeled=len(data.train))
+    trainer = Engine(cfg, device, num_unlabeled=len(data.train))
     batches = step_batches(cfg, data, 0, device=device)
     acc = StepSums(device)
     run_steps(trainer, batches, s["warmup"], acc)  # cuDNN autotuning, compilation, lazy tables
@@ -150,7 +150,7 @@ def measure(model: str, precision: str, s: dict[str, Any], device: torch.device)
 
 def packed_worker(args: argparse.Namespace) -> int:
     """One of k packed trials: warm up, wait for the others (a ready file each), time, write ms/step."""
-    from ..training.engine import StepSums, Trainer, run_steps
+    from ..training.engine import StepSums, Engine, run_steps
     from ..training.loop import step_batches
 
     s, device = _settings(args), torch.device(args.device)
@@ -158,7 +158,7 @@ def packed_worker(args: argparse.Namespace) -> int:
     folder, k = Path(args.packed_worker), s["pack"][0]
     cfg = run_config(model, precision, s)
     data = synthetic_data(cfg, s["images"])
-    trainer, acc = Trainer(cfg, device, num_unlabeled=len(data.train)), StepSums(device)
+    trainer, acc = Engine(cfg, device, num_unlabeled=len(data.train)), StepSums(device)
     batches = step_batches(cfg, data, 0, device=device)
     run_steps(trainer, batches, s["warmup"], acc)
     _sync(device)

@@ -31,7 +31,7 @@ from ..config.strict import from_mapping
 from ..config.tracking import TrackingSpec
 from ..tracking import TRACKERS, trackers_for
 from ..training.checkpoint import candidates, load_checkpoint, load_state, save_checkpoint, snapshot_to_cpu
-from ..training.engine import Trainer, run_finished, summarize
+from ..training.engine import Engine, run_finished, summarize
 from ..training.loop import Ranks, run_training
 from ..training.record import read_record, record_doc, save_record, write_record
 from ..training.sinks import Sink, TrackerSink, checkpoint_due
@@ -60,7 +60,7 @@ class RaySink(Sink):
         self.uploaded = threading.Event()
         self.uploaded.set()
 
-    def start(self, trainer: Trainer) -> None:
+    def start(self, trainer: Engine) -> None:
         if self.rank == 0:
             write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial)
         if run_finished(trainer.step, trainer.cfg.total_steps) and trainer.history:
@@ -68,7 +68,7 @@ class RaySink(Sink):
             # the report): report the final result again, or Tune's last row would stay one behind.
             self.epoch(trainer.history[-1], trainer)
 
-    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+    def epoch(self, record: dict[str, Any], trainer: Engine) -> None:
         import ray.train
 
         metrics = {**record, **summarize(trainer.history)}
@@ -139,7 +139,7 @@ class KillAfterReport(Sink):
     def __init__(self, epoch: int, marker: str, run_dir: str):
         self.kill_epoch, self.marker, self.run_dir = epoch, Path(marker), run_dir
 
-    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+    def epoch(self, record: dict[str, Any], trainer: Engine) -> None:
         if record["epoch"] != self.kill_epoch or self.marker.exists():
             return
         rec = read_record(self.run_dir)

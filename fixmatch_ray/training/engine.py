@@ -49,7 +49,7 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 
-class Trainer:
+class Engine:
     """Model, EMA, optimiser, grad scaler, the algorithm (and the augmentation policy, when it
     learns) of one run, and the step counter."""
 
@@ -224,7 +224,7 @@ def record_key(metric: str) -> str:
 
 
 def fit(
-    trainer: Trainer,
+    trainer: Engine,
     batches: Iterator[dict[str, torch.Tensor]],
     test: Any,
     on_epoch: Callable[[dict[str, Any]], None] = lambda record: None,
@@ -274,7 +274,7 @@ class StepSums:
         self.bad_step = torch.where(first_bad, torch.full_like(self.bad_step, step), self.bad_step)
 
 
-def run_steps(trainer: Trainer, batches: Iterator[dict[str, torch.Tensor]], n: int, acc: StepSums) -> None:
+def run_steps(trainer: Engine, batches: Iterator[dict[str, torch.Tensor]], n: int, acc: StepSums) -> None:
     """``n`` steps: the per-step path (batch, step, EMA, bookkeeping). It never reads a value
     back to the host; ``tests/test_fake_cuda.py`` runs it on a fake CUDA device to keep it so."""
     for _ in range(n):
@@ -285,7 +285,7 @@ def run_steps(trainer: Trainer, batches: Iterator[dict[str, torch.Tensor]], n: i
         acc.add(step, loss, metrics)
 
 
-def _train_epoch(trainer: Trainer, batches: Iterator[dict[str, torch.Tensor]], end: int,
+def _train_epoch(trainer: Engine, batches: Iterator[dict[str, torch.Tensor]], end: int,
                  progress: Callable[[int, dict[str, float]], None] | None,
                  check_every: int) -> tuple[list[str], torch.Tensor, int]:
     """Steps up to ``end``, read back every ``check_every`` steps and at the end; the metric names,
@@ -299,7 +299,7 @@ def _train_epoch(trainer: Trainer, batches: Iterator[dict[str, torch.Tensor]], e
     return acc.names, acc.sums, acc.images
 
 
-def _epoch_record(trainer: Trainer, names: list[str], sums: torch.Tensor, local_images: int, steps: int,
+def _epoch_record(trainer: Engine, names: list[str], sums: torch.Tensor, local_images: int, steps: int,
                   seconds: float) -> dict[str, Any]:
     """The epoch's means over all ranks and steps, and its throughput."""
     cfg, collective = trainer.cfg, trainer.collective

@@ -12,27 +12,27 @@ from typing import Any, Callable
 
 from ..tracking import Tracker
 from .checkpoint import save_checkpoint
-from .engine import Trainer, run_finished, summarize
+from .engine import Engine, run_finished, summarize
 from .record import write_record
 
 
 class Sink:
     chief_only = False
 
-    def start(self, trainer: Trainer) -> None:
+    def start(self, trainer: Engine) -> None:
         """Before the first step (``trainer.step`` > 0 when restored)."""
 
     def progress(self, step: int, means: dict[str, float]) -> None:
         """Every few steps: the epoch's running means of the algorithm's metrics."""
 
-    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+    def epoch(self, record: dict[str, Any], trainer: Engine) -> None:
         """After each evaluation, in the order the sinks were given."""
 
     def close(self) -> None:
         """The run ended, failed or was interrupted."""
 
 
-def checkpoint_due(trainer: Trainer) -> bool:
+def checkpoint_due(trainer: Engine) -> bool:
     """Whether this evaluation saves a checkpoint: every ``checkpoint_every`` evaluations, and the last."""
     return len(trainer.history) % trainer.cfg.checkpoint_every == 0 or run_finished(trainer.step, trainer.cfg.total_steps)
 
@@ -45,7 +45,7 @@ class CheckpointSink(Sink):
     def __init__(self, out: str | Path):
         self.out = out
 
-    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+    def epoch(self, record: dict[str, Any], trainer: Engine) -> None:
         if checkpoint_due(trainer):
             save_checkpoint(self.out, trainer.state_dict())
 
@@ -59,10 +59,10 @@ class RecordSink(Sink):
     def __init__(self, run_dir: str, trial: dict[str, Any] | None = None):
         self.run_dir, self.trial = run_dir, trial
 
-    def start(self, trainer: Trainer) -> None:
+    def start(self, trainer: Engine) -> None:
         write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial)
 
-    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+    def epoch(self, record: dict[str, Any], trainer: Engine) -> None:
         if checkpoint_due(trainer):
             write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial)
 
@@ -77,14 +77,14 @@ class TrackerSink(Sink):
     def __init__(self, make: Callable[[], Tracker]):
         self.make, self.tracker, self.trainer = make, None, None
 
-    def start(self, trainer: Trainer) -> None:
+    def start(self, trainer: Engine) -> None:
         self.trainer, self.tracker = trainer, self.make()
         self.tracker.log_config(trainer.cfg.to_dict())
         if trainer.history:  # resumed: a crash between saving the checkpoint and logging its own
             last = trainer.history[-1]  # evaluation lost that point; log it again (same step, same values)
             self.tracker.log_metrics(last, last["step"])
 
-    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+    def epoch(self, record: dict[str, Any], trainer: Engine) -> None:
         self.tracker.log_metrics(record, record["step"])
 
     def close(self) -> None:
@@ -112,7 +112,7 @@ class ProgressSink(Sink):
     def __init__(self, enabled: bool = True):
         self.enabled, self.bar = enabled, None
 
-    def start(self, trainer: Trainer) -> None:
+    def start(self, trainer: Engine) -> None:
         from tqdm import tqdm
 
         self.bar = tqdm(total=trainer.cfg.total_steps, initial=trainer.step, disable=not self.enabled,
@@ -122,7 +122,7 @@ class ProgressSink(Sink):
         self.bar.update(step - self.bar.n)
         self.bar.set_postfix(loss=f"{means['loss']:.3f}", **({"mask": f"{means['mask']:.2f}"} if "mask" in means else {}))
 
-    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+    def epoch(self, record: dict[str, Any], trainer: Engine) -> None:
         self.bar.write(format_record(record, trainer.cfg.total_steps), file=sys.stderr)
 
     def close(self) -> None:
