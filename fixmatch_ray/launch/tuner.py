@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
-from ..config import Resources, RunConfig, SweepSpec, Trial
+from ..config import Resources, RunConfig, SweepSpec, TrialSpec
 from ..storage import Store
 from ..storage.layout import STATUS_FILE, run_name, train_runs, trial_dirname, trial_id_of
 from .cluster import reap_orphan_placement_groups, trial_driver_request
@@ -44,7 +44,7 @@ def run_trial(param: dict[str, Any]) -> None:
     trainer.fit()
 
 
-def trial_config(spec: SweepSpec, trial: Trial, experiment: str) -> dict[str, Any]:
+def trial_config(spec: SweepSpec, trial: TrialSpec, experiment: str) -> dict[str, Any]:
     r = spec.resources
     return {
         "name": trial.name, "label": trial.label, "seed": trial.seed, "setting": trial.setting,
