@@ -31,10 +31,10 @@ import itertools
 
 import torch
 
-from .randaugment import CONVERTING_OPS, CUTOUT_FILL, FILL, MAX_LEVEL, OP_NAMES, magnitude
+from .randaugment import CONVERTING_OPS, CUTOUT_FILL, FILL, GEOMETRIC_OPS, MAX_LEVEL, OP_NAMES, magnitude
 
 OP = {name: i for i, name in enumerate(OP_NAMES)}
-GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
+GEOMETRIC = tuple(n for n in OP_NAMES if n in GEOMETRIC_OPS)  # the reference's set, in OP_NAMES order
 LUT_OPS = ("AutoContrast", "Brightness", "Contrast", "Equalize", "Posterize", "Solarize")
 # Which part of a round handles each op: 0 geometric, 1 lookup table, 2 Color, 3 Sharpness, 4 none.
 PART = tuple(0 if n in GEOMETRIC else 1 if n in LUT_OPS else 2 if n == "Color" else 3 if n == "Sharpness" else 4
