@@ -16,6 +16,7 @@ from ..errors import UserError
 from ..tracking import check_tracking
 from .cluster import reap_orphan_placement_groups
 from .interrupt import Interrupts
+from .live import watch
 from .plan import format_plan, make_plan
 from .preflight import (check_capacity, check_data, check_storage, dry_run, joins_cluster, prepare_experiment,
                         read_cluster, release_lease, resolve_paths, step_times, take_lease)
@@ -88,7 +89,9 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
               f"in {spec.experiment_path()}", flush=True)
         print("\n".join(format_plan(plan)), flush=True)
         write_status(spec.experiment_path(), [])  # failed trials are retried now: none has failed for good yet
-        results = build_tuner(spec, plan.at_once, restore, have).fit()
+        tuner = build_tuner(spec, plan.at_once, restore, have)
+        with watch(spec, plan.at_once):
+            results = tuner.fit()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

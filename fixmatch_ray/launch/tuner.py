@@ -1,11 +1,12 @@
 """The Ray Tune side of a sweep: one function trial per (setting, seed), each running a Ray Train
-``TorchTrainer``; the live progress table; the driver's status file.
+``TorchTrainer``; the callbacks feeding the live view (:mod:`.live`); the driver's status file.
 
 Train runs are named after the Tune trial id, so a retried trial or a restored experiment resumes
 from the run's last checkpoint. Finished trials are never rerun.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -20,6 +21,7 @@ from ..storage import Store
 from ..storage.layout import STATUS_FILE, run_name, train_runs, trial_dirname, trial_id_of
 from .cluster import reap_orphan_placement_groups, trial_driver_request
 from .quiet import TRAIN_LOG_LEVEL_ENV, drop_tune_notices
+from . import live
 from .worker import build_trainer
 
 
@@ -53,62 +55,53 @@ def trial_config(spec: SweepSpec, trial: TrialSpec, experiment: str) -> dict[str
     }
 
 
-class ProgressTable(tune.Callback):
-    """A live table of running trials (status, step, accuracy, images/s) and the sweep's ETA."""
-
-    def __init__(self, n: int, every_s: float = 15.0):
-        self.n, self.every_s, self.last = n, every_s, 0.0
-        self.latest: dict[str, dict[str, Any]] = {}
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.latest[trial.trial_id] = result
-        if time.time() - self.last >= self.every_s:
-            self.show(trials)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.show(trials)
-
-    def show(self, trials) -> None:
-        self.last = time.time()
-        print(render_progress(trials, self.latest, self.n), flush=True)
-
-
-class OrphanReaper(tune.Callback):
-    """While the sweep runs, every ``every_s``: free placement groups that jobs which are over still
-    hold (:func:`.cluster.reap_orphan_placement_groups`; one state-API call), or a trial would wait
-    forever for the GPUs a dead driver's Train run left reserved."""
+class ReapOrphans(tune.Callback):
+    """Every 30 s, removes placement groups held by jobs that are over (one state-API call)."""
 
     def __init__(self, every_s: float = 30.0):
-        self.every_s, self.last = every_s, time.time()
+        self.every_s, self.last_reap = every_s, time.time()
 
     def on_step_end(self, iteration, trials, **info):
-        if time.time() - self.last >= self.every_s:
-            self.last = time.time()
+        if time.time() - self.last_reap >= self.every_s:
+            self.last_reap = time.time()
             reap_orphan_placement_groups()
 
 
-def render_progress(trials, latest: dict[str, dict[str, Any]], n: int) -> str:
-    """Text table of the running trials plus counts and an ETA (remaining steps / current rate)."""
-    counts: dict[str, int] = {}
-    rows, remaining, rate = [], 0.0, 0.0
-    for t in trials:
-        counts[t.status] = counts.get(t.status, 0) + 1
-        res = latest.get(t.trial_id, {})
-        total = t.config["trial"]["run"]["total_steps"]
-        step = res.get("step", 0)
-        if t.status not in ("TERMINATED", "ERROR"):
-            remaining += total - step
-        if t.status == "RUNNING":
-            if res.get("samples_per_step"):
-                rate += res["images_per_s"] / res["samples_per_step"]
-            acc = f"{res['test_acc']:6.2f}" if "test_acc" in res else "     -"
-            ips = f"{res['images_per_s']:8.0f}" if "images_per_s" in res else "       -"
-            rows.append(f"  {t.config['trial']['name']:<36} {step:>8}/{total:<8} acc {acc}  {ips} img/s")
-    if trials:  # trials Tune has not created yet (max_concurrent_trials) are still to run
-        remaining += max(0, n - len(trials)) * trials[-1].config["trial"]["run"]["total_steps"]
-    eta = f"{remaining / rate / 60:.1f} min" if rate > 0 else "unknown"
-    head = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
-    return "\n".join([f"[sweep] {head} of {n} trials | ETA {eta}", *rows])
+# Experiments started before the live view pickled a ProgressTable (it reaped too): they restore.
+ProgressTable = ReapOrphans
+
+
+class LiveProgress(tune.Callback):
+    """Hands Tune's trial events to the driver's open :func:`.live.watch`. Stateless: the copy Tune
+    pickles with the experiment reports to whichever driver resumes it."""
+
+    def __getstate__(self):
+        return {}
+
+    def _to_watch(self, kind: str, trial, result=None) -> None:
+        if (w := live.active()) is not None:
+            with contextlib.suppress(Exception):  # a view that breaks must not stop the sweep
+                w.event(kind, trial, result)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._to_watch("start", trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._to_watch("result", trial, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._to_watch("finish", trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._to_watch("fail", trial)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._to_watch("retry", trial)
+
+    def on_step_end(self, iteration, trials, **info):
+        if (w := live.active()) is not None:
+            with contextlib.suppress(Exception):
+                w.sync(trials)
 
 
 def trial_name(trial) -> str:
@@ -132,7 +125,7 @@ def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool, have: Mappi
     if restore:
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
     param_space = {"trial": tune.grid_search([trial_config(spec, t, experiment) for t in spec.trials])}
-    callbacks: list = [ProgressTable(len(spec.trials)), OrphanReaper(), JsonLoggerCallback()]
+    callbacks: list = [LiveProgress(), ReapOrphans(), JsonLoggerCallback()]
     if spec.tracking.enabled:  # MLflow / W&B through Ray's callbacks; trial processes never import them
         from .trackers import tracking_callbacks
 
