@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from .config import ConfigError, RunConfig
 from .config.cli import add_config_flags
 from .config.tracking import TrackingSpec
+from .storage import is_uri, local_path
 from .tracking import check_tracking, trackers_for
 
 # Flags of the reference that only made sense for apex or torch.distributed.launch.
@@ -128,14 +129,14 @@ def tracking_from_options(options: dict[str, Any]) -> TrackingSpec:
 
 def run_key(out: str) -> tuple[str, str]:
     """The run's key for trackers (its absolute directory or URI) and its name (the last part)."""
-    key = out if "://" in out else os.path.abspath(out)
+    key = out if is_uri(out) else os.path.abspath(local_path(out))
     return key, os.path.basename(key.rstrip("/"))
 
 
 def run_distributed(cfg: RunConfig, options: dict[str, Any], tracking: TrackingSpec) -> dict[str, Any]:
     """``--ddp-workers N``: the same run as a Ray Train job (see :mod:`.launch.worker`)."""
     from .config import Resources
-    from .launch.worker import run_ray
+    from .launch.train_job import run_ray
     from .training.loop import load_run_data
 
     resources = Resources(workers=options["ddp_workers"], gpus_per_worker=1.0 if options.get("ddp_gpu") else 0.0)

@@ -14,7 +14,7 @@ from fixmatch_ray.data.batched import CropStore
 from fixmatch_ray.data.policies.randaugment import OP_NAMES
 from fixmatch_ray.data.policies.randaugment_batched import apply_ops, cutout_batch
 from fixmatch_ray.data.policies.randaugment_policy import draw_ops, rand_augment_drawn
-from fixmatch_ray.training.engine import Trainer
+from fixmatch_ray.training.engine import Engine
 from fixmatch_ray.training.loop import load_run_data, step_batches
 
 CPU = torch.device("cpu")
@@ -122,7 +122,7 @@ def device_batches_are_keyed_and_sliced(device: torch.device, cfg: RunConfig = C
 
 def trainer_and_batches(device: torch.device, cfg: RunConfig = CFG):
     data = load_run_data(cfg)
-    trainer = Trainer(cfg, device, num_unlabeled=len(data.train))
+    trainer = Engine(cfg, device, num_unlabeled=len(data.train))
     return trainer, step_batches(cfg, data, 0, device=device), data
 
 
@@ -162,7 +162,7 @@ def checkpoint_round_trip(device: torch.device, tmp_path) -> dict:
         trainer.train_step(next(batches))
     save_checkpoint(tmp_path, trainer.state_dict())
     state, _ = load_checkpoint(tmp_path)
-    resumed = Trainer(CFG, device, num_unlabeled=len(data.train))
+    resumed = Engine(CFG, device, num_unlabeled=len(data.train))
     resumed.load_state_dict(state)
     for k, v in trainer.net.state_dict().items():
         assert torch.equal(resumed.net.state_dict()[k], v), k

@@ -26,7 +26,7 @@ from fixmatch_ray.data import batched
 from fixmatch_ray.data.policies import build_policy
 from fixmatch_ray.perf.counts import clear_device_caches
 from fixmatch_ray.training import engine
-from fixmatch_ray.training.engine import StepSums, Trainer, run_steps
+from fixmatch_ray.training.engine import StepSums, Engine, run_steps
 from fixmatch_ray.training.loop import load_run_data, step_batches
 
 CUDA = torch.device("cuda", 0)
@@ -59,7 +59,7 @@ class Transfers(TorchDispatchMode):
 def fake_cuda(monkeypatch):
     real_build = engine.build_model
 
-    def build_real(*args, **kwargs):  # real CPU weights, moved to the fake device by the Trainer
+    def build_real(*args, **kwargs):  # real CPU weights, moved to the fake device by the Engine
         with unset_fake_temporarily():
             return real_build(*args, **kwargs)
 
@@ -105,7 +105,7 @@ def test_device_path_on_fake_cuda_has_no_host_sync_and_no_cpu_tensor(fake_cuda, 
     with unset_fake_temporarily():
         data = load_run_data(cfg)
     policy_obj = build_policy(cfg.policy, CUDA)
-    trainer = Trainer(cfg, CUDA, num_unlabeled=len(data.train), policy=policy_obj)
+    trainer = Engine(cfg, CUDA, num_unlabeled=len(data.train), policy=policy_obj)
     fake_cuda.extend(trainer.net.parameters())
     assert trainer.optimizer.defaults["fused"] and torch.backends.cudnn.benchmark
     batches = step_batches(cfg, data, 0, device=CUDA, policy=policy_obj)

@@ -149,10 +149,10 @@ def test_a_checkpoint_saved_on_gpu_1_restores_where_only_one_gpu_is_visible(tmp_
     names a device index (tensors load to the CPU, no per-device RNG states)."""
     gpucheck.checkpoint_round_trip(torch.device("cuda:1"), tmp_path)
     from fixmatch_ray.training.checkpoint import load_checkpoint
-    from fixmatch_ray.training.engine import Trainer
+    from fixmatch_ray.training.engine import Engine
 
     state, _ = load_checkpoint(tmp_path)
-    trainer = Trainer(gpucheck.CFG, torch.device("cuda:0"))
+    trainer = Engine(gpucheck.CFG, torch.device("cuda:0"))
     trainer.load_state_dict(state)
     assert next(trainer.net.parameters()).device == torch.device("cuda:0") and trainer.step == 3
 

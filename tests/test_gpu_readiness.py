@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fixmatch_ray.config import ConfigError, RunConfig
-from fixmatch_ray.training.engine import Trainer
+from fixmatch_ray.training.engine import Engine
 
 CPU = torch.device("cpu")
 TINY = RunConfig(dataset="digits", num_labeled=20, batch_size=4, mu=2, depth=10, width=1, seed=0, total_steps=10,
@@ -43,7 +43,7 @@ def test_old_checkpoint_with_more_cuda_rng_states_restores_without_touching_cuda
     def refuse(*args, **kwargs):
         raise AssertionError("CUDA RNG touched")
 
-    saved = Trainer(TINY, CPU, num_unlabeled=50)
+    saved = Engine(TINY, CPU, num_unlabeled=50)
     saved.train_step(_batch())
     state = saved.state_dict()
     assert set(state["rng"]) == {"torch"}  # new checkpoints carry the CPU state only
@@ -51,7 +51,7 @@ def test_old_checkpoint_with_more_cuda_rng_states_restores_without_touching_cuda
     for name in ("set_rng_state_all", "set_rng_state", "get_rng_state_all"):
         monkeypatch.setattr(torch.cuda, name, refuse)
     torch.manual_seed(123)  # a different global state than the saved one
-    restored = Trainer(TINY, CPU, num_unlabeled=50)
+    restored = Engine(TINY, CPU, num_unlabeled=50)
     restored.load_state_dict(state)
     assert torch.equal(torch.get_rng_state(), state["rng"]["torch"])
     assert restored.step == 1
@@ -63,14 +63,14 @@ def test_old_checkpoint_with_more_cuda_rng_states_restores_without_touching_cuda
 def test_scaler_state_moves_between_precisions(saved_amp, resumed_amp):
     """bf16 on one card, fp16 + GradScaler on the next (and back): the resumed run starts a fresh
     scale where the checkpoint has none, ignores one it cannot use, restores one it can; and steps."""
-    saved = Trainer(TINY.replace(amp=saved_amp), CPU, num_unlabeled=50)
+    saved = Engine(TINY.replace(amp=saved_amp), CPU, num_unlabeled=50)
     saved.train_step(_batch())
     state = saved.state_dict()
     if saved_amp == "fp16":
         state["scaler"]["scale"] = 1024.0  # as if it had backed off
     else:
         assert state["scaler"] == {}  # a disabled scaler saves nothing: the case that used to fail
-    resumed = Trainer(TINY.replace(amp=resumed_amp), CPU, num_unlabeled=50)
+    resumed = Engine(TINY.replace(amp=resumed_amp), CPU, num_unlabeled=50)
     resumed.load_state_dict(state)
     if resumed_amp == "fp16":
         assert resumed.scaler.get_scale() == (1024.0 if saved_amp == "fp16" else 65536.0)
@@ -189,7 +189,7 @@ def test_amp_auto_takes_bf16_only_with_native_bf16(monkeypatch, capability, dtyp
 def test_a_resumed_optimizer_keeps_the_kernels_chosen_for_its_device():
     """A checkpoint from a GPU (fused SGD) resumed on the CPU runs foreach SGD, and a CPU one
     (foreach) resumed on a GPU would run fused: load_state_dict alone takes the saved flags."""
-    saved = Trainer(TINY, CPU, num_unlabeled=50)
+    saved = Engine(TINY, CPU, num_unlabeled=50)
     saved.train_step(_batch())
     state = saved.state_dict()
     for group in state["optimizer"]["param_groups"]:  # as a CUDA run saves them
@@ -197,7 +197,7 @@ def test_a_resumed_optimizer_keeps_the_kernels_chosen_for_its_device():
     plain = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, foreach=True)
     plain.load_state_dict({"state": {}, "param_groups": [{**state["optimizer"]["param_groups"][0], "params": [0]}]})
     assert plain.param_groups[0]["fused"] is True  # what torch does without the reset
-    resumed = Trainer(TINY, CPU, num_unlabeled=50)
+    resumed = Engine(TINY, CPU, num_unlabeled=50)
     resumed.load_state_dict(state)
     assert [(g["fused"], g["foreach"]) for g in resumed.optimizer.param_groups] == [(None, True)] * 2
     assert resumed.optimizer.param_groups[0]["lr"] == state["optimizer"]["param_groups"][0]["lr"]
@@ -252,6 +252,6 @@ def test_a_cpu_run_records_its_precision_and_a_resume_elsewhere_says_both(tmp_pa
     assert json.loads((out / "metrics.json").read_text())["precision"] == "fp32 (CPU)"
     state, _ = load_checkpoint(out)
     assert state["precision"] == "fp32 (CPU)"
-    resumed = Trainer(TINY.replace(amp="bf16"), CPU, num_unlabeled=50)
+    resumed = Engine(TINY.replace(amp="bf16"), CPU, num_unlabeled=50)
     resumed.load_state_dict(state)
     assert resumed.precision == "bf16 autocast (CPU) (steps before 2: fp32 (CPU))"

@@ -16,6 +16,7 @@ from fixmatch_ray.config import parse_sweep
 from fixmatch_ray.config.resources import Resources
 from fixmatch_ray.errors import ConfigError
 from fixmatch_ray.launch.plan import DEFAULTS, load_step_times, make_plan, makespan, model_key, trials_at_once
+from fixmatch_ray.launch.preflight import check_capacity
 from fixmatch_ray.perf.cards import CARDS
 from fixmatch_ray.perf.estimate import ddp_speedup, memory_gib, step_estimate
 from fixmatch_ray.perf.steptimes import step_time
@@ -48,6 +49,11 @@ def write(tmp_path: Path, doc: dict | str, name: str = "s.yaml") -> Path:
     return p
 
 
+def plan_on(spec, have, table=DEFAULTS):
+    """The plan as the sweep makes it: capacity from the cluster's resources (None: none reachable)."""
+    return make_plan(spec, check_capacity(spec, have, autoscaling=False), table, have=have)
+
+
 def step_file(tmp_path: Path, doc) -> Path:
     p = tmp_path / "steps.json"
     p.write_text(doc if isinstance(doc, str) else json.dumps(doc))
@@ -58,7 +64,7 @@ def test_plan_numbers_by_hand_with_a_step_time_file(tmp_path):
     spec = parse_sweep(small(tmp_path))
     table = load_step_times(step_file(tmp_path, {"card": "T", "step_ms": {"wideresnet-28-2": {"off": 36.0}}}))
     # 8 CPU / (2 + 0.01 driver) = 3 trials by CPU, 4 by GPU: 3 at once
-    plan = make_plan(spec, {"CPU": 8.0, "GPU": 4.0}, table)
+    plan = plan_on(spec, {"CPU": 8.0, "GPU": 4.0}, table)
     assert (plan.trials, plan.settings, plan.seeds, plan.at_once) == (6, 2, 3, 3)
     # 100,000 steps x 36 ms = 3,600 s = 1 GPU-hour a trial; 6 trials; two waves of 3
     assert plan.gpu_hours == pytest.approx(6.0)
@@ -70,11 +76,11 @@ def test_shared_gpus_and_ddp_by_hand(tmp_path):
     table = load_step_times(step_file(tmp_path, {"step_ms": {"wideresnet-28-2": {"off": 36.0}}}))
     # half a GPU a trial: 2 trials share the GPU, each at half speed (2 h), 3 rounds of 2 h
     half = parse_sweep(small(tmp_path, resources={"gpus_per_worker": 0.5, "cpus_per_worker": 2}))
-    plan = make_plan(half, {"CPU": 8.0, "GPU": 1.0}, table)
+    plan = plan_on(half, {"CPU": 8.0, "GPU": 1.0}, table)
     assert (plan.at_once, plan.gpu_hours, plan.wall_hours) == (2, pytest.approx(6.0), pytest.approx(6.0))
     # 2 DDP workers of one GPU: the measured one-GPU time over the DDP model's speed-up (not 2x)
     ddp = parse_sweep(small(tmp_path, resources={"workers": 2, "gpus_per_worker": 1, "cpus_per_worker": 2}))
-    plan = make_plan(ddp, {"CPU": 16.0, "GPU": 4.0, "fixmatch_driver": 100}, table)
+    plan = plan_on(ddp, {"CPU": 16.0, "GPU": 4.0, "fixmatch_driver": 100}, table)
     speedup = ddp_speedup("wideresnet-28-2", "off", "randaugment", 960, 2)
     assert 1 < speedup < 2
     trial_h = 100_000 * 36.0 / speedup / 3.6e6
@@ -85,13 +91,13 @@ def test_shared_gpus_and_ddp_by_hand(tmp_path):
 
 def test_plan_numbers_by_hand_with_the_defaults(tmp_path):
     spec = parse_sweep(small(tmp_path))
-    plan = make_plan(spec, None, DEFAULTS)  # no cluster: max_concurrent_trials unset -> one at a time
+    plan = plan_on(spec, None, DEFAULTS)  # no cluster: max_concurrent_trials unset -> one at a time
     ms = step_estimate("wideresnet-28-2", "off", "randaugment", 960).ms  # the model's H100 estimate
     assert 9 < ms < 25  # between the memory floor (~9 ms) and three times the estimate's expected range
     assert plan.at_once == 1
     assert plan.gpu_hours == pytest.approx(6 * 100_000 * ms / 3.6e6) and plan.wall_hours == pytest.approx(plan.gpu_hours)
     assert plan.rows[0][3] == "estimate" and plan.card.name == "H100" and plan.card_from == "assumed"
-    plan = make_plan(parse_sweep(small(tmp_path, max_concurrent_trials=4)), None, DEFAULTS)
+    plan = plan_on(parse_sweep(small(tmp_path, max_concurrent_trials=4)), None, DEFAULTS)
     assert plan.at_once == 4 and plan.wall_hours == pytest.approx(2 * 100_000 * ms / 3.6e6)  # 4 then 2
 
 
@@ -122,7 +128,7 @@ def test_cli_prints_the_plan_and_marks_estimates(tmp_path, capsys):
 
 def test_cpu_trials_estimate_no_gpu_time(tmp_path, capsys):
     doc = small(tmp_path, resources={"workers": 1, "cpus_per_worker": 1})
-    plan = make_plan(parse_sweep(doc), None)
+    plan = plan_on(parse_sweep(doc), None)
     assert plan.gpu_hours == 0 and plan.wall_hours is None and not plan.rows
     assert main([str(write(tmp_path, doc)), "--dry-run"]) == 0
     assert "CPU training: 0 GPU-hours; wall time not estimated" in capsys.readouterr().out
@@ -270,8 +276,8 @@ def test_the_plan_refuses_a_trial_too_big_for_the_cards_memory(tmp_path, capsys)
     assert main([str(write(tmp_path, doc)), "--dry-run", "--step-times", str(small_card)]) == 2
     assert "but the L4 has 22.0 GiB" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="but the A10G has 22.4 GiB"):
-        make_plan(parse_sweep(doc), {"CPU": 8, "GPU": 1, "accelerator_type:A10G": 1}, DEFAULTS)
-    assert make_plan(parse_sweep(doc), {"CPU": 8, "GPU": 1, "accelerator_type:A100": 1}, DEFAULTS).card.name == "A100"
+        plan_on(parse_sweep(doc), {"CPU": 8, "GPU": 1, "accelerator_type:A10G": 1}, DEFAULTS)
+    assert plan_on(parse_sweep(doc), {"CPU": 8, "GPU": 1, "accelerator_type:A100": 1}, DEFAULTS).card.name == "A100"
 
 
 def test_capacity_and_makespan():
@@ -294,7 +300,7 @@ def test_barely_dry_run_shows_16_trials_over_4_labeled_sets(tmp_path, capsys):
     assert main([str(ROOT / "sweeps" / "barely.yaml"), "--dry-run", "--storage", str(tmp_path / "store")]) == 0
     out = capsys.readouterr().out
     assert "[plan] fixmatch-barely: 16 trials = 4 settings x 4 seeds, over 4 labeled sets (split_seed)" in out
-    plan = make_plan(parse_sweep(small(tmp_path)), None, DEFAULTS)
+    plan = plan_on(parse_sweep(small(tmp_path)), None, DEFAULTS)
     assert plan.labeled_sets is None  # no split_seed: each seed draws its own set, nothing to say
 
 

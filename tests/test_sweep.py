@@ -153,6 +153,10 @@ BAD = [
     ({**GOOD, "resources": {"gpus_per_worker": 1.5}}, "gpus_per_worker: expected 0, a fraction"),
     ({**GOOD, "max_concurrent_trials": 0}, "max_concurrent_trials: expected a positive integer"),
     ({**GOOD, "grid": [{"dataset": "digits", "num_labeled": [20], "seed": 3}]}, "'seed' belongs in the top-level"),
+    # Ray Train assigns devices: a device key would be ignored (cuda:7 on a CPU-only machine trained on the CPU)
+    ({**GOOD, "base": {"device": "cuda:7"}}, "base.device: a sweep's resources decide its trials' devices"),
+    ({**GOOD, "grid": [{"dataset": "digits", "num_labeled": [20], "device": "cpu"}]}, "grid[0].device: a sweep's resources"),
+    ({**GOOD, "axes": {"device": ["cpu", "cuda"]}}, "axes.device: a sweep's resources decide"),
 ]
 
 

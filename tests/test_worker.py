@@ -153,7 +153,7 @@ def test_a_run_whose_workers_are_never_placed_gives_up_in_one_line(ray_session, 
     line, instead of Ray Train's unlimited retries."""
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    from fixmatch_ray.launch import worker
+    from fixmatch_ray.launch import train_job, worker
     from fixmatch_ray.launch.cluster import ClusterError
 
     monkeypatch.setenv(worker.START_TIMEOUT_ENV, "2")
@@ -163,7 +163,7 @@ def test_a_run_whose_workers_are_never_placed_gives_up_in_one_line(ray_session, 
     try:
         tic = time.monotonic()
         with pytest.raises(ClusterError) as e:
-            worker.run_ray(CFG.replace(out=str(tmp_path / "never")), Resources(workers=1), max_failures=0)
+            train_job.run_ray(CFG.replace(out=str(tmp_path / "never")), Resources(workers=1), max_failures=0)
         waited = time.monotonic() - tic
     finally:
         remove_placement_group(holder)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from .report import PAPER_EVAL, PAPER_STEPS, STATE_MB, measure_reports, paper_share
+from .report_cost import PAPER_EVAL, PAPER_STEPS, STATE_MB, measure_reports, paper_share
 
 
 def _local_seconds(cfg: RunConfig) -> float:

@@ -125,7 +125,7 @@ def sweep_file(out: Path, data: Path, quick: bool, gpu: bool) -> Path:
                     "num_workers": 0, **shape},
            "grid": [{"num_labeled": [250]}], "seeds": [1],
            "resources": {"workers": 1, "gpus_per_worker": 1 if gpu else 0, "cpus_per_worker": 1}}
-    path = out / "sweep.yaml"
+    path = out / "first-run.yaml"  # the generated sweep file beside its experiment
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 

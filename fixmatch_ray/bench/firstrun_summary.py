@@ -9,6 +9,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from ..storage.layout import RECORD_FILE
+
 
 def _card(device: str) -> list[str]:
     import torch
@@ -75,7 +77,7 @@ def _bench(out: Path) -> list[str]:
 
 
 def _short_run(out: Path) -> list[str]:
-    path = out / "short-run" / "metrics.json"
+    path = out / "short-run" / RECORD_FILE
     if not path.is_file():
         return ["- no run record"]
     doc = json.loads(path.read_text())

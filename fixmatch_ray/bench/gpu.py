@@ -136,12 +136,12 @@ def _summary(ms: list[float]) -> dict[str, Any]:
 def _trainer(cfg: RunConfig, s: dict[str, Any], device: torch.device):
     """A trial's trainer and batches on synthetic data (a learning policy's state on the device)."""
     from ..data.policies import build_policy
-    from ..training.engine import Trainer
+    from ..training.engine import Engine
     from ..training.loop import step_batches
 
     data = synthetic_data(cfg, s["images"])
     policy = build_policy(cfg.policy, device)
-    trainer = Trainer(cfg, device, num_unlabeled=len(data.train), policy=policy)
+    trainer = Engine(cfg, device, num_unlabeled=len(data.train), policy=policy)
     return trainer, step_batches(cfg, data, 0, device=device, policy=policy), data
 
 
@@ -237,7 +237,8 @@ def project(sweep: str, table: dict[str, Any]):
     from ..perf.steptimes import StepTimes
 
     times = StepTimes(table["step_ms"], table["card"], table["images_per_step"], True, table.get("card_memory_gib"))
-    plan = make_plan(load_sweep(sweep), None, times)
+    spec = load_sweep(sweep)
+    plan = make_plan(spec, spec.max_concurrent_trials or 1, times)  # no cluster: the file's own request
     estimated = sum(count for _, count, _, src in plan.rows if not src.startswith("measured"))
     return {"sweep": sweep, "gpu_hours": plan.gpu_hours, "estimated_trials": estimated, "plan": format_plan(plan)}
 

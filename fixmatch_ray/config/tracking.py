@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..storage import is_uri
 from .strict import check_types, require
 
 WANDB_MODES = ("offline", "online")
@@ -53,7 +54,7 @@ class WandbSpec:
                 "tracking.wandb.project: required: the W&B project the runs go to")
         require(self.mode in WANDB_MODES,
                 f"tracking.wandb.mode: expected one of {', '.join(WANDB_MODES)}, got {self.mode!r}")
-        require(self.dir is None or "://" not in self.dir,
+        require(self.dir is None or not is_uri(self.dir),
                 f"tracking.wandb.dir: {self.dir!r} must be a local directory (W&B writes its files there)")
 
 

@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..perf.cards import CARDS, DEFAULT_CARD, Card, accelerator_card, find_card
 from ..perf.steptimes import (DEFAULTS, ESTIMATE, PRECISION_LABEL, StepTimes, load_step_times, model_key,  # noqa: F401
                               step_time)
-from .cluster import DRIVER_RESOURCE, TRIAL_DRIVER_CPU
+from .cluster import trial_driver_request
 
 if TYPE_CHECKING:
     from ..config import SweepSpec
@@ -34,8 +34,7 @@ def trials_at_once(resources: "Resources", have: Mapping[str, float], autoscalin
     ConfigError (unless ``autoscaling``: nodes will come)."""
     r = resources
     per_worker = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker, **r.custom_per_worker}
-    # a trial's driver holds the driver resource where the cluster has it, else a sliver of CPU
-    driver_cpu = 0.0 if have.get(DRIVER_RESOURCE, 0) > 0 else TRIAL_DRIVER_CPU
+    driver_cpu = trial_driver_request(have).get("CPU", 0.0)
     fits = []
     for res, each in per_worker.items():
         amount = r.workers * each + (driver_cpu if res == "CPU" else 0.0)
@@ -86,14 +85,13 @@ class Plan:
     labeled_sets: int | None = None  # distinct labeled sets where split_seed fixes them apart from the seed
 
 
-def make_plan(spec: "SweepSpec", have: Mapping[str, float] | None, table: StepTimes = DEFAULTS,
-              autoscaling: bool = False, cluster: str = "", card: str | None = None) -> Plan:
-    """The plan of ``spec`` on a cluster with resources ``have`` (None: none reachable, so the
-    file's own request is assumed: ``max_concurrent_trials`` trials at once, else one), with step
+def make_plan(spec: "SweepSpec", fits: int, table: StepTimes = DEFAULTS, cluster: str = "",
+              have: Mapping[str, float] | None = None, card: str | None = None) -> Plan:
+    """The plan of ``spec`` where ``fits`` trials fit at once (:func:`.preflight.check_capacity`,
+    from the cluster's resources ``have`` that ``cluster`` names; None: none reachable), with step
     times from ``table`` and ``card`` (a name, e.g. ``A10G``) where nothing better says which GPU."""
     r = spec.resources
     n = len(spec.trials)
-    fits = trials_at_once(r, have, autoscaling) if have is not None else (spec.max_concurrent_trials or 1)
     at_once = min(spec.max_concurrent_trials or fits, n)
     ask = [f"{r.cpus_per_worker:g} CPU"] + [f"{r.gpus_per_worker:g} GPU"] * r.use_gpu
     ask += [f"{v:g} {k}" for k, v in r.custom_per_worker.items()]

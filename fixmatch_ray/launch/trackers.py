@@ -23,16 +23,17 @@ from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem, _WandbLo
 
 from ..config import SweepSpec
 from ..config.tracking import MLflowSpec, WandbSpec
-from ..results.read import TRAIN_DIR
-from ..storage import is_uri, join
+from ..storage import is_uri
+from ..storage.layout import run_dir
 from ..tracking import metrics_of, summary_of
 from ..tracking import mlflow as mlflow_tracking
+from ..training.engine import run_finished
 
 
 def run_key(trial) -> str:
     """The trial's Train run directory (``run_trial`` names it): the key single runs use too."""
     t = trial.config["trial"]
-    return join(t["experiment"], TRAIN_DIR, f"{t['name']}-{trial.trial_id}")
+    return run_dir(t["experiment"], t["name"], trial.trial_id)
 
 
 def trial_params(trial) -> dict[str, Any]:
@@ -43,7 +44,7 @@ def trial_params(trial) -> dict[str, Any]:
 def final_summary(trial, failed: bool) -> dict[str, float]:
     """The trial's summary if it trained to its last step, else nothing."""
     last = trial.last_result or {}
-    done = not failed and last.get("step", 0) >= trial.config["trial"]["run"]["total_steps"]
+    done = not failed and run_finished(last.get("step", 0), trial.config["trial"]["run"]["total_steps"])
     return summary_of(last) if done else {}
 
 

@@ -7,14 +7,15 @@ Ray sink: each rank takes 1/G of every step's global batch, reports once per eva
 serialised and uploaded by Ray's upload thread (``CheckpointUploadMode.ASYNC``, one upload at a
 time, in report order) while training goes on; the run record is written by that upload, after
 the checkpoint is in storage (the guarantee is in :mod:`..training.record`). A restarted worker
-group resumes from ``ray.train.get_checkpoint()``.
+group resumes from ``ray.train.get_checkpoint()``. This module runs on the workers (and builds the
+``TorchTrainer``); the driver's side of ``train --ddp-workers`` is :mod:`.train_job`.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
+import posixpath
 import signal
 import tempfile
 import threading
@@ -23,19 +24,19 @@ from typing import Any, Callable
 
 import torch
 
-from ..config import ConfigError, Resources, RunConfig
-from ..storage import is_uri, join, split_last
+from ..config import Resources, RunConfig
+from ..storage import Store, join, split_last
+from ..storage.layout import TB_DIR
 from ..config.strict import from_mapping
 from ..config.tracking import TrackingSpec
 from ..tracking import TRACKERS, trackers_for
 from ..training.checkpoint import candidates, load_checkpoint, load_state, save_checkpoint, snapshot_to_cpu
-from ..training.engine import Trainer, summarize
+from ..training.engine import Engine, run_finished, summarize
 from ..training.loop import Ranks, run_training
 from ..training.record import read_record, record_doc, save_record, write_record
 from ..training.sinks import Sink, TrackerSink, checkpoint_due
-from .cluster import ClusterError, cluster_resources, ensure_ray, normalize_storage, user_error
+from .quiet import quiet_train_logs
 
-TB_DIR = "tensorboard"
 CHECKPOINTS_KEPT = 3  # a corrupt latest one still leaves older ones to resume from
 
 # Nothing waits forever. Ray Train's controller waits 60 s for a run's workers to be placed, then
@@ -46,20 +47,6 @@ CHECKPOINTS_KEPT = 3  # a corrupt latest one still leaves older ones to resume f
 START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 START_TIMEOUT_S = 300
 START_TRIES = 3
-
-
-def _quiet_train_logs() -> None:
-    """Ray Train logs two INFO lines per report from every rank (the metrics dict, the checkpoint
-    path); the sweep's progress table says it better. Private module paths: best effort."""
-    names = ["ray.train.v2._internal.execution.storage"]
-    try:
-        import ray.train.v2._internal.execution.context as train_context  # logs under its file path
-
-        names.append(train_context.__file__)
-    except ImportError:
-        pass
-    for name in names:
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 UPLOAD_MODES = ("async", "sync")
@@ -82,15 +69,15 @@ class RaySink(Sink):
         self.uploaded = threading.Event()
         self.uploaded.set()
 
-    def start(self, trainer: Trainer) -> None:
+    def start(self, trainer: Engine) -> None:
         if self.rank == 0:
             write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial, trainer.precision)
-        if trainer.step >= trainer.cfg.total_steps and trainer.history:
+        if run_finished(trainer.step, trainer.cfg.total_steps) and trainer.history:
             # Restored at its very end (the driver died between the last checkpoint and Tune seeing
             # the report): report the final result again, or Tune's last row would stay one behind.
             self.epoch(trainer.history[-1], trainer)
 
-    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+    def epoch(self, record: dict[str, Any], trainer: Engine) -> None:
         import ray.train
 
         metrics = {**record, **summarize(trainer.history)}
@@ -115,15 +102,13 @@ class RaySink(Sink):
             raise
 
     def _upload(self, state: dict[str, Any], doc: dict[str, Any]) -> Callable:
-        import ray.train
-
-        storage, run_dir, done = ray.train.get_context().get_storage(), self.run_dir, self.uploaded
+        persist, run_dir, done = persister(self.run_dir), self.run_dir, self.uploaded
 
         def upload(checkpoint, dir_name: str):
             """In Ray's upload thread (or within a sync report): write, upload, then the record."""
             try:
                 save_checkpoint(checkpoint.path, state)
-                persisted = storage.persist_current_checkpoint(checkpoint, dir_name)
+                persisted = persist(checkpoint, dir_name)
                 save_record(run_dir, doc)
                 return persisted
             finally:
@@ -132,9 +117,29 @@ class RaySink(Sink):
         return upload
 
 
+def persister(run_dir: str) -> Callable[[Any, str], Any]:
+    """How an upload function persists a checkpoint folder as ``<run_dir>/<dir_name>``, called in
+    the training thread: Ray Train's own copy, ``get_context().get_storage().persist_current_checkpoint``
+    (a DeveloperAPI, "may change without notice between minor versions"; ``tests/launch/test_ray_internals.py``
+    pins it), else the same copy through :class:`~fixmatch_ray.storage.Store`."""
+    import ray.train
+
+    storage = getattr(ray.train.get_context(), "get_storage", lambda: None)()
+    persist = getattr(storage, "persist_current_checkpoint", None)
+    if persist is not None:
+        return persist
+
+    def copy(checkpoint, dir_name: str):
+        store = Store(run_dir)
+        store.upload_dir(checkpoint.path, dir_name)
+        return ray.train.Checkpoint(posixpath.join(store.path, dir_name), filesystem=store.fs)
+
+    return copy
+
+
 class KillAfterReport(Sink):
-    """Fault injection for tests (``fault={"kill_after_epoch": E, "marker": path}`` of
-    :func:`build_trainer`): rank 0 SIGKILLs its own process the instant the report of evaluation E
+    """Fault injection for tests (``fault={"kill_after_epoch": E, "marker": path}`` in the loop's
+    config, :func:`run_loop_config`): rank 0 SIGKILLs its own process the instant the report of evaluation E
     returns, once (the marker file says it happened). Just before, it writes what storage held:
     the record's step and the steps of the complete checkpoints."""
 
@@ -143,7 +148,7 @@ class KillAfterReport(Sink):
     def __init__(self, epoch: int, marker: str, run_dir: str):
         self.kill_epoch, self.marker, self.run_dir = epoch, Path(marker), run_dir
 
-    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+    def epoch(self, record: dict[str, Any], trainer: Engine) -> None:
         if record["epoch"] != self.kill_epoch or self.marker.exists():
             return
         rec = read_record(self.run_dir)
@@ -165,7 +170,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from ..algorithms import LOCAL, TorchCollective
 
-    _quiet_train_logs()
+    quiet_train_logs()
     cfg = RunConfig.from_dict(config["run"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -213,31 +218,40 @@ def build_trainer(
     trial: dict[str, Any] | None = None,
     tracking: TrackingSpec | None = None,
     log_level: str = "INFO",
-    upload: str = "async",
-    fault: dict[str, Any] | None = None,
-    loop: Callable[[dict[str, Any]], None] | None = None,
-    loop_config: dict[str, Any] | None = None,
 ):
     """A ``TorchTrainer`` for one run, stored under ``storage_path/name``.
 
     The name must be deterministic (e.g. from the Tune trial id): a Train run started again under
     the same name and storage resumes from its latest checkpoint instead of step 0. ``log_level``
     is Ray Train's console level (its controller and workers); its session log files keep all.
-    ``upload``: how checkpoints are uploaded (``async`` or ``sync``, :class:`RaySink`); ``fault``:
-    tests' fault injection (:class:`KillAfterReport`); ``loop`` with ``loop_config``: another
-    loop function, given ``run_dir`` and ``loop_config`` (``bench ray``).
     """
+    resources.check(cfg)
+    config = run_loop_config(cfg, join(storage_path, name), trial, tracking)
+    return torch_trainer(train_loop_per_worker, config, resources, storage_path, name, max_failures, callbacks,
+                         log_level)
+
+
+def run_loop_config(cfg: RunConfig, run_dir: str, trial: dict[str, Any] | None = None,
+                    tracking: TrackingSpec | None = None) -> dict[str, Any]:
+    """:func:`train_loop_per_worker`'s config for one run. Tests and benchmarks add their hooks:
+    ``upload`` (``async`` or ``sync``, :class:`RaySink`), ``fault`` (:class:`KillAfterReport`)."""
+    return {"run": cfg.to_dict(), "run_dir": run_dir, "trial": trial,
+            "tracking": dataclasses.asdict(tracking) if tracking is not None else None,
+            "tracking_env": tracking_env() if tracking is not None else None}
+
+
+def torch_trainer(loop: Callable[[dict[str, Any]], None], config: dict[str, Any], resources: Resources,
+                  storage_path: str, name: str, max_failures: int = 3, callbacks: list | None = None,
+                  log_level: str = "INFO"):
+    """The ``TorchTrainer`` of :func:`build_trainer` over any loop function (``bench``'s own, or
+    :func:`train_loop_per_worker` with a test's hooks in ``config``)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    resources.check(cfg)
     os.environ.setdefault(START_TIMEOUT_ENV, str(START_TIMEOUT_S))
-    config = {"run": cfg.to_dict(), "run_dir": join(storage_path, name), "trial": trial, "upload": upload,
-              "fault": fault, "tracking": dataclasses.asdict(tracking) if tracking is not None else None,
-              "tracking_env": tracking_env() if tracking is not None else None}
     return TorchTrainer(
-        loop or train_loop_per_worker,
-        train_loop_config={**config, **(loop_config or {})},
+        loop,
+        train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers, use_gpu=resources.use_gpu,
             resources_per_worker=resources.per_worker(),
@@ -250,66 +264,3 @@ def build_trainer(
             callbacks=callbacks, logging_config=ray.train.LoggingConfig(log_level=log_level),
         ),
     )
-
-
-def _asked(resources: Resources) -> str:
-    each = ", ".join(f"{v:g} {k}" for k, v in resources.per_worker().items())
-    return f"{resources.workers} worker{'s' * (resources.workers > 1)} x ({each})"
-
-
-def check_schedulable(resources: Resources, have: dict[str, float]) -> None:
-    """One-line :class:`ConfigError` when the cluster's totals cannot hold the run at all (say
-    ``--ddp-workers 4 --ddp-gpu`` on a machine with 2 GPUs): Ray Train would wait for it forever."""
-    short = {k: v for k, v in resources.per_run().items() if have.get(k, 0.0) + 1e-9 < v}
-    if short:
-        has = ", ".join(f"{have.get(k, 0.0):g} {k}" for k in short)
-        raise ConfigError(f"the run asks for {_asked(resources)} but the cluster has {has} in all; "
-                          "ask for fewer workers (--ddp-workers) or join a cluster that has them (--address)")
-
-
-def unschedulable(err: BaseException, resources: Resources) -> ClusterError | None:
-    """The one line for a run whose workers were never placed: every try timed out waiting."""
-    failure = getattr(err, "controller_failure", None)
-    if type(failure).__name__ != "WorkerGroupStartupTimeoutError":  # ray.train.v2's (a private module)
-        return None
-    import ray
-
-    wait = os.environ.get(START_TIMEOUT_ENV, str(START_TIMEOUT_S))
-    total, free = ray.cluster_resources(), ray.available_resources()
-    has = ", ".join(f"{total.get(k, 0.0):g} {k} ({free.get(k, 0.0):g} free)" for k in resources.per_run())
-    return ClusterError(f"the run's {_asked(resources)} could not be placed in {START_TRIES} tries of {wait} s "
-                        f"each; the cluster has {has}: other jobs hold the rest, or the nodes never came")
-
-
-def run_ray(cfg: RunConfig, resources: Resources, max_failures: int = 3,
-            address: str | None = None, tracking: TrackingSpec | None = None) -> dict[str, Any]:
-    """Run ``cfg`` as a Ray Train job stored at ``cfg.out`` (a directory or URI); its summary.
-
-    Re-running with the same ``out`` continues from the run's latest checkpoint. A run the cluster
-    cannot hold is a one-line error before anything is written; one whose workers are never placed
-    gives up after :data:`START_TRIES` tries (:func:`unschedulable`).
-    """
-    import ray.train
-
-    resources.check(cfg)
-    out = normalize_storage(cfg.out)
-    storage, name = split_last(out)
-    ensure_ray(address, min_cpus=resources.workers * resources.cpus_per_worker)
-    check_schedulable(resources, cluster_resources())  # before anything is written
-    if not is_uri(out):
-        Path(out).mkdir(parents=True, exist_ok=True)
-        cfg.save(Path(out) / "config.yaml")
-    trainer = build_trainer(cfg.replace(out=out), resources, storage, name, max_failures, tracking=tracking)
-    try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as err:
-        cause = user_error(err) or unschedulable(err, resources)
-        if cause is not None:
-            raise cause from None
-        raise
-    record = read_record(out)
-    if record is None:  # the record follows the checkpoint; rebuild it if the run ended in between
-        with result.checkpoint.as_directory() as d:
-            state, _ = load_checkpoint(d)
-        record = write_record(out, cfg.to_dict(), state["history"], precision=state.get("precision"))
-    return record["summary"]

@@ -109,21 +109,21 @@ DATASET_OF = {"wideresnet-28-2": "cifar10", "wideresnet-28-8": "cifar100", "wide
 
 
 def _step_ops(key: str, precision: str, policy: str, batch: int) -> tuple[list[tuple[str, int, int]], int, int]:
-    """The ops of one :meth:`.Trainer.train_step` (the forward, the loss, the backward, SGD, the EMA
+    """The ops of one :meth:`.Engine.train_step` (the forward, the loss, the backward, SGD, the EMA
     and, for CTAugment, the probe's forward and the rate update) and the step's bookkeeping, at
     ``batch`` labeled images (μ = 7); the bytes autograd saves for the backward; the parameters."""
     import torch
 
     from ..config import RunConfig
     from ..data.policies import build_policy
-    from ..training.engine import StepSums, Trainer
+    from ..training.engine import Engine, StepSums
 
     shape, size, _ = MODELS[key]
     cfg = RunConfig(dataset=DATASET_OF[key], num_labeled=1000 if DATASET_OF[key] == "stl10" else 400, seed=1,
                     batch_size=batch, mu=POLICY_SHAPE["mu"], amp="bf16" if precision == "bf16" else "off",
                     policy=policy, aug_backend="tensor", num_workers=0, **shape)
     cpu, pol = torch.device("cpu"), build_policy(policy)
-    trainer = Trainer(cfg, cpu, num_unlabeled=1000, policy=pol)
+    trainer = Engine(cfg, cpu, num_unlabeled=1000, policy=pol)
     log, saved = _op_logger()(), {}
 
     def pack(t):  # a tensor kept by several ops (a block's input) is held once

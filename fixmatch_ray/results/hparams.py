@@ -5,9 +5,8 @@ import tempfile
 from typing import Any
 
 from ..storage import Store
+from ..storage.layout import HPARAMS_DIR
 from .read import TrialResult
-
-HPARAMS_DIR = "hparams"
 
 
 HPARAM_KEYS = ("dataset", "num_labeled", "arch", "depth", "width", "batch_size", "mu", "lr", "wdecay",

@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from ..storage.layout import ACC_PLOT, MASK_PLOT
 from .read import TrialResult
 
-PLOTS = {"acc_vs_step.png": ("test_acc", "EMA test accuracy (%)"), "mask_vs_step.png": ("mask_rate", "mask rate")}
+PLOTS = {ACC_PLOT: ("test_acc", "EMA test accuracy (%)"), MASK_PLOT: ("mask_rate", "mask rate")}
 
 
 def curves_by_setting(trials: list[TrialResult], key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from ..storage import is_uri, local_path
 from .base import SUMMARY_KEYS, TAGS, Tracker, metrics_of, params_of, record_scalars, summary_of
 
 if TYPE_CHECKING:
@@ -65,8 +66,8 @@ def trackers_for(spec: "TrackingSpec", run_key: str, run_name: str, local_dir: s
                                       run_key=run_key, run_name=run_name))
     if spec.wandb is not None:
         w = spec.wandb
-        wdir = w.dir or (local_dir if local_dir and "://" not in local_dir else None)
+        wdir = w.dir or (local_dir if local_dir and not is_uri(local_dir) else None)
         out.append(TRACKERS["wandb"](project=w.project, mode=w.mode, entity=w.entity, group=w.group, tags=w.tags,
-                                     dir=os.path.abspath(wdir) if wdir else None, run_key=run_key,
+                                     dir=os.path.abspath(local_path(wdir)) if wdir else None, run_key=run_key,
                                      run_name=run_name))
     return out

@@ -39,7 +39,7 @@ def schedule_lr(cfg: RunConfig, step: int) -> float:
     return lr_at(step, cfg.lr, cfg.total_steps, int(cfg.warmup), schedule=cfg.lr_schedule, lr_end=lr_end)
 
 
-class Trainer:
+class Engine:
     """Model, EMA, optimiser, grad scaler, the algorithm (and the augmentation policy, when it
     learns) of one run, and the step counter."""
 
@@ -197,6 +197,12 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
 
 
+def run_finished(step: int, total_steps: int) -> bool:
+    """Whether a run at ``step`` has trained to its end: the one test of "finished" (the loop's
+    end, the last checkpoint, the record's flag, the trackers' summary, a restore at the end)."""
+    return step >= total_steps
+
+
 def summarize(history: list[dict[str, Any]]) -> dict[str, float]:
     """Per-run numbers: the paper's median of the last 20 evals, best and last accuracy."""
     accs = [h["test_acc"] for h in history]
@@ -220,7 +226,7 @@ def record_key(metric: str) -> str:
 
 
 def fit(
-    trainer: Trainer,
+    trainer: Engine,
     batches: Iterator[dict[str, torch.Tensor]],
     test: Any,
     on_epoch: Callable[[dict[str, Any]], None] = lambda record: None,
@@ -235,7 +241,7 @@ def fit(
     collective combines the ranks' epoch sums and NaN flags, so every rank reports and stops alike.
     """
     cfg = trainer.cfg
-    while trainer.step < cfg.total_steps:
+    while not run_finished(trainer.step, cfg.total_steps):
         start = trainer.step
         end = min((start // cfg.eval_step + 1) * cfg.eval_step, cfg.total_steps)
         tic = time.perf_counter()
@@ -270,7 +276,7 @@ class StepSums:
         self.bad_step = torch.where(first_bad, torch.full_like(self.bad_step, step), self.bad_step)
 
 
-def run_steps(trainer: Trainer, batches: Iterator[dict[str, torch.Tensor]], n: int, acc: StepSums) -> None:
+def run_steps(trainer: Engine, batches: Iterator[dict[str, torch.Tensor]], n: int, acc: StepSums) -> None:
     """``n`` steps: the per-step path (batch, step, EMA, bookkeeping). It never reads a value
     back to the host; ``tests/test_fake_cuda.py`` runs it on a fake CUDA device to keep it so."""
     for _ in range(n):
@@ -281,7 +287,7 @@ def run_steps(trainer: Trainer, batches: Iterator[dict[str, torch.Tensor]], n: i
         acc.add(step, loss, metrics)
 
 
-def _train_epoch(trainer: Trainer, batches: Iterator[dict[str, torch.Tensor]], end: int,
+def _train_epoch(trainer: Engine, batches: Iterator[dict[str, torch.Tensor]], end: int,
                  progress: Callable[[int, dict[str, float]], None] | None,
                  check_every: int) -> tuple[list[str], torch.Tensor, int]:
     """Steps up to ``end``, read back every ``check_every`` steps and at the end; the metric names,
@@ -295,7 +301,7 @@ def _train_epoch(trainer: Trainer, batches: Iterator[dict[str, torch.Tensor]], e
     return acc.names, acc.sums, acc.images
 
 
-def _epoch_record(trainer: Trainer, names: list[str], sums: torch.Tensor, local_images: int, steps: int,
+def _epoch_record(trainer: Engine, names: list[str], sums: torch.Tensor, local_images: int, steps: int,
                   seconds: float) -> dict[str, Any]:
     """The epoch's means over all ranks and steps, and its throughput."""
     cfg, collective = trainer.cfg, trainer.collective

@@ -1,5 +1,5 @@
 """What a run's math runs in: the autocast dtype of ``amp``, TF32 on CUDA, and the name the run
-record gives it. One place for each, called when the :class:`~.engine.Trainer` is built."""
+record gives it. One place for each, called when the :class:`~.engine.Engine` is built."""
 from __future__ import annotations
 
 import torch

@@ -21,9 +21,8 @@ import json
 from typing import Any
 
 from ..storage import Store
-from .engine import summarize
-
-RECORD_FILE = "metrics.json"
+from ..storage.layout import RECORD_FILE
+from .engine import run_finished, summarize
 
 
 def record_doc(config: dict[str, Any], history: list[dict[str, Any]],
@@ -35,7 +34,7 @@ def record_doc(config: dict[str, Any], history: list[dict[str, Any]],
     run resumed elsewhere adds what the steps before ran in)."""
     step = history[-1]["step"] if history else 0
     return {"config": config, "trial": trial, "precision": precision, "summary": summarize(history), "step": step,
-            "finished": step >= config["total_steps"], "history": history}
+            "finished": run_finished(step, config["total_steps"]), "history": history}
 
 
 def write_record(run_dir: str, config: dict[str, Any], history: list[dict[str, Any]],

@@ -1,9 +1,9 @@
 """CTAugment on the training device: the rates as one flat tensor, per-sample policy draws, batched
 ops (:mod:`.ctaugment_ops`) and the rate update as one pure tensor function.
 
-The flat layout is the reference's (:func:`fixmatch_ray.ctaugment.rate_offsets`: ops in the
+The flat layout is the reference's (:func:`.ctaugment.rate_offsets`: ops in the
 official registration order, each parameter's bins in turn, 303 rates), so a state dict moves
-between :class:`fixmatch_ray.ctaugment.CTAugment` and :class:`BatchedCTAugment` unchanged.
+between :class:`.ctaugment.CTAugment` and :class:`BatchedCTAugment` unchanged.
 Everything here keeps static shapes and never reads a value back to the host (no ``.item()``,
 ``.tolist()``), except the CPU path of :func:`ctaugment_ops.apply_round`, which sorts by op.
 
