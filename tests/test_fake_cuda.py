@@ -156,4 +156,4 @@ def test_a_ranks_slice_on_fake_cuda_makes_no_copy(fake_cuda):
     next(batches)
     with Transfers() as transfers:
         batch = next(batches)
-    assert transfers.log == [] and batch["x_ulb_s"].shape == (8, 3, 16, 16) and batch["x_ulb_s"].device == CUDA
+    assert transfers.log == [] and batch["x_ulb"][1].shape == (8, 3, 16, 16) and batch["x_ulb"][1].device == CUDA

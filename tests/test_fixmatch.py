@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from fixmatch_ray.fixmatch import fixmatch_loss, pseudo_label
+from fixmatch_ray.algorithms.losses import fixmatch_loss, pseudo_label
 
 LN2 = math.log(2.0)
 

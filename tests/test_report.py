@@ -18,15 +18,15 @@ def fake_trial(exp: Path, label: str, setting: dict, seed: int, accs: list[float
     a trial that failed for good, the driver's status file saying so."""
     from fixmatch_ray.training.record import write_record
 
-    run = RunConfig(dataset=setting["dataset"], num_labeled=setting["num_labeled"], seed=seed,
-                    total_steps=total, eval_step=total // 4 or 1, lambda_u=lambda_u).resolved().to_dict()
+    run = RunConfig.from_dict(dict(dataset=setting["dataset"], num_labeled=setting["num_labeled"], seed=seed,
+                                   total_steps=total, eval_step=total // 4 or 1, lambda_u=lambda_u)).resolved().to_dict()
     name = f"{label.replace(' ', '_')}.s{seed}"
     history = []
     for i, acc in enumerate(accs):
         hist = accs[: i + 1]
         med = sorted(hist[-20:])[len(hist[-20:]) // 2] if len(hist[-20:]) % 2 else \
             sum(sorted(hist[-20:])[len(hist[-20:]) // 2 - 1: len(hist[-20:]) // 2 + 1]) / 2
-        history.append({"step": (i + 1) * (total // 4), "test_acc": acc, "mask_rate": 0.1 * i, "median20_acc": med,
+        history.append({"step": (i + 1) * (total // 4), "test_acc": acc, "train_mask": 0.1 * i, "median20_acc": med,
                         "best_acc": max(hist), "last_acc": acc})
     run_name = f"{name}-abc{seed}"
     write_record(str(exp / "train" / run_name), run, history,
@@ -77,7 +77,7 @@ def test_outputs_written(experiment, capsys):
     assert main([str(experiment)]) == 0
     out = capsys.readouterr().out
     assert "| cifar10@40 | 3 | 8.00 ± 2.00 | 13.81 ± 3.37 | -1.72 |" in out
-    for name in ("results.md", "results.csv", "results.json", "results.tex", "acc_vs_step.png", "mask_vs_step.png"):
+    for name in ("results.md", "results.csv", "results.json", "results.tex", "acc_vs_step.png", "train_mask_vs_step.png"):
         assert (experiment / name).is_file() and (experiment / name).stat().st_size > 0
     doc = json.loads((experiment / "results.json").read_text())
     assert doc["std_ddof"] == 1 and len(doc["trials"]) == 7
@@ -128,10 +128,10 @@ def ablation_trial(exp: Path, setting: dict, seed: int, acc: float, **run_keys) 
     from fixmatch_ray.training.record import write_record
 
     axes = {k: v for k, v in setting.items() if k != "dataset"}
-    run = RunConfig(dataset=setting["dataset"], num_labeled=250, seed=seed, total_steps=8, eval_step=2,
-                    **{**axes, **run_keys}).resolved().to_dict()
+    run = RunConfig.from_dict(dict(dataset=setting["dataset"], num_labeled=250, seed=seed, total_steps=8,
+                                   eval_step=2, **{**axes, **run_keys})).resolved().to_dict()
     label = _label(setting)
-    history = [{"step": 2 * (i + 1), "test_acc": acc, "mask_rate": 0.5, "median20_acc": acc, "best_acc": acc,
+    history = [{"step": 2 * (i + 1), "test_acc": acc, "train_mask": 0.5, "median20_acc": acc, "best_acc": acc,
                 "last_acc": acc} for i in range(4)]
     name = f"{label.replace(' ', '_')}.s{seed}"
     write_record(str(exp / "train" / f"{name}-x{seed}"), run, history,

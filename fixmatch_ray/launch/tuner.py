@@ -2,7 +2,9 @@
 ``TorchTrainer``; the live progress table; the driver's status file.
 
 Train runs are named after the Tune trial id, so a retried trial or a restored experiment resumes
-from the run's last checkpoint. Finished trials are never rerun.
+from the run's last checkpoint. Finished trials are never rerun. The sweep's trackers (its
+``tracking:`` block) log from each Train run's rank 0, as a single run's do, under the Train run's
+directory as their key: a retried trial and a restored sweep continue the same tracker run.
 """
 from __future__ import annotations
 
@@ -17,11 +19,13 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from ..config import Resources, RunConfig, SweepSpec, Trial
+from ..config.tracking import TrackingSpec
 from ..results.read import STATUS_FILE, TRAIN_DIR
-from ..storage import Store, join
+from ..storage import Store, is_uri, join, split_last
+from ..tracking import TrackedRun
 from .cluster import (DRIVER_RESOURCE, TRAIN_LOG_LEVEL_ENV, TRIAL_DRIVER_CPU, cluster_resources,
                       reap_orphan_placement_groups)
-from .worker import build_trainer
+from .worker import build_trainer, tracking_env
 
 
 class _DropTuneHints(logging.Filter):
@@ -49,20 +53,26 @@ class _DropMissingResultFiles(logging.Filter):
 logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_DropMissingResultFiles())
 
 
-def run_trial(param: dict[str, Any]) -> None:
+def run_trial(param: dict[str, Any], env: dict[str, str] | None = None) -> None:
     """Tune function trainable: one FixMatch run as a Ray Train job (returns nothing, so the
-    trial's final result is the last report)."""
+    trial's final result is the last report). ``env``: the driver's tracker settings
+    (:func:`.worker.tracking_env`), passed outside the trial's config so no file keeps them."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     config = param["trial"]
     ctx = tune.get_context()
     cfg = RunConfig.from_dict(config["run"])
+    experiment = config["experiment"]
     name = f"{config['name']}-{ctx.get_trial_id()}"  # deterministic: retries/restores resume
+    storage = join(experiment, TRAIN_DIR)
+    tracked = TrackedRun(key=join(storage, name), name=config["name"], group=split_last(experiment)[1],
+                         local_dir=None if is_uri(experiment) else experiment)
     trainer = build_trainer(
-        cfg, Resources(**config["resources"]), join(config["experiment"], TRAIN_DIR), name,
+        cfg, Resources(**config["resources"]), storage, name,
         max_failures=config["worker_retries"], callbacks=[TuneReportCallback()],
         trial={k: config[k] for k in ("name", "label", "seed", "setting")},
         log_level=os.environ.get(TRAIN_LOG_LEVEL_ENV, "INFO"),  # the driver's --verbose, via the job's env
+        tracking=TrackingSpec.parse(config.get("tracking")), tracked=tracked, env=env,
     )
     trainer.fit()
 
@@ -72,7 +82,7 @@ def trial_config(spec: SweepSpec, trial: Trial, experiment: str) -> dict[str, An
     return {
         "name": trial.name, "label": trial.label, "seed": trial.seed, "setting": trial.setting,
         "run": trial.run.to_dict(), "experiment": experiment, "worker_retries": spec.worker_retries,
-        "resources": dataclasses.asdict(r),
+        "resources": dataclasses.asdict(r), "tracking": spec.tracking.to_dict(),
     }
 
 
@@ -144,15 +154,12 @@ def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool):
     experiment = spec.experiment_path()
     # the trial driver holds no GPU: the driver resource where the cluster has it, else a sliver of CPU
     has_driver_slots = cluster_resources().get(DRIVER_RESOURCE, 0) > 0
-    trainable = tune.with_resources(run_trial, {DRIVER_RESOURCE: 1} if has_driver_slots else {"CPU": TRIAL_DRIVER_CPU})
+    trainable = tune.with_parameters(run_trial, env=tracking_env() if spec.tracking.enabled else {})
+    trainable = tune.with_resources(trainable, {DRIVER_RESOURCE: 1} if has_driver_slots else {"CPU": TRIAL_DRIVER_CPU})
     if restore:
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
     param_space = {"trial": tune.grid_search([trial_config(spec, t, experiment) for t in spec.trials])}
     callbacks: list = [ProgressTable(len(spec.trials)), JsonLoggerCallback()]
-    if spec.tracking.enabled:  # MLflow / W&B through Ray's callbacks; trial processes never import them
-        from .trackers import tracking_callbacks
-
-        callbacks += tracking_callbacks(spec)
     return tune.Tuner(
         trainable,
         param_space=param_space,

@@ -24,10 +24,9 @@ from typing import Any, Callable
 import torch
 
 from ..config import Resources, RunConfig
-from ..storage import join, split_last
-from ..config.strict import from_mapping
+from ..storage import is_uri, join, split_last
 from ..config.tracking import TrackingSpec
-from ..tracking import TRACKERS, trackers_for
+from ..tracking import TrackedRun, tensorboard, trackers_for
 from ..training.checkpoint import candidates, load_checkpoint, load_state, save_checkpoint, snapshot_to_cpu
 from ..training.engine import Trainer, summarize
 from ..training.loop import Ranks, run_training
@@ -173,15 +172,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if restored is not None:
         with restored.as_directory() as d:
             state, _ = load_checkpoint(d)
-    run_dir = config["run_dir"]
-    trackers = []  # MLflow / W&B: built here, started by rank 0's sink (construction starts nothing)
-    if config.get("tracking"):  # train --ddp-workers --tracking ...: MLflow / W&B from rank 0
+    run_dir, trial = config["run_dir"], config.get("trial")
+    trackers = []  # the tracking block's: built here, started by rank 0's sink (construction starts nothing)
+    if config.get("tracking"):
         os.environ.update(config.get("tracking_env") or {})  # the driver's MLFLOW_* / WANDB_* settings
-        spec = from_mapping(TrackingSpec, config["tracking"], "tracking")
-        trackers += trackers_for(spec, run_dir, split_last(run_dir)[1], local_dir=run_dir)
-    sinks = [RaySink(rank, run_dir, config.get("trial"), config.get("upload") or "async"),
-             TrackerSink(lambda: TRACKERS["tensorboard"](logdir=join(run_dir, TB_DIR))),
-             *(TrackerSink(lambda t=t: t) for t in trackers)]
+        trackers = trackers_for(TrackingSpec.parse(config["tracking"]), TrackedRun(**config["tracked"]))
+    params = {"setting": trial["label"]} if trial else {}  # a sweep trial's setting, beside its config
+    sinks = [RaySink(rank, run_dir, trial, config.get("upload") or "async"),
+             TrackerSink(lambda: tensorboard(join(run_dir, TB_DIR))),
+             *(TrackerSink(lambda t=t: t, params) for t in trackers)]
     if config.get("fault"):
         sinks.append(KillAfterReport(config["fault"]["kill_after_epoch"], config["fault"]["marker"], run_dir))
     ranks = Ranks(rank, world, TorchCollective() if world > 1 else LOCAL)
@@ -203,6 +202,8 @@ def build_trainer(
     callbacks: list | None = None,
     trial: dict[str, Any] | None = None,
     tracking: TrackingSpec | None = None,
+    tracked: TrackedRun | None = None,
+    env: dict[str, str] | None = None,
     log_level: str = "INFO",
     upload: str = "async",
     fault: dict[str, Any] | None = None,
@@ -212,8 +213,11 @@ def build_trainer(
     """A ``TorchTrainer`` for one run, stored under ``storage_path/name``.
 
     The name must be deterministic (e.g. from the Tune trial id): a Train run started again under
-    the same name and storage resumes from its latest checkpoint instead of step 0. ``log_level``
-    is Ray Train's console level (its controller and workers); its session log files keep all.
+    the same name and storage resumes from its latest checkpoint instead of step 0. ``tracking``:
+    the trackers rank 0 logs to, for the run ``tracked`` (default: the run directory, named after
+    its last part), with the tracker settings ``env`` (default this process's
+    :func:`tracking_env`). ``log_level`` is Ray Train's console level (its controller and
+    workers); its session log files keep all.
     ``upload``: how checkpoints are uploaded (``async`` or ``sync``, :class:`RaySink`); ``fault``:
     tests' fault injection (:class:`KillAfterReport`); ``loop`` with ``loop_config``: another
     loop function, given ``run_dir`` and ``loop_config`` (``bench ray``).
@@ -222,9 +226,12 @@ def build_trainer(
     from ray.train.torch import TorchTrainer
 
     resources.check(cfg)
-    config = {"run": cfg.to_dict(), "run_dir": join(storage_path, name), "trial": trial, "upload": upload,
-              "fault": fault, "tracking": dataclasses.asdict(tracking) if tracking is not None else None,
-              "tracking_env": tracking_env() if tracking is not None else None}
+    run_dir = join(storage_path, name)
+    tracked = tracked or TrackedRun(run_dir, name, local_dir=None if is_uri(run_dir) else run_dir)
+    tracking = tracking if tracking is not None and tracking.enabled else None
+    config = {"run": cfg.to_dict(), "run_dir": run_dir, "trial": trial, "upload": upload, "fault": fault,
+              "tracking": tracking.to_dict() if tracking else None, "tracked": dataclasses.asdict(tracked),
+              "tracking_env": (tracking_env() if env is None else env) if tracking else None}
     return TorchTrainer(
         loop or train_loop_per_worker,
         train_loop_config={**config, **(loop_config or {})},
