@@ -205,7 +205,7 @@ def test_one_tracker_run_across_attempts_and_drivers(tmp_path, file_store):
     from readback import wandb_run
 
     dirs = sorted((tmp_path / "wandb").glob("offline-run-*"), key=lambda d: d.stat().st_mtime)
-    assert len(dirs) == 3 and all(d.name.endswith(f"-{run_id(run.key)}") for d in dirs)  # one run id
+    assert len(dirs) == 3 and all(f"-{run_id(run.key)}" in d.name for d in dirs)  # one run id
     runs = [wandb_run(d) for d in dirs]
     assert [(h["step"], h["test_acc"]) for r in runs for h in r["history"]] == [(4, 4.0), (8, 8.0), (12, 12.0)]
     assert runs[-1]["summary"]["evals"] == 3 and runs[-1]["config"]["setting"] == "digits@20"
