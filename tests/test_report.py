@@ -73,6 +73,22 @@ def test_include_unfinished_counts_running_trials(experiment):
     assert fm["n"] == 5  # the failed trial has a history too: counted only when asked
 
 
+def test_training_metrics_and_algorithm_options_under_their_names(experiment):
+    """The report's training-metrics table (last evaluation, mean over finished seeds) and
+    results.load's columns: the algorithm and each of its options at its resolved value."""
+    from fixmatch_ray import results
+
+    report_experiment(str(experiment), plots=False, quiet=True)
+    md = (experiment / "results.md").read_text()
+    assert "| setting | train_mask |" in md
+    assert "| cifar10@40 | 0.3000 |" in md and "| cifar10@40 lambda_u=0.0 | 0.3000 |" in md  # 0.1·i at i = 3
+    df = results.load(str(experiment))
+    assert {"algorithm", "lambda_u", "T", "threshold", "anchoring", "pseudo_label", "teacher"} <= set(df.columns)
+    assert set(df.algorithm) == {"fixmatch"} and set(df.threshold) == {0.95} and set(df["T"]) == {1.0}
+    assert df.groupby("setting").lambda_u.unique().to_dict() == {"cifar10@40": [1.0], "cifar10@40 lambda_u=0.0": [0.0]}
+    assert "train_mask" in df.columns and "flex_mapping" not in df.columns
+
+
 def test_outputs_written(experiment, capsys):
     assert main([str(experiment)]) == 0
     out = capsys.readouterr().out
