@@ -6,9 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixmatch_ray.data.splits import split_labeled
 from fixmatch_ray.errors import DataError
-from fixmatch_ray.data.datasets.svhn import (channel_mean_std, load_svhn, split_by_distribution, split_svhn)
+from fixmatch_ray.data.datasets.svhn import channel_mean_std, load_svhn, split_svhn
 
 # SVHN's train set per digit (0..9): 73,257 images, digit 1 the largest class
 SVHN_TRAIN_COUNTS = [4948, 13861, 10585, 8497, 7458, 6882, 5727, 5595, 5045, 4659]
@@ -93,53 +92,6 @@ def _targets(counts: list[int]) -> np.ndarray:
     return np.repeat(np.arange(len(counts)), counts)
 
 
-def test_distribution_split_step_by_step():
-    # 3 classes of 4, 2 and 1 images: s = (1, 0.5, 0.25). Label k goes to argmax(s - n/max(max n, 1)):
-    # n=(0,0,0): s -> c0 | (1,0,0): (0, .5, .25) -> c1 | (1,1,0): (0, -.5, .25) -> c2
-    # (1,1,1): (0, -.5, -.75) -> c0 | (2,1,1): (0, 0, -.25) -> c0 (tie, lowest class)
-    # (3,1,1): (0, .5-1/3, .25-1/3) -> c1 | (3,2,1): (0, -1/6, -1/12) -> c0
-    t = _targets([4, 2, 1])
-    counts = [[1, 0, 0], [1, 1, 0], [1, 1, 1], [2, 1, 1], [3, 1, 1], [3, 2, 1], [4, 2, 1]]
-    for k, want in enumerate(counts, start=1):
-        got = split_by_distribution(t, k, seed=0)
-        assert np.bincount(t[got], minlength=3).tolist() == want
-    # seed 0 = no shuffling: the first images of each class in file order
-    assert split_by_distribution(t, 6, seed=0).tolist() == [0, 1, 2, 4, 5, 6]
-
-
-def test_forty_labels_over_a_skewed_distribution():
-    # counts (20, 15, 12, 10, 8, 6, 5, 4, 4, 2): s = (1, .75, .6, .5, .4, .3, .25, .2, .2, .1).
-    # Once class 0 has m labels, class c has ceil(s_c*m) (an exact s_c*m stops at s_c*m: tie with
-    # class 0, which wins). Totals m + sum ceil(s_c*m): m=1: 10, 2: 13, 3: 17, 4: 20, 5: 24, 6: 30,
-    # 7: 35, 8: 37 with n = (8, 6, 5, 4, 4, 3, 2, 2, 2, 1). Label 38 is class 0's 9th; then the
-    # classes below their share at m=9, furthest first: c1 (.75-6/9=.083), c3 (.5-4/9=.056),
-    # c2 (.6-5/9=.044), c6 (.25-2/9=.028). Labels 39, 40: c1, c3.
-    t = _targets([20, 15, 12, 10, 8, 6, 5, 4, 4, 2])
-    idx = split_by_distribution(t, 40, seed=0)
-    assert np.bincount(t[idx], minlength=10).tolist() == [9, 7, 5, 5, 4, 3, 2, 2, 2, 1]
-    assert np.bincount(t[split_by_distribution(t, 37, seed=5)], minlength=10).tolist() == [8, 6, 5, 4, 4, 3, 2, 2, 2, 1]
-    # proportional shares would be 40*count/86 = (9.3, 7.0, 5.6, 4.7, 3.7, 2.8, 2.3, 1.9, 1.9, 0.9)
-
-
-def test_seeded_split_draws_the_official_stream():
-    # official: np.random.seed(seed); np.random.shuffle(class_id[i]) for i in range(nclass); then
-    # class c's labels are the first n_c of its shuffled list
-    t = np.random.default_rng(0).permutation(_targets([20, 15, 12, 10, 8, 6, 5, 4, 4, 2]))
-    n = [9, 7, 5, 5, 4, 3, 2, 2, 2, 1]
-    rs = np.random.RandomState(3)
-    want = []
-    for c in range(10):
-        members = np.flatnonzero(t == c)
-        want += members[rs.permutation(len(members))[:n[c]]].tolist()
-    got = split_by_distribution(t, 40, seed=3)
-    assert got.tolist() == sorted(want)
-    assert np.array_equal(got, split_by_distribution(t, 40, seed=3))
-    assert not np.array_equal(got, split_by_distribution(t, 40, seed=4))
-    state = np.random.get_state()[1].copy()
-    split_by_distribution(t, 40, seed=7)
-    assert np.array_equal(np.random.get_state()[1], state)  # the global RNG is untouched
-
-
 def test_svhn_forty_labels_in_the_official_class_order():
     # official classes are digit-1 (digit 1 = class 0 = the largest, digit 0 = class 9):
     # s = (1, .764, .613, .538, .497, .413, .404, .364, .336, .357) for digits 1..9, 0.
@@ -155,27 +107,6 @@ def test_svhn_forty_labels_in_the_official_class_order():
     want = ones[np.random.RandomState(1).permutation(len(ones))[:7]]
     idx = split_svhn(t, 40, 1)
     assert sorted(idx[t[idx] == 1].tolist()) == sorted(want.tolist())
-
-
-def test_balanced_classes_give_a_class_balanced_split():
-    # CIFAR's classes are exactly balanced: the official rule deals labels round-robin, so
-    # data.split_labeled (class-balanced) has the official counts
-    t = np.random.default_rng(2).permutation(np.repeat(np.arange(10), 50))
-    for n in (10, 40, 250):
-        idx = split_by_distribution(t, n, seed=1)
-        counts = np.bincount(t[idx], minlength=10).tolist()
-        assert counts == [n // 10] * 10 == np.bincount(t[split_labeled(t, n, 1)], minlength=10).tolist()
-
-
-def test_split_errors():
-    t = _targets([4, 2, 1])
-    with pytest.raises(ValueError, match="positive"):
-        split_by_distribution(t, 0, 1)
-    with pytest.raises(ValueError, match="class 1 has no image"):
-        split_by_distribution(np.array([0, 2, 2]), 2, 1)
-    # after 7 labels n = (4, 2, 1): all at their share, the 8th goes to class 0, which has no more
-    with pytest.raises(ValueError, match="class 0 has only 4 images, too few for 8 labels"):
-        split_by_distribution(t, 8, 1)
 
 
 def test_channel_mean_std_by_hand():
@@ -229,8 +160,7 @@ def test_label_counts_follow_the_distribution_rule():
         RunConfig(dataset="svhn", num_labeled=100_000)
     assert str(e.value).startswith("num_labeled: svhn spreads labels by its class distribution") and \
         "\n" not in str(e.value)
-    with pytest.raises(ConfigError, match="45 is not divisible by the 10 classes of cifar10"):
-        RunConfig(dataset="cifar10", num_labeled=45)  # CIFAR stays class-balanced
+    RunConfig(dataset="cifar10", num_labeled=45)  # CIFAR too: the same official rule
 
 
 def test_every_training_image_can_be_labeled_on_the_real_counts():

@@ -131,6 +131,36 @@ def test_cutout_mean_area_over_centres():
     assert _cutout_table(16, 16, 8, torch.device("cpu")).sum().item() / 256 == 49
 
 
+@PATHS
+def test_stl10_randaugment_cutout_is_16px_at_96px(path):
+    """The official ``cutout_numpy(img, size=16)`` (augmentations.py:102) is called without a size
+    (libml/augment.py:222): a 16 × 16 box on STL-10's 96 px images too, not half the side (48).
+    RandAugmentMC's ops are left out (``with_ops=False``) so the grey pixels are the box alone; a
+    centre at least 8 px from every border gives the whole box: 256 px, rows and columns c − 8..c + 7."""
+    from fixmatch_ray.data.policies.randaugment import cutout_size, rand_augment_mc
+    from fixmatch_ray.data.policies.randaugment_policy import rand_augment_batch
+
+    a = np.full((96, 96, 3), 7, np.uint8)
+    for seed in range(40):
+        if path == "pil":
+            out = np.asarray(rand_augment_mc(Image.fromarray(a), np.random.default_rng(seed), with_ops=False))
+            replay = np.random.default_rng(seed)  # the centre it drew: the row, then the column
+            cy, cx = int(replay.integers(0, 96)), int(replay.integers(0, 96))
+        else:
+            x = torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()
+            out = rand_augment_batch(x, torch.Generator().manual_seed(seed), with_ops=False)[0].permute(1, 2, 0).numpy()
+            replay = torch.Generator().manual_seed(seed)
+            cy, cx = (torch.randint(0, 96, (1,), generator=replay).item() for _ in range(2))
+        grey = np.all(out == FILL, -1)
+        if 8 <= cy <= 88 and 8 <= cx <= 88:
+            assert grey.sum() == 256 and grey[cy - 8:cy + 8, cx - 8:cx + 8].all()
+        assert grey.sum() <= 256
+    # 16 px at CIFAR's 32 and STL-10's 96; the 16 px digits demo (not in the paper) keeps half its side
+    assert (cutout_size(32, 32), cutout_size(96, 96), cutout_size(16, 16)) == (16, 16, 8)
+    # CTAugment's own cutout op keeps its official side 1 + int(level · 96 · 0.499) = 48 at level 1
+    # (libml/ctaugment.py:129-142): tests/test_ctaugment.py pins it
+
+
 # -- the RGBA image of the official apply_policy: augmentations.py:152-187 --------------------------
 PLAIN = np.tile(np.array([200, 100, 50], np.uint8), (32, 32, 1))
 SHIFT = OpDraw("TranslateX", 3, True, 1)  # uncovers the last 3 columns
@@ -357,6 +387,27 @@ def test_paper_sweep_is_fp32_with_the_official_defaults():
             0.9, True, 0.0, 1.0, 1.0, True, 0.001)
     c = RunConfig()
     assert (c.momentum, c.options.T, c.warmup, c.bn_momentum, c.amp) == (0.9, 1.0, 0.0, 0.001, "off")
+
+
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+PAPER_DATASETS = {"cifar10", "cifar100", "svhn", "svhn_extra", "stl10"}
+
+
+def test_reference_sweeps_train_without_autocast():
+    """The official code is fp32 throughout: every sweep file on a paper dataset (paper.yaml,
+    table2.yaml, barely.yaml, every ablation on CIFAR-10) resolves to amp off in every trial; the
+    one cheaper variant is its own, named file (table2_bf16.yaml), and trains bf16 throughout."""
+    reference = {}
+    for path in sorted(SWEEPS.rglob("*.yaml")):
+        trials = load_sweep(path).trials
+        if {t.run.dataset for t in trials} & PAPER_DATASETS and not path.stem.endswith("_bf16"):
+            reference[path.relative_to(SWEEPS).as_posix()] = {t.run.amp for t in trials}
+    assert {"paper.yaml", "table2.yaml", "barely.yaml", "ablations/threshold.yaml", "ablations/mu.yaml",
+            "ablations/optimizer.yaml", "ablations/schedule.yaml", "ablations/sharpening.yaml",
+            "ablations/augmentation.yaml", "ablations/mean_teacher.yaml", "ablations/weight_decay.yaml"} <= set(reference)
+    assert reference == {name: {"off"} for name in reference}
+    variant = load_sweep(SWEEPS / "table2_bf16.yaml")
+    assert {t.run.amp for t in variant.trials} == {"bf16"} and variant.name != load_sweep(SWEEPS / "table2.yaml").name
 
 
 def _is_reflect_crop(view: np.ndarray, img: np.ndarray, pad: int) -> bool:

@@ -229,6 +229,14 @@ def test_every_sweep_file_passes_the_dry_run(path, tmp_path, capsys):
     assert not (tmp_path / "store").exists()
 
 
+def test_barely_dry_run_shows_16_trials_over_4_labeled_sets(tmp_path, capsys):
+    assert main([str(ROOT / "sweeps" / "barely.yaml"), "--dry-run", "--storage", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out
+    assert "[plan] fixmatch-barely: 16 trials = 4 settings x 4 seeds, over 4 labeled sets (split_seed)" in out
+    plan = make_plan(parse_sweep(small(tmp_path)), None, DEFAULTS)
+    assert plan.labeled_sets is None  # no split_seed: each seed draws its own set, nothing to say
+
+
 def test_the_dry_run_does_not_import_ray(tmp_path):
     code = ("import sys; from fixmatch_ray.sweep import main; rc = main(['sweeps/paper.yaml', '--dry-run', "
             f"'--storage', {str(tmp_path / 's')!r}]); sys.exit(rc or ('ray' in sys.modules) * 3)")

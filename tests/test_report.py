@@ -13,13 +13,14 @@ from fixmatch_ray.results.report import aggregate, main, read_trials, report_exp
 
 
 def fake_trial(exp: Path, label: str, setting: dict, seed: int, accs: list[float], total: int,
-               error: bool = False, lambda_u: float = 1.0) -> None:
+               error: bool = False, lambda_u: float = 1.0, **run_kw) -> None:
     """A trial as the sweep leaves it: its Train run's record (one history row per eval) and, for
     a trial that failed for good, the driver's status file saying so."""
     from fixmatch_ray.training.record import write_record
 
     run = RunConfig.from_dict(dict(dataset=setting["dataset"], num_labeled=setting["num_labeled"], seed=seed,
-                                   total_steps=total, eval_step=total // 4 or 1, lambda_u=lambda_u)).resolved().to_dict()
+                                   total_steps=total, eval_step=total // 4 or 1, lambda_u=lambda_u,
+                                   **run_kw)).resolved().to_dict()
     name = f"{label.replace(' ', '_')}.s{seed}"
     history = []
     for i, acc in enumerate(accs):
@@ -233,3 +234,56 @@ def test_no_ablation_view_when_every_trial_has_one_setting(tmp_path, capsys):
     assert ablation(read_trials(exp), aggregate(read_trials(exp))) is None
     assert main([str(exp)]) == 0
     assert "Error by" not in capsys.readouterr().out and not (exp / "ablation.png").exists()
+
+
+# the barely supervised design: 4 labeled sets (split_seed) x 4 training seeds, final accuracies
+BARELY = {1: [48.0, 50.0, 60.0, 70.0], 2: [62.0, 64.0, 66.0, 85.0], 3: [55.0, 58.0, 63.0, 65.0],
+          4: [70.0, 71.0, 72.0, 73.0]}
+
+
+def test_barely_supervised_median_and_range_per_set_and_overall(tmp_path, capsys):
+    """What section 4.4 of the paper reports: per labeled set and over all 16 runs, the median
+    and the range of test accuracy, in results.md and results.csv (not only mean ± std)."""
+    exp = tmp_path / "barely"
+    for k, accs in BARELY.items():
+        setting = {"dataset": "cifar10", "num_labeled": 10, "split_seed": k}
+        for seed, v in enumerate(accs, start=1):
+            fake_trial(exp, f"cifar10@10 split_seed={k}", setting, seed, [v] * 4, total=8, split_seed=k)
+    assert main([str(exp), "--no-plots"]) == 0
+    md = (exp / "results.md").read_text()
+    # per set: the median of 4 is the mean of the middle two
+    assert "| cifar10@10 split_seed=1 | 4 | 43.00 ± 10.13 | - | - | 57.00 ± 10.13 | 55.00 [48.00–70.00] |" in md
+    assert "| 65.00 [62.00–85.00] |" in md and "| 60.50 [55.00–65.00] |" in md and "| 71.50 [70.00–73.00] |" in md
+    # overall, sorted: 48 50 55 58 60 62 63 64 | 65 66 70 70 71 72 73 85 -> median (64 + 65) / 2
+    assert "### Over all labeled sets" in md
+    assert "| cifar10@10 | 1, 2, 3, 4 | 16 | 64.50 [48.00–85.00] | 64.50 ± 9.30 |" in md
+    rows = {r["setting"]: r for r in csv.DictReader((exp / "results.csv").open())}
+    assert float(rows["cifar10@10 split_seed=2"]["median20_acc_median"]) == 65.0
+    overall = rows["cifar10@10"]
+    assert overall["split_seeds"] == "1 2 3 4" and overall["n"] == "16"
+    assert [float(overall[f"median20_acc_{k}"]) for k in ("median", "min", "max")] == [64.5, 48.0, 85.0]
+    doc = json.loads((exp / "results.json").read_text())
+    assert doc["pooled"][0]["median20_acc"]["median"] == 64.5
+    # split_seed names labeled sets, not a scale: the ablation view is categories, not a line
+    assert doc["ablation"]["axis"] == "split_seed" and doc["ablation"]["layout"] == "categories"
+
+
+def test_no_pooled_rows_without_several_labeled_sets(experiment):
+    from fixmatch_ray.results.aggregate import pooled
+
+    assert pooled(read_trials(experiment)) == []
+    assert "Over all labeled sets" not in (report_experiment(experiment, plots=False, quiet=True) and
+                                           (experiment / "results.md").read_text())
+
+
+def test_rows_trained_under_autocast_are_marked_beside_the_paper_column(tmp_path):
+    exp = tmp_path / "amp"
+    c10 = {"dataset": "cifar10", "num_labeled": 40}
+    fake_trial(exp, "cifar10@40", c10, 1, [90.0] * 4, total=8, amp="bf16")
+    fake_trial(exp, "cifar10@250", {"dataset": "cifar10", "num_labeled": 250}, 1, [94.0] * 4, total=8)
+    report_experiment(exp, plots=False, quiet=True)
+    md = (exp / "results.md").read_text()
+    assert "| cifar10@40 | 1 | 10.00 | 13.81 ± 3.37 (ours: amp bf16) |" in md
+    assert "| cifar10@250 | 1 | 6.00 | 5.07 ± 0.65 | " in md  # fp32, as the paper: no mark
+    rows = {r["setting"]: r for r in csv.DictReader((exp / "results.csv").open())}
+    assert rows["cifar10@40"]["amp"] == "bf16" and rows["cifar10@250"]["amp"] == "off"

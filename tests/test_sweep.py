@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -113,22 +114,29 @@ def test_table2_grid_covers_every_cell_with_both_policies():
     assert set(got) == set(cells) and all(sorted(s) == [1, 2, 3, 4, 5] for s in got.values())
 
 
-def test_barely_supervised_grid():
+def test_barely_supervised_plans_16_trials_over_4_labeled_sets():
+    """The paper's section 4.4 design: 4 one-label-per-class sets (split_seed, the official
+    cifar10.k@10) x 4 training runs each (seeds), so the spread between sets is apart from the
+    spread within one."""
     from fixmatch_ray.config import load_sweep
+    from fixmatch_ray.data.splits import split_by_distribution
     from fixmatch_ray.results.paper import paper_reference
 
     spec = load_sweep(ROOT / "sweeps" / "barely.yaml")
-    assert len(spec.trials) >= 10 and len({t.seed for t in spec.trials}) == len(spec.trials)
+    assert len(spec.trials) == 16
     for t in spec.trials:
-        assert (t.run.dataset, t.run.num_labeled, t.run.policy, t.run.aug_backend) == \
-            ("cifar10", 10, "ctaugment", "tensor")
+        assert (t.run.dataset, t.run.num_labeled, t.run.policy, t.run.aug_backend, t.run.amp) == \
+            ("cifar10", 10, "ctaugment", "tensor", "off")
         assert paper_reference(t.setting, t.run.to_dict()) is None  # a figure in the paper, no table cell
-    # one label per class: a different set for every seed
-    from fixmatch_ray.data.splits import split_labeled
-
-    targets = [c for c in range(10) for _ in range(50)]
-    sets = {tuple(split_labeled(targets, 10, t.seed)) for t in spec.trials}
-    assert len(sets) == len(spec.trials)
+    by_set: dict[int, set[int]] = {}
+    for t in spec.trials:
+        by_set.setdefault(t.run.labeled_split_seed, set()).add(t.seed)
+    assert by_set == {k: {1, 2, 3, 4} for k in (1, 2, 3, 4)}
+    assert len({t.label for t in spec.trials}) == 4  # one setting per labeled set: the report's rows
+    # the 4 split seeds are 4 different one-label-per-class sets (on CIFAR-like balanced targets)
+    targets = np.random.default_rng(0).permutation(np.repeat(np.arange(10), 50))
+    sets = {tuple(split_by_distribution(targets, 10, k)) for k in by_set}
+    assert len(sets) == 4 and all(sorted(targets[list(s)]) == list(range(10)) for s in sets)
 
 
 def test_quick_demo_has_randaugment_ctaugment_and_supervised():
@@ -150,7 +158,7 @@ BAD = [
     ({**GOOD, "seeds": [1, 1]}, "repeats a seed"),
     ({**GOOD, "seeds": "1"}, "seeds: expected a list"),
     ({**GOOD, "grid": [{"dataset": "mnist", "num_labeled": [20]}]}, "grid[0]: dataset: unknown 'mnist'"),
-    ({**GOOD, "grid": [{"dataset": "digits", "num_labeled": [25]}]}, "grid[0]: num_labeled: 25 is not divisible"),
+    ({**GOOD, "grid": [{"dataset": "digits", "num_labeled": [1500]}]}, "grid[0]: num_labeled: digits spreads labels"),
     ({**GOOD, "grid": [{"dataset": "digits", "num_labeled": [-10]}]}, "num_labeled: must be a positive"),
     ({**GOOD, "grid": [{"dataset": "digits", "num_labeled": [20], "lr": "high"}]}, "lr: expected float"),
     ({**GOOD, "grid": [{"dataset": "digits", "num_labeled": [20], "arch": "vit"}]}, "arch: unknown 'vit'"),

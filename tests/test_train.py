@@ -97,9 +97,9 @@ def test_resume_refuses_to_overwrite_and_checks_flags(tmp_path, capsys):
 
 
 def test_bad_flags_are_one_line(tmp_path, capsys):
-    assert main(["--dataset", "digits", "--num-labeled", "25", "--out", str(tmp_path / "x")]) == 2
+    assert main(["--dataset", "digits", "--num-labeled", "1500", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: num_labeled: 25 is not divisible") and "\n" not in err
+    assert err.startswith("error: num_labeled: digits spreads labels") and "got 1500" in err and "\n" not in err
     assert not (tmp_path / "x").exists()
     assert main(["--dataset", "cifar10", "--data-dir", str(tmp_path / "none"), "--no-download",
                  "--out", str(tmp_path / "y")]) == 1

@@ -104,8 +104,8 @@ class RunConfig:
     dataset: str = opt("cifar10", "dataset (default cifar10)", choices=dataset_names)
     data_dir: str = opt("data", "where datasets live / are downloaded (default ./data)")
     download: bool = opt(True, "never download datasets", flag="--no-download", action="store_false")
-    num_labeled: int = opt(4000, "number of labeled images (default 4000): class-balanced; SVHN by class "
-                           "frequency; STL-10 a fold of 1000")
+    num_labeled: int = opt(4000, "number of labeled images (default 4000): spread by the class distribution, "
+                           "the official split rule (class-balanced on CIFAR); STL-10 a fold of 1000")
     expand_labels: bool = opt(False, "repeat labeled images to fill an epoch", action="store_true")
     arch: str = opt("wideresnet", "network (default wideresnet)", choices=ARCHS)
     depth: int | None = opt(None, "network depth (default: the reference's for the dataset)")

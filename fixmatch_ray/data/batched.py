@@ -99,10 +99,9 @@ def weak_batch(x: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tenso
     return crop_batch(x.contiguous(), torch.arange(len(x), device=x.device), gen, flip)
 
 
-def strong_batch(x: torch.Tensor, gen: torch.Generator, flip: bool, n: int = 2, m: int = MAGNITUDE,
-                 cutout_frac: float = 0.5) -> torch.Tensor:
+def strong_batch(x: torch.Tensor, gen: torch.Generator, flip: bool, n: int = 2, m: int = MAGNITUDE) -> torch.Tensor:
     """weak, then RandAugmentMC with its Cutout, on the uint8 batch ``x``."""
-    return rand_augment_batch(weak_batch(x, gen, flip), gen, n, m, cutout_frac)
+    return rand_augment_batch(weak_batch(x, gen, flip), gen, n, m)
 
 
 class BatchAugmenter:

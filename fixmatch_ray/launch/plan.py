@@ -186,6 +186,7 @@ class Plan:
     gpu_hours: float | None = 0.0
     wall_hours: float | None = None
     notes: list[str] = field(default_factory=list)
+    labeled_sets: int | None = None  # distinct labeled sets where split_seed fixes them apart from the seed
 
 
 def make_plan(spec: "SweepSpec", have: Mapping[str, float] | None, table: StepTimes = DEFAULTS,
@@ -200,6 +201,8 @@ def make_plan(spec: "SweepSpec", have: Mapping[str, float] | None, table: StepTi
     ask += [f"{v:g} {k}" for k, v in r.custom_per_worker.items()]
     per_trial = f"{r.workers} worker{'s' * (r.workers > 1)} x ({', '.join(ask)}), plus its driver"
     plan = Plan(spec.name, n, len({t.label for t in spec.trials}), len(spec.seeds), at_once, cluster, per_trial, r.use_gpu)
+    if any(t.run.split_seed is not None for t in spec.trials):
+        plan.labeled_sets = len({(t.run.dataset, t.run.num_labeled, t.run.labeled_split_seed) for t in spec.trials})
     if not r.use_gpu:
         plan.notes.append("CPU training: 0 GPU-hours; wall time not estimated (no step-time table for CPUs)")
         return plan
@@ -235,7 +238,8 @@ def _estimate(plan: Plan, spec: "SweepSpec", table: StepTimes) -> None:
 
 def format_plan(plan: Plan) -> list[str]:
     """The plan as console lines, each starting with ``[plan]``."""
-    lines = [f"{plan.name}: {_n(plan.trials, 'trial')} = {_n(plan.settings, 'setting')} x {_n(plan.seeds, 'seed')}",
+    sets = "" if plan.labeled_sets is None else f", over {_n(plan.labeled_sets, 'labeled set')} (split_seed)"
+    lines = [f"{plan.name}: {_n(plan.trials, 'trial')} = {_n(plan.settings, 'setting')} x {_n(plan.seeds, 'seed')}{sets}",
              f"per trial: {plan.per_trial}",
              f"at once: {plan.at_once} ({plan.cluster})"]
     for text, _count, hours, source in plan.rows:

@@ -24,6 +24,7 @@ from .cluster import cluster_resources, ensure_ray, normalize_storage, quiet_out
 from .dryrun import SPEC_FILE, dry_run
 from .interrupt import Interrupts
 from .lease import LEASE_FILE, Lease
+from .live import watch
 from .plan import DEFAULTS, cluster_line, format_plan, load_step_times, make_plan, trials_at_once
 
 # .tuner imports Ray: imported where needed, after quiet_output has set what Ray reads at import
@@ -166,7 +167,9 @@ def _main(args: argparse.Namespace, interrupts: Interrupts) -> int:
         plan = make_plan(spec, have, table, args.autoscaling, cluster_line("the cluster", have))
         print("\n".join(format_plan(plan)), flush=True)
         write_status(spec.experiment_path(), [])  # failed trials are retried now: none has failed for good yet
-        results = build_tuner(spec, concurrent, restore).fit()
+        tuner = build_tuner(spec, concurrent, restore)
+        with watch(spec, concurrent):
+            results = tuner.fit()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,5 +1,5 @@
 """The Ray Tune side of a sweep: one function trial per (setting, seed), each running a Ray Train
-``TorchTrainer``; the live progress table; the driver's status file.
+``TorchTrainer``; the callbacks feeding the live view (:mod:`.live`); the driver's status file.
 
 Train runs are named after the Tune trial id, so a retried trial or a restored experiment resumes
 from the run's last checkpoint. Finished trials are never rerun. The sweep's trackers (its
@@ -8,6 +8,7 @@ directory as their key: a retried trial and a restored sweep continue the same t
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -25,6 +26,7 @@ from ..storage import Store, is_uri, join, split_last
 from ..tracking import TrackedRun
 from .cluster import (DRIVER_RESOURCE, TRAIN_LOG_LEVEL_ENV, TRIAL_DRIVER_CPU, cluster_resources,
                       reap_orphan_placement_groups)
+from . import live
 from .worker import build_trainer, tracking_env
 
 
@@ -86,53 +88,53 @@ def trial_config(spec: SweepSpec, trial: Trial, experiment: str) -> dict[str, An
     }
 
 
-class ProgressTable(tune.Callback):
-    """A live table of running trials (status, step, accuracy, images/s) and the sweep's ETA."""
+class ReapOrphans(tune.Callback):
+    """Every 30 s, removes placement groups held by jobs that are over (one state-API call)."""
 
-    def __init__(self, n: int, every_s: float = 15.0):
-        self.n, self.every_s, self.last, self.last_reap = n, every_s, 0.0, time.time()
-        self.latest: dict[str, dict[str, Any]] = {}
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.latest[trial.trial_id] = result
-        if time.time() - self.last >= self.every_s:
-            self.show(trials)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.show(trials)
+    def __init__(self, every_s: float = 30.0):
+        self.every_s, self.last_reap = every_s, time.time()
 
     def on_step_end(self, iteration, trials, **info):
-        if time.time() - self.last_reap >= 30:  # cheap (one state-API call) and only every 30 s
+        if time.time() - self.last_reap >= self.every_s:
             self.last_reap = time.time()
             reap_orphan_placement_groups()
 
-    def show(self, trials) -> None:
-        self.last = time.time()
-        print(render_progress(trials, self.latest, self.n), flush=True)
+
+# Experiments started before the live view pickled a ProgressTable (it reaped too): they restore.
+ProgressTable = ReapOrphans
 
 
-def render_progress(trials, latest: dict[str, dict[str, Any]], n: int) -> str:
-    """Text table of the running trials plus counts and an ETA (remaining steps / current rate)."""
-    counts: dict[str, int] = {}
-    rows, remaining, rate = [], 0.0, 0.0
-    for t in trials:
-        counts[t.status] = counts.get(t.status, 0) + 1
-        res = latest.get(t.trial_id, {})
-        total = t.config["trial"]["run"]["total_steps"]
-        step = res.get("step", 0)
-        if t.status not in ("TERMINATED", "ERROR"):
-            remaining += total - step
-        if t.status == "RUNNING":
-            if res.get("samples_per_step"):
-                rate += res["images_per_s"] / res["samples_per_step"]
-            acc = f"{res['test_acc']:6.2f}" if "test_acc" in res else "     -"
-            ips = f"{res['images_per_s']:8.0f}" if "images_per_s" in res else "       -"
-            rows.append(f"  {t.config['trial']['name']:<36} {step:>8}/{total:<8} acc {acc}  {ips} img/s")
-    if trials:  # trials Tune has not created yet (max_concurrent_trials) are still to run
-        remaining += max(0, n - len(trials)) * trials[-1].config["trial"]["run"]["total_steps"]
-    eta = f"{remaining / rate / 60:.1f} min" if rate > 0 else "unknown"
-    head = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
-    return "\n".join([f"[sweep] {head} of {n} trials | ETA {eta}", *rows])
+class LiveProgress(tune.Callback):
+    """Hands Tune's trial events to the driver's open :func:`.live.watch`. Stateless: the copy Tune
+    pickles with the experiment reports to whichever driver resumes it."""
+
+    def __getstate__(self):
+        return {}
+
+    def _to_watch(self, kind: str, trial, result=None) -> None:
+        if (w := live.active()) is not None:
+            with contextlib.suppress(Exception):  # a view that breaks must not stop the sweep
+                w.event(kind, trial, result)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._to_watch("start", trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._to_watch("result", trial, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._to_watch("finish", trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._to_watch("fail", trial)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._to_watch("retry", trial)
+
+    def on_step_end(self, iteration, trials, **info):
+        if (w := live.active()) is not None:
+            with contextlib.suppress(Exception):
+                w.sync(trials)
 
 
 def trial_name(trial) -> str:
@@ -159,7 +161,7 @@ def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool):
     if restore:
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
     param_space = {"trial": tune.grid_search([trial_config(spec, t, experiment) for t in spec.trials])}
-    callbacks: list = [ProgressTable(len(spec.trials)), JsonLoggerCallback()]
+    callbacks: list = [LiveProgress(), ReapOrphans(), JsonLoggerCallback()]
     return tune.Tuner(
         trainable,
         param_space=param_space,

@@ -2,7 +2,10 @@
 
 Per setting (dataset, label count and any other axis, e.g. ``lambda_u``): n finished trials and
 mean ± std of the paper metric (median EMA test accuracy over the last 20 evaluations), of the
-best and of the last accuracy, and the error (100 − acc). std is the sample standard deviation
+best and of the last accuracy, and the error (100 − acc); of the paper metric also the median
+and the range (min–max) over the trials, what the paper gives for barely supervised runs. Where
+the settings differ in ``split_seed`` alone (several labeled sets, each trained with several
+seeds), :func:`pooled` gives the same over all of a setting's labeled sets. std is the sample standard deviation
 (ddof = 1): the seeds are a sample of the runs one could have made, and with n = 5 the
 population formula would understate the spread by ~11 %.
 """
@@ -56,12 +59,24 @@ def train_metrics_table(trials: list[TrialResult], include_unfinished: bool = Fa
     return [{"setting": label, **{k: sum(v) / len(v) for k, v in metrics.items()}} for label, metrics in rows.items()]
 
 
+def _counted(df: pd.DataFrame, include_unfinished: bool) -> pd.DataFrame:
+    return df[(df.status == "finished") | (include_unfinished & (df.evals > 0))]
+
+
+def spread(values: pd.Series) -> dict[str, float]:
+    """Mean, sample std (ddof = 1), median, min and max of ``values`` (NaN when empty)."""
+    if values.empty:
+        return {k: math.nan for k in ("mean", "std", "median", "min", "max")}
+    return {"mean": float(values.mean()), "std": float(values.std()), "median": float(values.median()),
+            "min": float(values.min()), "max": float(values.max())}
+
+
 def aggregate(trials: list[TrialResult], include_unfinished: bool = False) -> list[dict[str, Any]]:
     """One row per setting; only finished trials count in n unless ``include_unfinished``."""
     if not trials:
         return []
     df = trials_frame(trials)
-    counted = df[(df.status == "finished") | (include_unfinished & (df.evals > 0))]
+    counted = _counted(df, include_unfinished)
     stats = counted.groupby("setting", sort=False)[list(METRICS)].agg(["mean", "std"])
     rows = []
     for label, group in df.groupby("setting", sort=False):
@@ -74,12 +89,43 @@ def aggregate(trials: list[TrialResult], include_unfinished: bool = False) -> li
             mean, std = (stats.loc[label, (m, "mean")], stats.loc[label, (m, "std")]) if label in stats.index \
                 else (math.nan, math.nan)
             row[m] = {"mean": float(mean), "std": float(std)}
+        row["median20_acc"] = spread(mine.median20_acc.dropna())
+        row["amp"] = first.run.get("amp", "off")  # the paper's runs are fp32 (amp off)
         err_mean, err_std = 100 - row["median20_acc"]["mean"], row["median20_acc"]["std"]
         row["error"] = {"mean": err_mean, "std": err_std}
         ref = paper_reference(first.setting, first.run)
         row["paper_error"] = {"mean": ref[0], "std": ref[1]} if ref else None
         row["delta_paper_std"] = (err_mean - ref[0]) / ref[1] if ref and len(mine) else None
         rows.append(row)
+    return rows
+
+
+SPLIT_AXIS = "split_seed"  # picks the labeled set apart from the training seed
+
+
+def _without_split(label: str) -> str:
+    return " ".join(w for w in label.split(" ") if not w.startswith(f"{SPLIT_AXIS}="))
+
+
+def pooled(trials: list[TrialResult], include_unfinished: bool = False) -> list[dict[str, Any]]:
+    """One row per group of settings that differ only in ``split_seed``, over all their trials:
+    the number of labeled sets, n, and the :func:`spread` of the paper metric (the paper's barely
+    supervised figures: median and range over 4 sets x 4 runs). Empty when no setting has
+    ``split_seed`` as an axis with two or more values."""
+    df = trials_frame(trials)
+    if df.empty:
+        return []
+    df["group"] = [_without_split(t.label) for t in trials]
+    df["split"] = [t.setting.get(SPLIT_AXIS) for t in trials]
+    counted = _counted(df, include_unfinished)
+    rows = []
+    for group, all_of in df.groupby("group", sort=False):
+        sets = sorted({s for s in all_of.split if s is not None})
+        if len(sets) < 2:
+            continue
+        mine = counted[counted.group == group]
+        rows.append({"setting": group, "split_seeds": sets, "n": len(mine),
+                     "median20_acc": spread(mine.median20_acc.dropna())})
     return rows
 
 
@@ -128,7 +174,8 @@ def ablation(trials: list[TrialResult], rows: list[dict[str, Any]]) -> dict[str,
     by_series: dict[tuple, list] = {}
     for p in points:
         by_series.setdefault(p["series"], []).append(p[x])
-    lines = all(_numeric(p[x]) for p in points) and all(len(set(v)) > 1 for v in by_series.values())
+    # a numeric axis is a line, except split_seed: its values name labeled sets, not a scale
+    lines = x != SPLIT_AXIS and all(_numeric(p[x]) for p in points) and all(len(set(v)) > 1 for v in by_series.values())
     keys = [x, *series_keys]
     counts = {k: pd.Series([repr(p[k]) for p in points]).value_counts() for k in keys}
     # an axis's baseline: its most common value, where one value is shared by several settings

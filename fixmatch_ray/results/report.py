@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from ..storage import Store
 from ..storage import split_last
-from .aggregate import METRICS, ablation, aggregate, train_metrics_table
+from .aggregate import METRICS, ablation, aggregate, pooled, train_metrics_table
 from .hparams import write_hparams
 from .plots import plot_ablation, plot_curves
 from .read import read_trials
@@ -34,17 +34,18 @@ def report_experiment(experiment: str, include_unfinished: bool = False, plots: 
     store = Store(str(experiment))
     trials = read_trials(experiment)
     rows = aggregate(trials, include_unfinished)
+    sets = pooled(trials, include_unfinished)  # settings run on several labeled sets, all together
     view = ablation(trials, rows)
     train = train_metrics_table(trials, include_unfinished)
-    md = markdown(rows) + (f"\n{ablation_markdown(view)}" if view else "") + (
+    md = markdown(rows, sets) + (f"\n{ablation_markdown(view)}" if view else "") + (
         f"\n{train_metrics_markdown(train)}" if train else "")
     if not quiet:
         print(md)
     doc = {"experiment": str(experiment), "std_ddof": 1, "metric": "median of the last 20 EMA evaluations",
-           "settings": rows, "ablation": view, "train_metrics": train,
+           "settings": rows, "pooled": sets, "ablation": view, "train_metrics": train,
            "trials": [{"name": t.name, "setting": t.label, "seed": t.seed, "status": t.status,
                        "step": t.final.get("step", 0), **{m: t.final.get(m) for m in METRICS}} for t in trials]}
-    outputs = {"results.md": md, "results.csv": to_csv(rows), "results.json": json.dumps(doc, indent=1, allow_nan=True),
+    outputs = {"results.md": md, "results.csv": to_csv(rows, sets), "results.json": json.dumps(doc, indent=1, allow_nan=True),
                "results.tex": latex(rows)}
     for name, text in outputs.items():
         store.write_bytes(name, text.encode())

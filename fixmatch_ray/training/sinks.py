@@ -7,10 +7,12 @@ the run loop drops them elsewhere, the one place the rank is looked at.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 from ..algorithms import metric_key
+from ..progress.eta import Eta, duration
 from ..tracking import Tracker
 from .checkpoint import save_checkpoint
 from .engine import Trainer, summarize
@@ -108,21 +110,41 @@ def format_record(rec: dict[str, Any], total_steps: int) -> str:
     )
 
 
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{left}, {rate_fmt}{postfix}]"
+
+
+def eta_bar(eta: Callable[[], str], **kwargs):
+    """A tqdm bar whose time left is ``eta()`` (the sweep's ETA code) instead of tqdm's own."""
+    from tqdm import tqdm
+
+    class EtaBar(tqdm):
+        @property
+        def format_dict(self):
+            return {**super().format_dict, "left": eta()}
+
+    return EtaBar(bar_format=BAR_FORMAT, **kwargs)
+
+
 class ProgressSink(Sink):
-    """A tqdm bar on stderr and one line per evaluation."""
+    """A tqdm bar on stderr, with the ETA of :mod:`fixmatch_ray.progress.eta`, and one line per
+    evaluation."""
 
     chief_only = True
+    RUN = "run"
 
-    def __init__(self, enabled: bool = True):
-        self.enabled, self.bar = enabled, None
+    def __init__(self, enabled: bool = True, clock: Callable[[], float] = time.time):
+        self.enabled, self.bar, self.clock, self.eta = enabled, None, clock, None
 
     def start(self, trainer: Trainer) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=trainer.cfg.total_steps, initial=trainer.step, disable=not self.enabled,
-                        file=sys.stderr, dynamic_ncols=True, unit="step")
+        self.eta = Eta(slots=1)
+        self.eta.add(self.RUN, trainer.cfg.total_steps, done_steps=trainer.step)  # restored steps: not throughput
+        self.eta.start(self.RUN, self.clock())
+        self.bar = eta_bar(lambda: duration(self.eta.left(self.clock())), total=trainer.cfg.total_steps,
+                           initial=trainer.step, disable=not self.enabled, file=sys.stderr, dynamic_ncols=True,
+                           unit="step")
 
     def progress(self, step: int, means: dict[str, float]) -> None:
+        self.eta.report(self.RUN, step, self.clock())
         self.bar.update(step - self.bar.n)
         self.bar.set_postfix({metric_key(k): f"{v:.3f}" for k, v in means.items()})
 

@@ -27,5 +27,5 @@ def load_bars(root: str, split: str, download: bool) -> ImageData:
 # mean/std: those of the training images; a horizontal flip keeps the bar's height, so flips are fine
 SPEC = DatasetSpec("bars", num_classes=CLASSES, image_size=SIZE, mean=(0.2881, 0.2871, 0.2877),
                    std=(0.2876, 0.2880, 0.2878),
-                   flip=True, min_class_count=PER_CLASS["train"], load=load_bars,
+                   flip=True, num_train=CLASSES * PER_CLASS["train"], load=load_bars,
                    arch_defaults={"wideresnet": {"depth": 10, "width": 1}})

@@ -12,14 +12,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ..splits import split_labeled
+from ..splits import check_distribution_labels, official_split
 
 SPLITS = ("train", "test", "unlabeled")
-
-
-def balanced_split(root: str, targets: np.ndarray, num_labeled: int, seed: int) -> np.ndarray:
-    """The class-balanced split (CIFAR, digits); ``root`` unused."""
-    return split_labeled(targets, num_labeled, seed)
 
 
 @dataclass(frozen=True)
@@ -39,25 +34,25 @@ class DatasetSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     flip: bool  # horizontal flips keep the label (not for digits: a mirrored 3 is no 3)
-    min_class_count: int  # training images in the smallest class (bounds num_labeled)
+    num_train: int  # training images, the labeled pool (bounds num_labeled)
     load: Callable[[str, str, bool], ImageData]  # (root, split, download) -> images
     # network shape per arch as the reference code picks it, e.g. {"wideresnet": {"depth": 28, "width": 2}}
     arch_defaults: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     # the labeled split: (data root, train targets, num_labeled, seed) -> indices into the train
-    # set; class-balanced by default
+    # set; by default the official create_split.py rule (data.splits.official_split)
     split: Callable[[str, np.ndarray, int, int], np.ndarray] = field(default=None)  # type: ignore[assignment]
     # the split whose images form the unlabeled set when it is more than the train set (STL-10:
     # "train+unlabeled"); it must start with the train images, in order, so labeled indices hold
     unlabeled_split: str | None = None
-    # why num_labeled cannot be split under this dataset's own rule (SVHN: the class distribution,
-    # STL-10: its folds), or None; the class-balanced rule when not given
+    # why num_labeled cannot be split under this dataset's own rule (STL-10: its folds), or None;
+    # the official rule's bound (1..num_train) when not given
     check_labels: Callable[[int], str | None] | None = None
     # seeds run 0..num_seeds-1 where the seed picks one of a fixed set (STL-10: its 10 folds)
     num_seeds: int | None = None
 
     def __post_init__(self) -> None:
         if self.split is None:
-            object.__setattr__(self, "split", balanced_split)
+            object.__setattr__(self, "split", official_split)
 
     def check_seed(self, seed: int) -> str | None:
         """Why ``seed`` cannot be used with this dataset, or None."""
@@ -67,16 +62,7 @@ class DatasetSpec:
         return None
 
     def check_num_labeled(self, n: int) -> str | None:
-        """Why ``n`` labels cannot be split (the dataset's rule; class-balanced by default), or None."""
+        """Why ``n`` labels cannot be split (the dataset's rule; the official one by default), or None."""
         if self.check_labels is not None:
             return self.check_labels(n)
-        c = self.num_classes
-        if n <= 0:
-            return f"must be a positive multiple of {c}, got {n}"
-        if n % c:
-            return f"{n} is not divisible by the {c} classes of {self.name} (the split is class-balanced)"
-        if n // c > self.min_class_count:
-            return (f"{n} asks for {n // c} labels per class but {self.name} has only "
-                    f"{self.min_class_count} training images in its smallest class "
-                    f"(at most {self.min_class_count * c})")
-        return None
+        return check_distribution_labels(self.name, self.num_train, n)

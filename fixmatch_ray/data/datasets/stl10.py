@@ -128,6 +128,6 @@ def fold_split(root: str, targets: np.ndarray, num_labeled: int, seed: int) -> n
 
 
 SPEC = DatasetSpec(
-    "stl10", 10, 96, (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713), True, 500, load_stl10,
+    "stl10", 10, 96, (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713), True, 5000, load_stl10,
     arch_defaults={"wideresnet": {"depth": 46, "width": 2, "scales": 5}},
     split=fold_split, unlabeled_split="train+unlabeled", check_labels=check_labels, num_seeds=NUM_FOLDS)

@@ -10,11 +10,11 @@ images alone. The paper's Table 2 used ``svhn_noextra`` (an author, google-resea
 issue #71: "We run experiments with the smaller svhn_noextra dataset"), so ``extra=False`` is the
 default here.
 
-The labeled split follows the class distribution (:func:`split_by_distribution`, the rule of the
-official ``scripts/create_split.py``), not class balance. CIFAR goes through the same official
-rule, but CIFAR's classes are exactly balanced (5,000 / 500 images each), where the rule hands
-out labels round-robin: ``num_labeled / C`` per class, so a class-balanced split
-(``data.splits.split_labeled``) is the right one there.
+The labeled split follows the class distribution (:func:`..splits.split_by_distribution`, the
+rule of the official ``scripts/create_split.py`` for every dataset), not class balance: SVHN's
+classes are unbalanced (the digit 1 has 13,861 train images, the digit 9 4,659), so 40 labels
+give the digit 1 seven and the digits 0, 6, 7, 8, 9 three each; any count from 1 to every
+training image works.
 
 Registered as two datasets: ``svhn`` (the official ``svhn_noextra``, Table 2's) and ``svhn_extra``
 (the official ``svhn``: ``extra`` joins the training data). Both test on the 26,032 ``test`` images.
@@ -38,6 +38,7 @@ from typing import Sequence
 import numpy as np
 
 from ...errors import DataError
+from ..splits import split_by_distribution
 from .base import DatasetSpec, ImageData
 from .torchvision_io import join_chw, open_dataset
 
@@ -83,48 +84,6 @@ def _load_part(root: str, part: str, parts: list[str], download: bool) -> tuple[
 
 
 # -- the official split -------------------------------------------------------------------------
-def split_by_distribution(targets: Sequence[int] | np.ndarray, num_labeled: int, seed: int) -> np.ndarray:
-    """Indices of ``num_labeled`` labeled images whose class counts follow the class distribution.
-
-    The rule of the official ``scripts/create_split.py``, exactly: with ``s_c`` = images of class
-    ``c`` / images of the largest class and ``n_c`` the labels given so far, each label goes to
-    ``argmax_c (s_c - n_c / max(max_c n_c, 1))`` (lowest class on ties) and is the next image of
-    that class. So every class gets one label in the first ``C``, and after ``m`` labels of the
-    largest class, class ``c`` has ``ceil(s_c·m)``; a cut inside such a round goes to the classes
-    furthest below their share first. Classes must be ``0..C-1``; the class order matters (ties,
-    and the order in which classes draw from the RNG).
-
-    ``seed`` 0 takes the first images of each class in file order (the official "no shuffling");
-    any other seed shuffles each class's images, class 0 first, with a local legacy
-    ``RandomState(seed)``: the official ``np.random.seed(seed)`` + ``np.random.shuffle`` stream,
-    so the same files give the official split's very images.
-    """
-    targets = np.asarray(targets)
-    if num_labeled <= 0:
-        raise ValueError(f"num_labeled must be positive, got {num_labeled}")
-    if targets.ndim != 1 or len(targets) == 0 or targets.min() < 0:
-        raise ValueError("targets must be a non-empty list of class ids 0..C-1")
-    counts = np.bincount(targets)
-    if (counts == 0).any():
-        raise ValueError(f"classes must be 0..{len(counts) - 1}; class {int(np.argmin(counts))} has no image")
-    members = [np.flatnonzero(targets == c) for c in range(len(counts))]
-    if seed:
-        rng = np.random.RandomState(seed)  # legacy MT19937: the official stream, but local
-        for idx in members:
-            rng.shuffle(idx)
-    stats = counts / counts.max()  # float64, as the official train_stats
-    npos = np.zeros(len(counts), dtype=np.int64)
-    picked = np.empty(num_labeled, dtype=np.int64)
-    for i in range(num_labeled):
-        c = int(np.argmax(stats - npos / max(npos.max(), 1)))
-        if npos[c] == counts[c]:
-            raise ValueError(f"class {c} has only {counts[c]} images, too few for {num_labeled} labels "
-                             f"spread by the class distribution")
-        picked[i] = members[c][npos[c]]
-        npos[c] += 1
-    return np.sort(picked)
-
-
 def split_svhn(targets: Sequence[int] | np.ndarray, num_labeled: int, seed: int) -> np.ndarray:
     """:func:`split_by_distribution` of SVHN targets (digits 0..9) in the official class order.
 
@@ -156,21 +115,6 @@ def channel_mean_std(images: np.ndarray, chunk: int = 8192) -> tuple[tuple[float
 # -- the registry's specs -----------------------------------------------------------------------
 NUM_TRAIN = 73_257  # train_32x32.mat
 NUM_EXTRA = 531_131  # extra_32x32.mat
-SMALLEST_CLASS = 4_659  # the digit 9 in train (extra only adds images)
-
-
-def check_labels(name: str, num_train: int, n: int) -> str | None:
-    """Why ``n`` labels cannot be spread by the class distribution over ``num_train`` images, or None.
-
-    Any count works, divisible by 10 or not (40 labels on the real train set: 7 for the digit 1, 3
-    for each of the digits 0, 6, 7, 8, 9), up to every training image (the rule gives class ``c``
-    ``ceil(s_c·m)`` labels by the time the largest has ``m``: all of them at the end; checked on
-    SVHN's real class counts).
-    """
-    if not 1 <= n <= num_train:
-        return (f"{name} spreads labels by its class distribution: num_labeled must be 1..{num_train} "
-                f"(its training images), got {n}")
-    return None
 
 
 def svhn_split(root: str, targets: np.ndarray, num_labeled: int, seed: int) -> np.ndarray:
@@ -181,11 +125,11 @@ def svhn_split(root: str, targets: np.ndarray, num_labeled: int, seed: int) -> n
 def _spec(name: str, extra: bool) -> DatasetSpec:
     num_train = NUM_TRAIN + (NUM_EXTRA if extra else 0)
     return DatasetSpec(
-        name, 10, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), False, SMALLEST_CLASS,
+        name, 10, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), False, num_train,
         functools.partial(load_svhn, extra=extra),
         arch_defaults={"wideresnet": {"depth": 28, "width": 2},
                        "resnext": {"depth": 29, "width": 4, "cardinality": 4}},
-        split=svhn_split, check_labels=functools.partial(check_labels, name, num_train))
+        split=svhn_split)
 
 
 SPECS = (_spec("svhn", extra=False), _spec("svhn_extra", extra=True))

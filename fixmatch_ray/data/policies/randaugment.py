@@ -2,7 +2,7 @@
 
 weak = horizontal flip (where the dataset allows it) + reflect-pad-and-crop;
 strong = weak + RandAugmentMC (2 of 14 ops drawn with replacement, each applied with p = 0.5
-at a level uniform in 1..9) + an always-on Cutout of half the image side, as the official
+at a level uniform in 1..9) + an always-on Cutout of 16 px (:func:`cutout_size`), as the official
 ``AugmentPoolRAMC`` (``libml/augment.py``) with the ops of ``third_party/auto_augment/augmentations.py``.
 Every random draw comes from the ``np.random.Generator`` passed in; no global RNG, no I/O.
 
@@ -28,6 +28,8 @@ from .base import Policy, check_views
 # ``cutout_numpy`` multiplying by 0). The PyTorch port fills geometric ops black and Cutout 127.
 FILL = (128, 128, 128)
 CUTOUT_FILL = FILL
+# official ``cutout_numpy(img, size=16)``, which ``AugmentPoolRAMC`` calls without a size
+CUTOUT_SIZE = 16
 PARAMETER_MAX = 10  # official ``PARAMETER_MAX``: level v means v/10 of an op's range
 MAGNITUDE = 10  # official ``AugmentPoolRAMC(magnitude=10)``: levels ``np.random.randint(1, 10)``
 MAX_LEVEL = MAGNITUDE - 1  # 9: the highest level ever drawn (10 would be Posterize 0 bits)
@@ -124,6 +126,14 @@ def cutout_box(cy: int, cx: int, h: int, w: int, size: int) -> tuple[int, int, i
     return max(0, cy - half), min(h, cy + half), max(0, cx - half), min(w, cx + half)
 
 
+def cutout_size(h: int, w: int) -> int:
+    """The side of RandAugment's Cutout on an ``h`` × ``w`` image: the official fixed 16 px at every
+    size (32 px CIFAR/SVHN and 96 px STL-10 alike), but at most half the shorter side. Only the
+    16 × 16 digits demo, which is not in the paper, is that small: 16 px there would cover 56 % of
+    the image on average, 8 px keeps CIFAR's 19 %."""
+    return min(CUTOUT_SIZE, min(h, w) // 2)
+
+
 def cutout(img: Image.Image, size: int, rng: np.random.Generator) -> Image.Image:
     """Grey out the :func:`cutout_box` at a centre drawn uniformly over the pixels: row
     ``integers(0, H)`` then column ``integers(0, W)`` (official ``cutout_numpy``)."""
@@ -177,17 +187,15 @@ def apply_draws(img: Image.Image, draws: list[OpDraw]) -> Image.Image:
 
 
 def rand_augment_mc(img: Image.Image, rng: np.random.Generator, n: int = 2, m: int = MAGNITUDE,
-                    cutout_frac: float = 0.5, with_ops: bool = True, with_cutout: bool = True) -> Image.Image:
-    """RandAugmentMC: ``n`` random ops, then an always-on Cutout of ``cutout_frac`` of the side.
+                    with_ops: bool = True, with_cutout: bool = True) -> Image.Image:
+    """RandAugmentMC: ``n`` random ops, then an always-on Cutout of :func:`cutout_size` (16 px).
 
-    The official code cuts a fixed 16 px at every size; half the side is the same 16 px on the
-    paper's 32×32 images and keeps the same proportion on other sizes (8 px on 16×16 digits).
     ``with_ops=False`` / ``with_cutout=False`` leave that part out (the official Cutout
     ablations); a part left out draws nothing from ``rng``.
     """
     if with_ops:
         img = apply_draws(img, draw_rand_augment(rng, n, m))
-    return cutout(img, int(cutout_frac * img.size[0]), rng) if with_cutout else img
+    return cutout(img, cutout_size(img.size[1], img.size[0]), rng) if with_cutout else img
 
 
 def weak_augment(img: Image.Image, rng: np.random.Generator, flip: bool) -> Image.Image:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from .base import Policy, Rows
-from .randaugment import MAGNITUDE, OP_NAMES, rand_augment_mc
+from .randaugment import MAGNITUDE, OP_NAMES, cutout_size, rand_augment_mc
 from .randaugment_batched import _prepare, _round, cutout_batch
 
 
@@ -35,9 +35,8 @@ def rand_augment_drawn(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, s
 
 
 def rand_augment_batch(x: torch.Tensor, gen: torch.Generator, n: int = 2, m: int = MAGNITUDE,
-                       cutout_frac: float = 0.5, with_ops: bool = True, with_cutout: bool = True,
-                       rows: Rows | None = None) -> torch.Tensor:
-    """``n`` RandAugmentMC rounds, then an always-on Cutout of ``cutout_frac`` of the side (uint8);
+                       with_ops: bool = True, with_cutout: bool = True, rows: Rows | None = None) -> torch.Tensor:
+    """``n`` RandAugmentMC rounds, then an always-on Cutout of :func:`.randaugment.cutout_size` (uint8);
     the Cutout centre is uniform over the pixels, row then column (official ``cutout_numpy``).
 
     ``with_ops=False`` / ``with_cutout=False`` leave that part out (the official Cutout
@@ -49,7 +48,7 @@ def rand_augment_batch(x: torch.Tensor, gen: torch.Generator, n: int = 2, m: int
     if with_cutout:
         cy = rows.of(torch.randint(0, h, (rows.total,), generator=gen, device=x.device))
         cx = rows.of(torch.randint(0, w, (rows.total,), generator=gen, device=x.device))
-        size = int(cutout_frac * w)
+        size = cutout_size(h, w)
     else:  # a box of size 0 covers nothing; the pixels ops left uncovered still turn grey
         cy = cx = torch.zeros(len(x), dtype=torch.long, device=x.device)
         size = 0
