@@ -41,6 +41,29 @@ def test_ranks_share_out_the_one_worker_batch(knobs):
         assert full["x_lb"][0].dtype == torch.float32
 
 
+
+def test_a_step_draws_labeled_then_unlabeled_views_from_the_step_seed():
+    """The device path's draw order, restated from its primitives: the generator seeded from
+    (seed, step), the labeled weak crop first, then each unlabeled view in the order the algorithm
+    names them (FixMatch: weak, then strong = its own crop and RandAugment). A step drawn in
+    another order has other images."""
+    from fixmatch_ray.data.batched import CropStore, step_seed
+    from fixmatch_ray.data.normalize import normalize
+    from fixmatch_ray.data.policies.randaugment_policy import rand_augment_batch
+
+    data = load_run_data(CFG)
+    it = step_batches(CFG, data, 3, device=torch.device("cpu"))
+    lb, ulb = it.indices(3)
+    got = next(it)
+    images = torch.from_numpy(data.train.images).permute(0, 3, 1, 2).contiguous()
+    store, (mean, std) = CropStore(images, data.spec.flip), (data.spec.mean, data.spec.std)
+    g = torch.Generator().manual_seed(step_seed(CFG.seed, 3))
+    x_lb = normalize(store.crop(lb, g), mean, std)
+    x_ulb_w = normalize(store.crop(ulb, g), mean, std)
+    x_ulb_s = normalize(rand_augment_batch(store.crop(ulb, g), g), mean, std)
+    assert torch.equal(got["x_lb"][0], x_lb)
+    assert torch.equal(got["x_ulb"][0], x_ulb_w) and torch.equal(got["x_ulb"][1], x_ulb_s)
+
 def test_a_step_is_the_same_whatever_the_start():
     data = load_run_data(CFG)
     cpu = torch.device("cpu")
