@@ -9,6 +9,7 @@ TensorBoard scalars into ``--out``; ``--resume OUT`` continues exactly where it 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -16,10 +17,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import ConfigError, RunConfig
-from .config.cli import add_config_flags
+from .config.cli import add_config_flags, flag_of
+from .config.strict import keys_of
 from .config.tracking import TrackingSpec
 from .storage import is_uri, local_path
-from .tracking import check_tracking, trackers_for
+from .tracking import TRACKERS, TrackedRun, check_tracking, trackers_for
 
 # Flags of the reference that only made sense for apex or torch.distributed.launch.
 IGNORED_FLAGS = {
@@ -27,10 +29,8 @@ IGNORED_FLAGS = {
     "local_rank": "--local_rank belongs to torch.distributed.launch; use --ddp-workers N instead",
     "start_epoch": "--start-epoch is ignored; a resumed run restores its epoch from the checkpoint",
 }
-# --tracking NAME turns a tracker on; these flags fill its block (flag: (tracker, key)).
-TRACKING_FLAGS = {"tracking": None, "tracking_config": None, "mlflow_uri": ("mlflow", "tracking_uri"),
-                  "mlflow_experiment": ("mlflow", "experiment"), "wandb_project": ("wandb", "project"),
-                  "wandb_mode": ("wandb", "mode")}
+# --tracking NAME turns a tracker on; its options' flags (--mlflow-uri: destination mlflow.tracking_uri) fill its block
+TRACKING_FLAGS = ("tracking", "tracking_config")
 # What a resumed run may change: how it runs, not what it computes.
 RESUME_OVERRIDABLE = {"num_workers", "device", "data_dir", "download", "eval_batch_size", "compile", "checkpoint_every",
                       "cuda_graphs"}
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,  # only flags the user gave end up in the namespace
     )
     add_config_flags(p, RunConfig)  # every run-config field, with the reference's flag names
+    add_algorithm_flags(p)
     add = p.add_argument
     add("--resume", help="continue the run in this output directory (or checkpoint file)")
     add("--gpu-id", type=int, help="CUDA device index (reference flag)")
@@ -51,17 +52,30 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ddp-gpu", action="store_true", help="with --ddp-workers: one GPU per worker (NCCL)")
     add("--max-failures", type=int, help="with --ddp-workers: worker failures to recover from (3)")
     add("--address", help="with --ddp-workers: Ray cluster address (default $RAY_ADDRESS or local)")
-    add("--tracking", action="append", choices=["mlflow", "wandb"],
-        help="also record the run in MLflow or W&B (repeat for both; TensorBoard always)")
-    add("--mlflow-uri", help="with --tracking mlflow: tracking URI (default MLflow's: $MLFLOW_TRACKING_URI)")
-    add("--mlflow-experiment", help="with --tracking mlflow: experiment name (default 'fixmatch')")
-    add("--wandb-project", help="with --tracking wandb: the W&B project (required)")
-    add("--wandb-mode", choices=["online", "offline"], help="with --tracking wandb: online (default) or offline")
-    add("--tracking-config", help="YAML with mlflow:/wandb: blocks, as a sweep file's tracking: block")
+    add("--tracking", action="append", choices=TRACKERS.names(),
+        help="also record the run in this tracker (repeat for several; TensorBoard always)")
+    for name in TRACKERS:
+        add_config_flags(p, TRACKERS[name].Options, prefix=name)
+    add("--tracking-config", help="YAML with a block per tracker (mlflow:, wandb:...), as a sweep file's tracking: block")
     add("--opt_level", "--opt-level", dest="opt_level", help=argparse.SUPPRESS)
     add("--local_rank", "--local-rank", dest="local_rank", type=int, help=argparse.SUPPRESS)
     add("--start-epoch", dest="start_epoch", type=int, help=argparse.SUPPRESS)
     return p
+
+
+def add_algorithm_flags(p: argparse.ArgumentParser) -> None:
+    """A flag per option of every registered algorithm (one for an option several algorithms share,
+    its help naming them); the selected algorithm's ``Options`` judges the value."""
+    from .algorithms import ALGORITHMS
+
+    owners: dict[str, list[str]] = {}
+    for name in ALGORITHMS:
+        for key in keys_of(ALGORITHMS[name].Options):
+            owners.setdefault(key, []).append(name)
+    added = set(keys_of(RunConfig))
+    for name in ALGORITHMS:
+        added |= add_config_flags(p, ALGORITHMS[name].Options, skip=added,
+                                  note=lambda key: f" [--algorithm {'/'.join(owners[key])}]")
 
 
 def config_from_args(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -70,8 +84,8 @@ def config_from_args(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     for flag, note in IGNORED_FLAGS.items():
         if given.pop(flag, None) is not None:
             print(f"note: {note}", file=sys.stderr)
-    options = {k: given.pop(k) for k in ("resume", "no_progress", "ddp_workers", "ddp_gpu", "max_failures",
-                                         "address", *TRACKING_FLAGS) if k in given}
+    options = {k: given.pop(k) for k in list(given) if "." in k or k in (
+        "resume", "no_progress", "ddp_workers", "ddp_gpu", "max_failures", "address", *TRACKING_FLAGS)}
     gpu = given.pop("gpu_id", None)
     if gpu is not None and "device" not in given:
         import torch
@@ -94,10 +108,11 @@ def prepare(given: dict[str, Any], resume: str | None) -> tuple[RunConfig, dict 
         return cfg, None
     state, path = load_checkpoint(resume)
     saved = RunConfig.from_dict(state["config"], where=str(path))
+    keys = saved.to_dict()
     for key, value in given.items():
-        if key not in RESUME_OVERRIDABLE and key != "out" and getattr(saved, key) != value:
+        if key not in RESUME_OVERRIDABLE and key != "out" and keys.get(key) != value:
             raise ConfigError(
-                f"--{key.replace('_', '-')} {value} differs from the resumed run's {getattr(saved, key)}; "
+                f"--{key.replace('_', '-')} {value} differs from the resumed run's {keys.get(key)}; "
                 "a resumed run keeps its config (start a new --out to change it)"
             )
     overrides = {k: v for k, v in given.items() if k in RESUME_OVERRIDABLE}
@@ -106,31 +121,30 @@ def prepare(given: dict[str, Any], resume: str | None) -> tuple[RunConfig, dict 
 
 
 def tracking_from_options(options: dict[str, Any]) -> TrackingSpec:
-    """The run's MLflow / W&B block from ``--tracking`` and its flags, or ``--tracking-config``."""
-    from .config.strict import from_mapping, load_yaml
+    """The run's tracking block from ``--tracking`` and its trackers' flags, or ``--tracking-config``."""
+    from .config.strict import load_yaml
 
     names = options.get("tracking") or []
-    flags = {k: v for k, v in options.items() if TRACKING_FLAGS.get(k)}
+    flags = {k: v for k, v in options.items() if "." in k}  # <tracker>.<option>
     if options.get("tracking_config"):
         if names or flags:
             raise ConfigError("--tracking-config: give the trackers there or with --tracking flags, not both")
-        doc = load_yaml(options["tracking_config"])
-        return from_mapping(TrackingSpec, {} if doc is None else doc, options["tracking_config"])
+        return TrackingSpec.parse(load_yaml(options["tracking_config"]), options["tracking_config"])
     block: dict[str, dict[str, Any]] = {name: {} for name in names}
-    for flag, value in flags.items():
-        tracker, key = TRACKING_FLAGS[flag]
+    for dest, value in flags.items():
+        tracker, key = dest.split(".", 1)
         if tracker not in block:
-            raise ConfigError(f"--{flag.replace('_', '-')} needs --tracking {tracker}")
+            field = next(f for f in dataclasses.fields(TRACKERS[tracker].Options) if f.name == key)
+            raise ConfigError(f"{flag_of(field, tracker)} needs --tracking {tracker}")
         block[tracker][key] = value
-    if "wandb" in block and "project" not in block["wandb"]:
-        raise ConfigError("--tracking wandb needs --wandb-project NAME (the W&B project the run goes to)")
-    return from_mapping(TrackingSpec, block, "flags")
+    return TrackingSpec.parse(block, "flags")
 
 
-def run_key(out: str) -> tuple[str, str]:
-    """The run's key for trackers (its absolute directory or URI) and its name (the last part)."""
+def tracked_run(out: str) -> TrackedRun:
+    """What the trackers know of a single run: its key (its absolute directory or URI), its name (the
+    last part) and, when local, its directory for their files."""
     key = out if is_uri(out) else os.path.abspath(local_path(out))
-    return key, os.path.basename(key.rstrip("/"))
+    return TrackedRun(key, os.path.basename(key.rstrip("/")), local_dir=None if is_uri(out) else local_path(out))
 
 
 def run_distributed(cfg: RunConfig, options: dict[str, Any], tracking: TrackingSpec) -> dict[str, Any]:
@@ -148,7 +162,12 @@ def run_distributed(cfg: RunConfig, options: dict[str, Any], tracking: TrackingS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()  # reads the registries: a broken plugin is one line
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ns = parser.parse_args(argv)
     try:
         given, options = config_from_args(ns)
         tracking = tracking_from_options(options)
@@ -159,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             from .training.loop import run_local
 
-            trackers = trackers_for(tracking, *run_key(cfg.out), local_dir=cfg.out)
+            trackers = trackers_for(tracking, tracked_run(cfg.out))
             summary = run_local(cfg, state, progress=not options.get("no_progress", False), trackers=trackers)
     except KeyboardInterrupt:
         print("\ninterrupted; the last eval epoch's checkpoint is kept (continue with --resume)", file=sys.stderr)

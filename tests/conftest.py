@@ -1,7 +1,9 @@
 """Shared test helpers: tiny CIFAR-format datasets written in torchvision's on-disk layout."""
 from __future__ import annotations
 
+import os
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,13 +70,30 @@ def _no_network_downloads(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def plugin_site(tmp_path_factory):
+    """A directory where tests install plugin packages (``pip install --target``), on the import path
+    of this process, of its subprocesses and of the session's Ray workers (it is on ``PYTHONPATH``
+    before Ray starts), as a package installed into the environment would be."""
+    site = tmp_path_factory.mktemp("plugin-site")
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(site), *([before] if before else [])])
+    sys.path.insert(0, str(site))
+    yield site
+    sys.path.remove(str(site))
+    if before is None:
+        del os.environ["PYTHONPATH"]
+    else:
+        os.environ["PYTHONPATH"] = before
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(plugin_site):
     """One local Ray for every test that needs it (start-up costs ~10-30 s here).
 
     A ``ray.cluster_utils.Cluster`` whose head has 4 logical CPUs, the machine's GPUs (Ray's
     ``Cluster`` would give it none: the GPU suite's Train runs would wait for a GPU forever) and
     the trial-driver resource, so fault tests can add and remove worker nodes (same machine, own
-    raylets).
+    raylets). Its workers import packages that tests install into ``plugin_site``.
     """
     import torch
     from ray.cluster_utils import Cluster

@@ -112,11 +112,13 @@ def device_batches_are_keyed_and_sliced(device: torch.device, cfg: RunConfig = C
     halves = [step_batches(cfg, data, 2, r, 2, device) for r in range(2)]
     for _ in range(3):
         full, same, a, b = next(first), next(again), next(halves[0]), next(halves[1])
-        for key in ("x_lb", "y_lb", "x_ulb_w", "x_ulb_s", "y_ulb", "idx_ulb"):
-            assert full[key].device.type == device.type, key
-            assert torch.equal(full[key], same[key]), key
-            assert torch.equal(torch.cat([a[key], b[key]]), full[key]), key
-    assert not torch.equal(full["x_ulb_w"], full["x_ulb_s"])
+        for key in ("x_lb", "y_lb", "x_ulb", "idx_ulb"):
+            views = (lambda batch: batch[key] if isinstance(batch[key], list) else [batch[key]])  # noqa: E731
+            for v_full, v_same, v_a, v_b in zip(views(full), views(same), views(a), views(b), strict=True):
+                assert v_full.device.type == device.type, key
+                assert torch.equal(v_full, v_same), key
+                assert torch.equal(torch.cat([v_a, v_b]), v_full), key
+    assert not torch.equal(full["x_ulb"][0], full["x_ulb"][1])
     return full
 
 

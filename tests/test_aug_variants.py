@@ -9,12 +9,13 @@ import torch
 from PIL import Image
 
 from fixmatch_ray.data.batched import BatchAugmenter, CropStore
+from fixmatch_ray.data.normalize import normalize
 from fixmatch_ray.data.policies import build_policy
-from fixmatch_ray.data.policies.base import parse_anchoring
+from fixmatch_ray.data.policies.base import check_views
 from fixmatch_ray.data.policies.ctaugment import CUTOUT_FILL as CTA_FILL
 from fixmatch_ray.data.policies.ctaugment_batched import (BatchedCTAugment, CTAugmentPolicy, apply_policy_batch,
                                                          cutout_level)
-from fixmatch_ray.data.policies.randaugment import (CUTOUT_FILL, TransformFixMatch, apply_op, cutout, cutout_box,
+from fixmatch_ray.data.policies.randaugment import (CUTOUT_FILL, ViewTransform, apply_op, cutout, cutout_box,
                                                     draw_rand_augment, rand_augment_mc, to_tensor, weak_augment)
 from fixmatch_ray.data.policies.randaugment_batched import cutout_batch
 from fixmatch_ray.data.policies.randaugment_policy import RandAugment, draw_ops, rand_augment_batch, rand_augment_drawn
@@ -161,7 +162,7 @@ def test_policy_parts_are_checked():
 @pytest.mark.parametrize("anchoring", ["weak.strong", "weak.weak", "strong.strong", "strong.weak"])
 def test_pil_anchoring_makes_the_named_views_in_order(anchoring):
     img = _pil(_images())
-    t = TransformFixMatch(MEAN, STD, flip=True, anchoring=anchoring)
+    t = ViewTransform(MEAN, STD, flip=True, unlabeled=tuple(anchoring.split(".")))
     first, second = t.unlabeled(img, np.random.default_rng(9))
     rng = np.random.default_rng(9)
     expect = []
@@ -175,7 +176,7 @@ def test_pil_anchoring_makes_the_named_views_in_order(anchoring):
 def test_batched_anchoring_makes_the_named_views_in_order(anchoring):
     x = _images()
     store, idx = CropStore(x, flip=True, max_bytes=0), torch.arange(len(x))
-    aug = BatchAugmenter(MEAN, STD, flip=True, anchoring=anchoring)
+    aug = BatchAugmenter(MEAN, STD, flip=True, unlabeled=tuple(anchoring.split(".")))
     first, second = aug.unlabeled(store, idx, _gen(8))
     g = _gen(8)
     expect = [(aug.strong if kind == "strong" else aug.weak)(store, idx, g) for kind in anchoring.split(".")]
@@ -190,14 +191,51 @@ def test_batched_anchoring_makes_the_named_views_in_order(anchoring):
 def test_default_anchoring_is_the_old_weak_then_strong_stream():
     """Bit-identical default: weak draws first, then the strong view with its own weak step."""
     img = _pil(_images())
-    w, s = TransformFixMatch(MEAN, STD, flip=True).unlabeled(img, np.random.default_rng(1))
+    w, s = ViewTransform(MEAN, STD, flip=True).unlabeled(img, np.random.default_rng(1))
     rng = np.random.default_rng(1)
     assert torch.equal(w, to_tensor(weak_augment(img, rng, True), MEAN, STD))
     assert torch.equal(s, to_tensor(rand_augment_mc(weak_augment(img, rng, True), rng), MEAN, STD))
 
 
-def test_parse_anchoring():
-    assert parse_anchoring("strong.weak") == ("strong", "weak") and parse_anchoring(("weak", "weak")) == ("weak", "weak")
-    for bad in ("weak", "weak.medium", "weak.strong.weak"):
-        with pytest.raises(ValueError, match="expected <view>.<view>"):
-            parse_anchoring(bad)
+def test_fixmatch_anchoring_names_its_views():
+    from fixmatch_ray.algorithms import FixMatch, Views
+
+    assert FixMatch.views(FixMatch.Options(anchoring="strong.weak")) == Views(("weak",), ("strong", "weak"))
+    assert FixMatch.views(FixMatch.Options()) == Views(labeled=("weak",), unlabeled=("weak", "strong"))
+    assert check_views(("weak",) * 3, "unlabeled") == ("weak", "weak", "weak")
+    for bad in ((), ("weak", "medium")):
+        with pytest.raises(ValueError, match="unlabeled views .*: expected one or more of weak, strong"):
+            check_views(bad, "unlabeled")
+
+
+KS = [("weak",) * 3, ("weak", "strong", "strong", "strong"), ("strong", "weak")]
+
+
+@pytest.mark.parametrize("kinds", KS)
+def test_pil_k_views_each_draw_after_the_one_before(kinds):
+    """Any number of views (MixMatch's K weak, ReMixMatch's weak + K strong): view i is view i's own
+    weak step (and the policy for a strong one), drawn from the sample's generator after view i-1."""
+    img = _pil(_images())
+    t = ViewTransform(MEAN, STD, flip=True, labeled=kinds, unlabeled=kinds)
+    got = t.unlabeled(img, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    expect = []
+    for kind in kinds:
+        v = weak_augment(img, rng, True)
+        expect.append(to_tensor(rand_augment_mc(v, rng) if kind == "strong" else v, MEAN, STD))
+    assert len(got) == len(kinds) and all(torch.equal(a, b) for a, b in zip(got, expect))
+    assert all(torch.equal(a, b) for a, b in zip(t.labeled(img, np.random.default_rng(3)), expect))
+    assert len({tuple(v.flatten()[:64].tolist()) for v in got}) == len(kinds)  # each view its own draws
+
+
+@pytest.mark.parametrize("kinds", KS)
+def test_batched_k_views_each_draw_after_the_one_before(kinds):
+    x = _images()
+    store, idx = CropStore(x, flip=True, max_bytes=0), torch.arange(len(x))
+    aug = BatchAugmenter(MEAN, STD, flip=True, unlabeled=kinds)
+    got = aug.unlabeled(store, idx, _gen(5))
+    g, expect = _gen(5), []
+    for kind in kinds:  # the primitives, in the order the views name them
+        crop = store.crop(idx, g)
+        expect.append(normalize(rand_augment_batch(crop, g) if kind == "strong" else crop, MEAN, STD))
+    assert len(got) == len(kinds) and all(torch.equal(a, b) for a, b in zip(got, expect))

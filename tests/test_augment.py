@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from fixmatch_ray.data.policies.randaugment import (CUTOUT_FILL, OP_NAMES, SIGNED_OPS, OpDraw, TransformFixMatch, apply_draws,
+from fixmatch_ray.data.policies.randaugment import (CUTOUT_FILL, OP_NAMES, SIGNED_OPS, OpDraw, ViewTransform, apply_draws,
                                   apply_op, cutout, draw_rand_augment, magnitude, rand_augment_mc, strong_augment,
                                   weak_augment)
 
@@ -234,14 +234,15 @@ def test_strong_augment_is_deterministic_per_seed():
 
 
 def test_transform_normalisation():
-    t = TransformFixMatch((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), flip=True)
+    t = ViewTransform((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), flip=True)
     const = Image.new("RGB", (16, 16), (255, 0, 51))
     x = t.test(const)
     assert x.shape == (3, 16, 16) and x.dtype == torch.float32
     assert torch.allclose(x[:, 0, 0], torch.tensor([2.0, -2.0, (0.2 - 0.5) / 0.25]))
     w, s = t.unlabeled(const, np.random.default_rng(0))
     assert w.shape == s.shape == (3, 16, 16) and w.dtype == s.dtype == torch.float32
-    assert torch.allclose(t.labeled(const, np.random.default_rng(1)), x)
+    (lb,) = t.labeled(const, np.random.default_rng(1))
+    assert torch.allclose(lb, x)
     assert torch.allclose(w, x)  # a constant image is unchanged by flips and reflect crops
 
 
@@ -258,7 +259,7 @@ def test_cutout_exact_box_from_replayed_draws():
 
 def test_unlabeled_draws_weak_then_strong():
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
-    t = TransformFixMatch(mean, std, flip=True)
+    t = ViewTransform(mean, std, flip=True)
     img = image(size=16, seed=4)
     w, s = t.unlabeled(img, np.random.default_rng(8))
     replay = np.random.default_rng(8)

@@ -5,7 +5,7 @@ from fixmatch_ray.config import ConfigError, RunConfig, load_yaml
 
 def test_defaults_are_the_paper_settings():
     c = RunConfig()
-    assert (c.batch_size, c.mu, c.lr, c.wdecay, c.threshold, c.lambda_u, c.ema_decay) == (
+    assert (c.batch_size, c.mu, c.lr, c.wdecay, c.options.threshold, c.options.lambda_u, c.ema_decay) == (
         64, 7, 0.03, 5e-4, 0.95, 1.0, 0.999)
     assert c.total_steps == 2**20 and c.eval_step == 1024 and c.nesterov and c.use_ema
     assert c.unlabeled_batch_size == 448
@@ -107,7 +107,7 @@ def test_train_flags_are_generated_from_the_config_fields():
     import dataclasses
 
     helped = {f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("help")}
-    assert helped == {f.name for f in dataclasses.fields(RunConfig)}  # no field without its flag
+    assert helped == {f.name for f in dataclasses.fields(RunConfig)} - {"options"}  # no key without its flag
 
 
 # -- the official ablations' knobs ----------------------------------------------------------------
@@ -115,8 +115,9 @@ def test_train_flags_are_generated_from_the_config_fields():
     ({"pseudo_label": "fuzzy"}, "pseudo_label: unknown 'fuzzy'; expected one of hard, soft"),
     ({"teacher": "student"}, "teacher: unknown 'student'"),
     ({"teacher": "ema", "use_ema": False}, "teacher: ema takes pseudo-labels from the EMA model; it needs use_ema"),
-    ({"algorithm": "flexmatch", "pseudo_label": "soft"}, "pseudo_label: soft is a FixMatch ablation"),
-    ({"algorithm": "flexmatch", "teacher": "ema"}, "teacher: ema is a FixMatch ablation"),
+    ({"algorithm": "flexmatch", "pseudo_label": "soft"}, "'pseudo_label' is an option of fixmatch, not of "
+                                                         "algorithm flexmatch; valid keys: T, algorithm"),
+    ({"algorithm": "flexmatch", "teacher": "ema"}, "'teacher' is an option of fixmatch, not of algorithm flexmatch"),
     ({"strong_aug": "no_ops"}, "strong_aug: unknown 'no_ops'; expected one of full, no_cutout, cutout_only"),
     ({"anchoring": "strong"}, "anchoring: unknown 'strong'"),
     ({"optimizer": "rmsprop"}, "optimizer: unknown 'rmsprop'; expected one of sgd, adam"),
@@ -137,8 +138,8 @@ def test_ablation_knobs_refuse_bad_values_in_one_line(data, match):
 
 def test_ablation_knobs_defaults_and_resolution():
     c = RunConfig()
-    assert (c.pseudo_label, c.teacher, c.strong_aug, c.anchoring, c.optimizer, c.lr_schedule) == (
-        "hard", "model", "full", "weak.strong", "sgd", "cosine")
+    assert (c.options.pseudo_label, c.options.teacher, c.strong_aug, c.options.anchoring, c.optimizer,
+            c.lr_schedule) == ("hard", "model", "full", "weak.strong", "sgd", "cosine")
     assert (c.beta1, c.beta2, c.lr_end, c.split_seed) == (None, None, None, None)
     assert RunConfig(seed=5).labeled_split_seed == 5 and RunConfig(seed=5, split_seed=3).labeled_split_seed == 3
     adam = RunConfig(optimizer="adam", beta2=0.0).resolved()
@@ -154,5 +155,92 @@ def test_ablation_flags_reach_the_config():
                                     "--anchoring", "strong.strong", "--optimizer", "adam", "--beta2", "0",
                                     "--lr-schedule", "linear", "--lr-end", "0.002", "--split-seed", "3"])
     c = RunConfig.from_dict(vars(ns))
-    assert (c.pseudo_label, c.teacher, c.strong_aug, c.anchoring, c.optimizer, c.beta2, c.lr_schedule, c.lr_end,
-            c.split_seed) == ("soft", "ema", "cutout_only", "strong.strong", "adam", 0.0, "linear", 0.002, 3)
+    assert (c.options.pseudo_label, c.options.teacher, c.strong_aug, c.options.anchoring, c.optimizer, c.beta2,
+            c.lr_schedule, c.lr_end, c.split_seed) == ("soft", "ema", "cutout_only", "strong.strong", "adam", 0.0,
+                                                       "linear", 0.002, 3)
+
+
+# -- the algorithm's own options: keys of the run config's mapping, owned by the algorithm -----------
+def test_algorithm_options_are_keys_of_the_run_config_and_come_back_in_its_dict():
+    from fixmatch_ray.algorithms import FixMatch, FlexMatch
+
+    c = RunConfig.from_dict({"algorithm": "flexmatch", "threshold": 0.8, "flex_mapping": "linear"})
+    assert c.options == FlexMatch.Options(threshold=0.8, flex_mapping="linear")
+    d = c.to_dict()
+    # every option with its resolved value, right after the algorithm, and nothing of FixMatch's own
+    keys = list(d)
+    assert keys[keys.index("algorithm"):keys.index("algorithm") + 7] == [
+        "algorithm", "lambda_u", "T", "threshold", "anchoring", "flex_warmup", "flex_mapping"]
+    assert (d["threshold"], d["flex_mapping"], d["flex_warmup"], d["lambda_u"]) == (0.8, "linear", True, 1.0)
+    assert "pseudo_label" not in d and "options" not in d
+    assert RunConfig.from_dict(d) == c  # the record's config re-creates the run
+    # defaults are written once, in the algorithm's Options
+    assert {k: RunConfig().to_dict()[k] for k in ("threshold", "lambda_u", "T", "pseudo_label")} == {
+        "threshold": FixMatch.Options.threshold, "lambda_u": FixMatch.Options.lambda_u, "T": FixMatch.Options.T,
+        "pseudo_label": FixMatch.Options.pseudo_label}
+
+
+def test_replace_changes_options_and_keeps_the_shared_ones_across_algorithms():
+    c = RunConfig.from_dict({"threshold": 0.7, "teacher": "ema"})
+    assert c.replace(threshold=0.9).options.threshold == 0.9 and c.replace(lr=0.1).options == c.options
+    flex = RunConfig.from_dict({"threshold": 0.7}).replace(algorithm="flexmatch")
+    assert flex.options.threshold == 0.7 and flex.options.flex_mapping == "convex"
+    with pytest.raises(ConfigError, match="threshold: must be in"):
+        c.replace(threshold=2.0)
+
+
+def test_a_key_neither_knows_lists_the_run_configs_and_the_algorithms():
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict({"algorithm": "flexmatch", "tau": 0.9}, where="flags")
+    message = str(e.value)
+    assert message.startswith("flags: unknown key 'tau'; valid keys: ") and "\n" not in message
+    valid = message.split("valid keys: ")[1].split(", ")
+    assert {"lr", "batch_size", "threshold", "flex_mapping", "flex_warmup"} <= set(valid)
+    assert "pseudo_label" not in valid  # FixMatch's, not FlexMatch's
+
+
+def test_algorithm_option_flags_reach_its_options():
+    from fixmatch_ray.train import build_parser
+
+    ns = build_parser().parse_args(["--algorithm", "flexmatch", "--threshold", "0.9", "--lambda-u", "2",
+                                    "--T", "0.5", "--no-flex-warmup", "--flex-mapping", "concave"])
+    c = RunConfig.from_dict(vars(ns))
+    assert (c.options.threshold, c.options.lambda_u, c.options.T, c.options.flex_warmup,
+            c.options.flex_mapping) == (0.9, 2.0, 0.5, False, "concave")
+    with pytest.raises(ConfigError, match="'flex_mapping' is an option of flexmatch, not of algorithm fixmatch"):
+        RunConfig.from_dict(vars(build_parser().parse_args(["--flex-mapping", "linear"])))
+
+
+# -- policies declare their backends -----------------------------------------------------------------
+@pytest.fixture
+def one_backend_policies(monkeypatch):
+    """A PIL-only and a tensor-only policy, registered for the test."""
+    from fixmatch_ray.data.policies import POLICIES, Policy
+
+    class PilOnly(Policy):
+        name, backends = "pil_only", frozenset({"pil"})
+
+    class TensorOnly(Policy):
+        name, backends = "tensor_only", frozenset({"tensor"})
+
+    for cls in (PilOnly, TensorOnly):
+        monkeypatch.setitem(POLICIES.builtins, cls.name, cls)
+    POLICIES.reload()
+    yield
+    monkeypatch.undo()
+    POLICIES.reload()
+
+
+def test_auto_picks_a_backend_the_policy_declares(one_backend_policies):
+    pil, tensor = RunConfig(policy="pil_only"), RunConfig(policy="tensor_only")
+    assert (pil.aug_backend_for("cuda"), pil.aug_backend_for("cpu")) == ("pil", "pil")
+    assert (tensor.aug_backend_for("cuda"), tensor.aug_backend_for("cpu")) == ("tensor", "tensor")
+    assert (RunConfig().aug_backend_for("cuda"), RunConfig().aug_backend_for("cpu")) == ("tensor", "pil")
+
+
+@pytest.mark.parametrize("policy, backend, other", [("pil_only", "tensor", "pil"), ("tensor_only", "pil", "tensor")])
+def test_a_backend_the_policy_lacks_is_refused_at_config_time(one_backend_policies, policy, backend, other):
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict({"policy": policy, "aug_backend": backend})
+    assert str(e.value) == (f"aug_backend: policy {policy} does not implement the {backend} backend; "
+                            f"use aug_backend: auto or {other}")

@@ -29,13 +29,40 @@ def test_ranks_share_out_the_one_worker_batch(knobs):
     for _ in range(3):
         full, a, b = next(one), next(halves[0]), next(halves[1])
         probes = ("x_probe",) if cfg.policy == "ctaugment" else ()  # a policy that learns is probed
-        for key in ("x_lb", "y_lb", "x_ulb_w", "x_ulb_s", "y_ulb", "idx_ulb", *probes):
+        for key in ("y_lb", "idx_ulb", *probes):
             assert torch.equal(torch.cat([a[key], b[key]]), full[key]), key
+        for key in ("x_lb", "x_ulb"):  # one batch per view
+            assert len(full[key]) == len(a[key]) == len(b[key]) == (1 if key == "x_lb" else 2)
+            for va, vb, vfull in zip(a[key], b[key], full[key]):
+                assert torch.equal(torch.cat([va, vb]), vfull), key
         for part in range(2 if probes else 0):
             assert torch.equal(a["probe"][part], full["probe"][part]) and torch.equal(b["probe"][part], full["probe"][part])
-        assert full["x_lb"].shape == (8, 3, 16, 16) and full["x_ulb_s"].shape == (16, 3, 16, 16)
-        assert full["x_lb"].dtype == torch.float32
+        assert full["x_lb"][0].shape == (8, 3, 16, 16) and full["x_ulb"][1].shape == (16, 3, 16, 16)
+        assert full["x_lb"][0].dtype == torch.float32
 
+
+
+def test_a_step_draws_labeled_then_unlabeled_views_from_the_step_seed():
+    """The device path's draw order, restated from its primitives: the generator seeded from
+    (seed, step), the labeled weak crop first, then each unlabeled view in the order the algorithm
+    names them (FixMatch: weak, then strong = its own crop and RandAugment). A step drawn in
+    another order has other images."""
+    from fixmatch_ray.data.batched import CropStore, step_seed
+    from fixmatch_ray.data.normalize import normalize
+    from fixmatch_ray.data.policies.randaugment_policy import rand_augment_batch
+
+    data = load_run_data(CFG)
+    it = step_batches(CFG, data, 3, device=torch.device("cpu"))
+    lb, ulb = it.indices(3)
+    got = next(it)
+    images = torch.from_numpy(data.train.images).permute(0, 3, 1, 2).contiguous()
+    store, (mean, std) = CropStore(images, data.spec.flip), (data.spec.mean, data.spec.std)
+    g = torch.Generator().manual_seed(step_seed(CFG.seed, 3))
+    x_lb = normalize(store.crop(lb, g), mean, std)
+    x_ulb_w = normalize(store.crop(ulb, g), mean, std)
+    x_ulb_s = normalize(rand_augment_batch(store.crop(ulb, g), g), mean, std)
+    assert torch.equal(got["x_lb"][0], x_lb)
+    assert torch.equal(got["x_ulb"][0], x_ulb_w) and torch.equal(got["x_ulb"][1], x_ulb_s)
 
 def test_a_step_is_the_same_whatever_the_start():
     data = load_run_data(CFG)
@@ -44,8 +71,10 @@ def test_a_step_is_the_same_whatever_the_start():
     for _ in range(4):
         next(it)
     fifth, again = next(it), next(step_batches(CFG, data, 4, device=cpu))
-    assert all(torch.equal(fifth[k], again[k]) for k in fifth)
-    assert not torch.equal(fifth["x_ulb_s"], fifth["x_ulb_w"])  # strong differs from weak
+    for k in fifth:
+        pairs = zip(fifth[k], again[k]) if isinstance(fifth[k], list) else [(fifth[k], again[k])]
+        assert all(torch.equal(x, y) for x, y in pairs), k
+    assert not torch.equal(fifth["x_ulb"][1], fifth["x_ulb"][0])  # strong differs from weak
 
 
 def test_train_cli_with_tensor_backend(tmp_path, capsys):
@@ -71,7 +100,7 @@ def test_weak_views_are_crops_of_the_sampled_images():
     lb = [k[3] for k in keys if k[0] == LABELED]
     batch = next(it)
     mean, std = torch.tensor(data.spec.mean).view(1, 3, 1, 1), torch.tensor(data.spec.std).view(1, 3, 1, 1)
-    pixels = torch.round((batch["x_lb"] * std + mean) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    pixels = torch.round((batch["x_lb"][0] * std + mean) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     for i, k in enumerate(lb):
         assert any(np.array_equal(v, pixels[i]) for v in reflect_crops(data.train.images[k], 2)), i
         assert int(batch["y_lb"][i]) == int(data.train.targets[k])

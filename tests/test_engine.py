@@ -11,7 +11,7 @@ from evalset import Tensors
 from fixmatch_ray.config import RunConfig
 from fixmatch_ray.errors import CheckpointError, NonFiniteLossError
 from fixmatch_ray.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from fixmatch_ray.training.engine import Engine, fit, record_key, summarize
+from fixmatch_ray.training.engine import Engine, StepSums, fit, summarize
 from fixmatch_ray.training.loop import Ranks, sinks_for
 from fixmatch_ray.training.record import read_record, record_doc, write_record
 from fixmatch_ray.training.sinks import Sink
@@ -24,9 +24,9 @@ CFG = RunConfig(dataset="digits", num_labeled=20, batch_size=4, mu=2, total_step
 def batches(n: int = 100, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     for _ in range(n):
-        yield {"x_lb": torch.randn(4, 3, 16, 16, generator=g), "y_lb": torch.randint(0, 10, (4,), generator=g),
-               "x_ulb_w": torch.randn(8, 3, 16, 16, generator=g), "x_ulb_s": torch.randn(8, 3, 16, 16, generator=g),
-               "idx_ulb": torch.randint(0, 50, (8,), generator=g)}
+        x_lb, y_lb = torch.randn(4, 3, 16, 16, generator=g), torch.randint(0, 10, (4,), generator=g)
+        weak, strong = torch.randn(8, 3, 16, 16, generator=g), torch.randn(8, 3, 16, 16, generator=g)
+        yield {"x_lb": [x_lb], "y_lb": y_lb, "x_ulb": [weak, strong], "idx_ulb": torch.randint(0, 50, (8,), generator=g)}
 
 
 def test_fit_evaluates_every_eval_step_and_at_the_end():
@@ -39,7 +39,7 @@ def test_fit_evaluates_every_eval_step_and_at_the_end():
     assert all(r["world_size"] == 1 for r in seen)
     assert trainer.history == seen and trainer.step == 7
     rec = seen[0]
-    for key in ("train_loss", "train_loss_x", "train_loss_u", "mask_rate", "lr", "images_per_s", "test_acc",
+    for key in ("train_loss", "train_loss_x", "train_loss_u", "train_mask", "lr", "images_per_s", "test_acc",
                 "test_loss", "raw_test_acc", "median20_acc", "best_acc", "wall_time"):
         assert key in rec, key
     assert rec["samples_per_step"] == 4 + 8 + 8
@@ -64,9 +64,35 @@ def test_non_finite_loss_names_its_step():
         fit(trainer, batches(), Tensors(torch.randn(5, 3, 16, 16), torch.randint(0, 10, (5,))), check_every=1)
 
 
-def test_record_keys_keep_their_historical_names():
-    assert [record_key(k) for k in ("loss", "loss_x", "loss_u", "mask", "threshold")] == [
-        "train_loss", "train_loss_x", "train_loss_u", "mask_rate", "train_threshold"]
+def test_metrics_other_than_the_declared_ones_are_one_line():
+    sums = StepSums(CPU, ("loss", "mask"))
+    one = torch.ones(())
+    sums.add(0, one, {"mask": one, "loss": one})  # the declared names, in any order
+    with pytest.raises(ValueError, match=r"^the algorithm's train_step returned metrics \['loss', 'rate'\]; "
+                                         r"it declares metrics = \('loss', 'mask'\)$"):
+        StepSums(CPU, ("loss", "mask")).add(0, one, {"loss": one, "rate": one})
+
+
+def test_forward_without_batchnorm_update_keeps_the_running_statistics():
+    """forward(x, update_bn=False): the same logits and gradients as a tracking call (training mode:
+    the batch's statistics), but every BatchNorm running buffer stays as it was; a tracking call
+    moves them."""
+    import copy
+
+    trainer = Engine(CFG, CPU, num_unlabeled=50)
+    twin = copy.deepcopy(trainer)
+    x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    trainer.model.train(), twin.model.train()
+    before = {k: v.clone() for k, v in trainer.net.state_dict().items() if "running" in k or "num_batches" in k}
+    quiet, moved = trainer._forward(x, update_bn=False), twin._forward(x)
+    assert torch.equal(quiet, moved)
+    quiet.sum().backward(), moved.sum().backward()
+    for p, q in zip(trainer.net.parameters(), twin.net.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad)
+    after, twin_after = trainer.net.state_dict(), twin.net.state_dict()
+    assert before and all(torch.equal(after[k], v) for k, v in before.items())
+    assert not all(torch.equal(twin_after[k], v) for k, v in before.items())
+    assert all(m.track_running_stats for m in trainer._batch_norms)  # switched back on
 
 
 def test_summarize_is_the_median_of_the_last_twenty():

@@ -91,7 +91,7 @@ def fake_cuda(monkeypatch):
     finally:
         clear_device_caches()
         lib._destroy()
-        for backend, value in precision:  # the Trainer sets TF32 for its (fake) CUDA device
+        for backend, value in precision:  # the Engine sets TF32 for its (fake) CUDA device
             backend.fp32_precision = value
 
 
@@ -152,7 +152,7 @@ def test_a_ranks_slice_on_fake_cuda_makes_no_copy(fake_cuda):
     next(batches)
     with Transfers() as transfers:
         batch = next(batches)
-    assert transfers.log == [] and batch["x_ulb_s"].shape == (8, 3, 16, 16) and batch["x_ulb_s"].device == CUDA
+    assert transfers.log == [] and batch["x_ulb"][1].shape == (8, 3, 16, 16) and batch["x_ulb"][1].device == CUDA
 
 
 @pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor")
@@ -175,4 +175,5 @@ def test_the_graphed_augmentation_on_fake_cuda_makes_no_copy(fake_cuda, monkeypa
     with Transfers() as transfers:
         batch = next(batches)
     assert transfers.log == [] and capture.replays == 2
-    assert all(v.device == CUDA for v in batch.values() if isinstance(v, torch.Tensor))
+    assert all(t.device == CUDA for v in batch.values() for t in (v if isinstance(v, tuple) else (v,))
+               if isinstance(t, torch.Tensor))

@@ -216,13 +216,13 @@ def test_classifier_head_is_fp32_under_bf16_autocast(arch, kw):
 def tiny_cfg(**changes) -> RunConfig:
     base = dict(dataset="digits", num_labeled=20, batch_size=2, mu=2, total_steps=4, eval_step=2, seed=0,
                 depth=10, width=1, ema_decay=0.5)
-    return RunConfig(**{**base, **changes})
+    return RunConfig.from_dict({**base, **changes})
 
 
 def batch(n_lb: int = 2, n_ulb: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     x = lambda n: torch.randn(n, 3, 16, 16, generator=g)  # noqa: E731
-    return {"x_lb": x(n_lb), "y_lb": torch.arange(n_lb) % 10, "x_ulb_w": x(n_ulb), "x_ulb_s": x(n_ulb),
+    return {"x_lb": [x(n_lb)], "y_lb": torch.arange(n_lb) % 10, "x_ulb": [x(n_ulb), x(n_ulb)],
             "idx_ulb": torch.arange(n_ulb)}
 
 
@@ -383,10 +383,10 @@ def test_paper_sweep_is_fp32_with_the_official_defaults():
     for t in spec.trials:
         r = t.run
         assert r.amp == "off" and r.arch == "wideresnet" and r.aug_backend in ("pil", "tensor")
-        assert (r.momentum, r.nesterov, r.warmup, r.T, r.lambda_u, r.use_ema, r.bn_momentum) == (
+        assert (r.momentum, r.nesterov, r.warmup, r.options.T, r.options.lambda_u, r.use_ema, r.bn_momentum) == (
             0.9, True, 0.0, 1.0, 1.0, True, 0.001)
     c = RunConfig()
-    assert (c.momentum, c.T, c.warmup, c.bn_momentum, c.amp) == (0.9, 1.0, 0.0, 0.001, "off")
+    assert (c.momentum, c.options.T, c.warmup, c.bn_momentum, c.amp) == (0.9, 1.0, 0.0, 0.001, "off")
 
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
@@ -433,7 +433,7 @@ def test_labeled_images_get_the_weak_view(backend):
     else:
         it = step_batches(cfg, data, 0, device=torch.device("cpu"))
         index = [k[3] for k in it.sampler.keys(0) if k[0] == LABELED]
-        views = next(it)["x_lb"]
+        views = next(it)["x_lb"][0]
     u8 = np.rint((views.permute(0, 2, 3, 1).numpy() * std + mean) * 255).astype(np.uint8)
     for view, i in zip(u8, index):
         assert _is_reflect_crop(view, data.train.images[i], 2)

@@ -2,23 +2,30 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from fixmatch_ray.algorithms import LOCAL, FlexMatch, StepInput, TorchCollective
+from fixmatch_ray.algorithms import LOCAL, Context, FlexMatch, StepInput, TorchCollective
 from fixmatch_ray.algorithms.flexmatch import learning_effect, update_selected
 
 CPU = torch.device("cpu")
 IDENTITY = lambda x: x.float()  # noqa: E731 - the "images" of these tests are the logits themselves
 
 
-def cfg(**changes) -> SimpleNamespace:
-    base = dict(threshold=0.95, T=1.0, lambda_u=1.0, flex_warmup=True, flex_mapping="convex")
-    return SimpleNamespace(**{**base, **changes})
+def cfg(**changes) -> FlexMatch.Options:
+    return FlexMatch.Options(**changes)
+
+
+def flex(options: FlexMatch.Options, num_classes: int, num_unlabeled: int, device=CPU) -> FlexMatch:
+    return FlexMatch(options, Context(num_classes, num_unlabeled, torch.device(device)))
+
+
+def step_input(x_lb, y_lb, weak, strong, idx, step=0) -> StepInput:
+    """A FixMatch-style step: one labeled view, (weak, strong) unlabeled views."""
+    return StepInput((x_lb,), y_lb, (weak, strong), idx, step)
 
 
 def f32(*values: float) -> torch.Tensor:
@@ -62,16 +69,16 @@ def test_mapped_thresholds_hand_computed():
                     0.95 * 0.5 / (math.log(2) + 0.5), 0.95],
     }
     for mapping, values in expected.items():
-        algo = FlexMatch(cfg(flex_mapping=mapping), 3, 5, CPU)
+        algo = flex(cfg(flex_mapping=mapping), 3, 5, CPU)
         algo.classwise_acc = beta.clone()
         assert torch.allclose(algo.thresholds(), f32(*values), rtol=1e-6, atol=0), mapping
     assert math.isclose(expected["convex"][0], 0.3166666, rel_tol=1e-6)
 
 
 def test_unknown_mapping_is_one_line():
-    with pytest.raises(ValueError, match=r"^flex_mapping: unknown mapping 'cubic'; expected one of "
+    with pytest.raises(ValueError, match=r"^flex_mapping: unknown 'cubic'; expected one of "
                                          r"convex, linear, concave$"):
-        FlexMatch(cfg(flex_mapping="cubic"), 3, 5, CPU)
+        cfg(flex_mapping="cubic")
 
 
 def _log(*p: float) -> list[float]:
@@ -80,7 +87,7 @@ def _log(*p: float) -> list[float]:
 
 def test_mask_loss_and_update_of_one_step_hand_computed():
     """τ = 0.95, no warm-up, β = (0.5, 1, 0, 0) from the state: thresholds (0.3167, 0.95, 0, 0)."""
-    algo = FlexMatch(cfg(flex_warmup=False), 4, 8, CPU)
+    algo = flex(cfg(flex_warmup=False), 4, 8, CPU)
     selected = torch.tensor([0, 1, 1, -1, -1, -1, -1, -1])
     algo.load_state_dict({"selected_label": selected,
                           "classwise_acc": learning_effect(selected, 4, False, torch.zeros(4))})
@@ -99,8 +106,7 @@ def test_mask_loss_and_update_of_one_step_hand_computed():
         [0.0, 0, 0, 0],  # D vs 1: p = 1/4
         [0, 0, math.log(3), 0],  # E vs 2: p = 3/6
     ])
-    batch = StepInput(x_lb=torch.zeros(1, 4), y_lb=torch.tensor([0]), x_ulb_w=weak, x_ulb_s=strong,
-                      idx_ulb=torch.tensor([3, 4, 5, 0, 6]), step=0)
+    batch = step_input(torch.zeros(1, 4), torch.tensor([0]), weak, strong, torch.tensor([3, 4, 5, 0, 6]))
     loss, metrics = algo.train_step(IDENTITY, batch, LOCAL)
 
     loss_u = (math.log(5 / 2) + math.log(4) + math.log(2)) / 5  # mean over all five
@@ -118,18 +124,18 @@ def test_mask_loss_and_update_of_one_step_hand_computed():
 
 def test_a_fresh_instance_lets_every_sample_through():
     # β = 0 at the start: the thresholds are 0 (the authors' behaviour), even for uniform predictions.
-    algo = FlexMatch(cfg(), 3, 4, CPU)
-    batch = StepInput(torch.zeros(1, 3), torch.tensor([0]), torch.zeros(2, 3), torch.zeros(2, 3),
-                      torch.tensor([0, 1]), 0)
+    algo = flex(cfg(), 3, 4, CPU)
+    batch = step_input(torch.zeros(1, 3), torch.tensor([0]), torch.zeros(2, 3), torch.zeros(2, 3),
+                       torch.tensor([0, 1]))
     _, metrics = algo.train_step(IDENTITY, batch, LOCAL)
     assert metrics["mask"].item() == 1.0 and metrics["threshold"].item() == 0.0
     assert algo.selected_label.tolist() == [-1, -1, -1, -1]  # nothing reached τ
 
 
 def test_temperature_sharpens_before_the_confidence_test():
-    algo = FlexMatch(cfg(T=0.25), 2, 3, CPU)  # softmax([1, 0]) = 0.73; softmax([4, 0]) = 0.982
-    batch = StepInput(torch.zeros(1, 2), torch.tensor([0]), torch.tensor([[0.0, 1.0]]),
-                      torch.zeros(1, 2), torch.tensor([2]), 0)
+    algo = flex(cfg(T=0.25), 2, 3, CPU)  # softmax([1, 0]) = 0.73; softmax([4, 0]) = 0.982
+    batch = step_input(torch.zeros(1, 2), torch.tensor([0]), torch.tensor([[0.0, 1.0]]),
+                       torch.zeros(1, 2), torch.tensor([2]))
     algo.train_step(IDENTITY, batch, LOCAL)
     assert algo.selected_label.tolist() == [-1, -1, 1]
 
@@ -146,9 +152,9 @@ def test_update_last_confident_occurrence_of_an_index_wins():
 
 
 def test_repeated_index_within_a_step_through_train_step():
-    algo = FlexMatch(cfg(threshold=0.9), 3, 4, CPU)
+    algo = flex(cfg(threshold=0.9), 3, 4, CPU)
     weak = torch.tensor([[9.0, 0, 0], [0, 9.0, 0], [0, 0, 0.5]])  # idx 2 twice, both confident
-    batch = StepInput(torch.zeros(1, 3), torch.tensor([0]), weak, weak, torch.tensor([2, 2, 0]), 0)
+    batch = step_input(torch.zeros(1, 3), torch.tensor([0]), weak, weak, torch.tensor([2, 2, 0]))
     algo.train_step(IDENTITY, batch, LOCAL)
     assert algo.selected_label.tolist() == [-1, -1, 1, -1]
     assert torch.equal(algo.classwise_acc, f32(0, 1 / 3, 0))  # warm-up: 3 unused, 1 in class 1
@@ -162,8 +168,8 @@ def _step_input(step: int) -> StepInput:
     g = torch.Generator().manual_seed(100 + step)
     idx = torch.randint(0, 12, (6,), generator=g)  # with replacement: repeats happen
     x_lb = torch.randn(4, 8, generator=g)
-    return StepInput(x_lb, torch.randint(0, 4, (4,), generator=g), UNLABELED[idx],
-                     UNLABELED[idx] + 0.1 * torch.randn(6, 8, generator=g), idx, step)
+    return step_input(x_lb, torch.randint(0, 4, (4,), generator=g), UNLABELED[idx],
+                      UNLABELED[idx] + 0.1 * torch.randn(6, 8, generator=g), idx, step)
 
 
 def _fresh(seed: int) -> tuple[torch.nn.Linear, torch.optim.SGD, FlexMatch]:
@@ -171,7 +177,7 @@ def _fresh(seed: int) -> tuple[torch.nn.Linear, torch.optim.SGD, FlexMatch]:
     net = torch.nn.Linear(8, 4)
     with torch.no_grad():
         net.weight.mul_(6.0)  # confident from the start, so the state moves
-    return net, torch.optim.SGD(net.parameters(), lr=0.1), FlexMatch(cfg(threshold=0.8), 4, 12, CPU)
+    return net, torch.optim.SGD(net.parameters(), lr=0.1), flex(cfg(threshold=0.8), 4, 12, CPU)
 
 
 def _train(net, opt, algo, steps: range) -> list[dict[str, torch.Tensor]]:
@@ -189,14 +195,14 @@ def test_state_dict_round_trip_is_exact_and_independent():
     net, opt, algo = _fresh(0)
     _train(net, opt, algo, range(3))
     state = algo.state_dict()
-    other = FlexMatch(cfg(threshold=0.8), 4, 12, CPU)
+    other = flex(cfg(threshold=0.8), 4, 12, CPU)
     other.load_state_dict(state)
     assert torch.equal(other.selected_label, algo.selected_label)
     assert torch.equal(other.classwise_acc, algo.classwise_acc)
     state["selected_label"].fill_(3)  # the saved copy does not alias the live state
     assert not torch.equal(algo.selected_label, state["selected_label"])
     with pytest.raises(ValueError, match="state is for 12 unlabeled samples and 4 classes, this run has 13 and 4"):
-        FlexMatch(cfg(), 4, 13, CPU).load_state_dict(algo.state_dict())
+        flex(cfg(), 4, 13, CPU).load_state_dict(algo.state_dict())
 
 
 def test_resume_from_a_saved_state_continues_exactly(tmp_path):
@@ -235,15 +241,15 @@ def _global_batches() -> list[StepInput]:
         if step == 0:
             idx[0], idx[4] = 0, 0
             weak[0], weak[4] = torch.tensor([9.0, 0, 0]), torch.tensor([0, 0, 9.0])
-        batches.append(StepInput(torch.randn(4, 3, generator=g), torch.randint(0, 3, (4,), generator=g),
-                                 weak, torch.randn(8, 3, generator=g), idx, step))
+        batches.append(step_input(torch.randn(4, 3, generator=g), torch.randint(0, 3, (4,), generator=g),
+                                  weak, torch.randn(8, 3, generator=g), idx, step))
     return batches
 
 
 def _rank_slice(b: StepInput, rank: int, world: int) -> StepInput:
-    lb, ulb = len(b.x_lb) // world, len(b.x_ulb_w) // world
+    lb, ulb = len(b.x_lb[0]) // world, len(b.x_ulb[0]) // world
     sl, su = slice(rank * lb, (rank + 1) * lb), slice(rank * ulb, (rank + 1) * ulb)
-    return StepInput(b.x_lb[sl], b.y_lb[sl], b.x_ulb_w[su], b.x_ulb_s[su], b.idx_ulb[su], b.step)
+    return step_input(b.x_lb[0][sl], b.y_lb[sl], b.x_ulb[0][su], b.x_ulb[1][su], b.idx_ulb[su], b.step)
 
 
 def _rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
@@ -253,7 +259,7 @@ def _rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
         coll = TorchCollective()
         probe = torch.tensor([[rank, 10 * rank]])
         gathered, summed, top = coll.all_gather(probe), coll.all_reduce(probe), coll.all_reduce(probe, "max")
-        algo = FlexMatch(cfg(threshold=0.9), 3, 10, CPU)
+        algo = flex(cfg(threshold=0.9), 3, 10, CPU)
         logs = [algo.train_step(IDENTITY, _rank_slice(b, rank, world), coll)[1] for b in _global_batches()]
         torch.save({"probe": probe, "gathered": gathered, "sum": summed, "max": top, "logs": logs,
                     "state": algo.state_dict()}, f"{out_dir}/rank{rank}.pt")
@@ -268,7 +274,7 @@ def test_two_gloo_ranks_keep_identical_state_equal_to_one_process(tmp_path):
     assert r0["sum"].tolist() == [[1, 10]] and r0["max"].tolist() == [[1, 10]]
     assert r0["probe"].tolist() == [[0, 0]]  # all_reduce left its input alone
 
-    single = FlexMatch(cfg(threshold=0.9), 3, 10, CPU)
+    single = flex(cfg(threshold=0.9), 3, 10, CPU)
     logs = [single.train_step(IDENTITY, b, LOCAL)[1] for b in _global_batches()]
     expected = single.state_dict()
     assert expected["selected_label"][0].item() == 2  # the later (rank 1) occurrence of index 0 won

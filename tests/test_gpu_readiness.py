@@ -17,8 +17,8 @@ TINY = RunConfig(dataset="digits", num_labeled=20, batch_size=4, mu=2, depth=10,
 
 def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"x_lb": torch.randn(4, 3, 16, 16, generator=g), "y_lb": torch.tensor([0, 1, 2, 3]),
-            "x_ulb_w": torch.randn(8, 3, 16, 16, generator=g), "x_ulb_s": torch.randn(8, 3, 16, 16, generator=g),
+    return {"x_lb": [torch.randn(4, 3, 16, 16, generator=g)], "y_lb": torch.tensor([0, 1, 2, 3]),
+            "x_ulb": [torch.randn(8, 3, 16, 16, generator=g), torch.randn(8, 3, 16, 16, generator=g)],
             "idx_ulb": torch.arange(8)}
 
 
@@ -142,7 +142,8 @@ def test_aug_backend_auto_is_tensor_on_a_gpu_and_pil_on_the_cpu():
     assert cfg.replace(aug_backend="pil").aug_backend_for("cuda") == "pil"  # an explicit setting wins
     assert cfg.replace(aug_backend="tensor").aug_backend_for("cpu") == "tensor"
     assert cfg.replace(policy="ctaugment").aug_backend_for("cpu") == "tensor"  # a learning policy needs it
-    with pytest.raises(ConfigError, match="needs aug_backend: tensor or auto"):
+    with pytest.raises(ConfigError, match="policy ctaugment does not implement the pil backend .*learns during "
+                                          "training.*use aug_backend: auto or tensor"):
         RunConfig(policy="ctaugment", aug_backend="pil")
 
 

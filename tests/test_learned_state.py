@@ -14,9 +14,9 @@ from fixmatch_ray.training.loop import Ranks, run_local, run_training
 from fixmatch_ray.training.sinks import CheckpointSink, Sink
 
 CPU = torch.device("cpu")
-CFG = RunConfig(dataset="digits", num_labeled=20, batch_size=8, mu=2, total_steps=12, eval_step=4, seed=5,
-                depth=10, width=1, ema_decay=0.9, threshold=0.3, policy="ctaugment", aug_backend="tensor",
-                algorithm="flexmatch", num_workers=0, device="cpu")
+CFG = RunConfig.from_dict(dict(dataset="digits", num_labeled=20, batch_size=8, mu=2, total_steps=12, eval_step=4,
+                               seed=5, depth=10, width=1, ema_decay=0.9, threshold=0.3, policy="ctaugment",
+                               aug_backend="tensor", algorithm="flexmatch", num_workers=0, device="cpu"))
 
 
 def learned(state: dict) -> dict[str, torch.Tensor]:

@@ -18,15 +18,16 @@ def fake_trial(exp: Path, label: str, setting: dict, seed: int, accs: list[float
     a trial that failed for good, the driver's status file saying so."""
     from fixmatch_ray.training.record import write_record
 
-    run = RunConfig(dataset=setting["dataset"], num_labeled=setting["num_labeled"], seed=seed,
-                    total_steps=total, eval_step=total // 4 or 1, lambda_u=lambda_u, **run_kw).resolved().to_dict()
+    run = RunConfig.from_dict(dict(dataset=setting["dataset"], num_labeled=setting["num_labeled"], seed=seed,
+                                   total_steps=total, eval_step=total // 4 or 1, lambda_u=lambda_u,
+                                   **run_kw)).resolved().to_dict()
     name = f"{label.replace(' ', '_')}.s{seed}"
     history = []
     for i, acc in enumerate(accs):
         hist = accs[: i + 1]
         med = sorted(hist[-20:])[len(hist[-20:]) // 2] if len(hist[-20:]) % 2 else \
             sum(sorted(hist[-20:])[len(hist[-20:]) // 2 - 1: len(hist[-20:]) // 2 + 1]) / 2
-        history.append({"step": (i + 1) * (total // 4), "test_acc": acc, "mask_rate": 0.1 * i, "median20_acc": med,
+        history.append({"step": (i + 1) * (total // 4), "test_acc": acc, "train_mask": 0.1 * i, "median20_acc": med,
                         "best_acc": max(hist), "last_acc": acc})
     run_name = f"{name}-abc{seed}"
     write_record(str(exp / "train" / run_name), run, history,
@@ -73,11 +74,27 @@ def test_include_unfinished_counts_running_trials(experiment):
     assert fm["n"] == 5  # the failed trial has a history too: counted only when asked
 
 
+def test_training_metrics_and_algorithm_options_under_their_names(experiment):
+    """The report's training-metrics table (last evaluation, mean over finished seeds) and
+    results.load's columns: the algorithm and each of its options at its resolved value."""
+    from fixmatch_ray import results
+
+    report_experiment(str(experiment), plots=False, quiet=True)
+    md = (experiment / "results.md").read_text()
+    assert "| setting | train_mask |" in md
+    assert "| cifar10@40 | 0.3000 |" in md and "| cifar10@40 lambda_u=0.0 | 0.3000 |" in md  # 0.1·i at i = 3
+    df = results.load(str(experiment))
+    assert {"algorithm", "lambda_u", "T", "threshold", "anchoring", "pseudo_label", "teacher"} <= set(df.columns)
+    assert set(df.algorithm) == {"fixmatch"} and set(df.threshold) == {0.95} and set(df["T"]) == {1.0}
+    assert df.groupby("setting").lambda_u.unique().to_dict() == {"cifar10@40": [1.0], "cifar10@40 lambda_u=0.0": [0.0]}
+    assert "train_mask" in df.columns and "flex_mapping" not in df.columns
+
+
 def test_outputs_written(experiment, capsys):
     assert main([str(experiment)]) == 0
     out = capsys.readouterr().out
     assert "| cifar10@40 | 3 | 8.00 ± 2.00 | 13.81 ± 3.37 | -1.72 |" in out
-    for name in ("results.md", "results.csv", "results.json", "results.tex", "acc_vs_step.png", "mask_vs_step.png"):
+    for name in ("results.md", "results.csv", "results.json", "results.tex", "acc_vs_step.png", "train_mask_vs_step.png"):
         assert (experiment / name).is_file() and (experiment / name).stat().st_size > 0
     doc = json.loads((experiment / "results.json").read_text())
     assert doc["std_ddof"] == 1 and len(doc["trials"]) == 7
@@ -128,10 +145,10 @@ def ablation_trial(exp: Path, setting: dict, seed: int, acc: float, **run_keys) 
     from fixmatch_ray.training.record import write_record
 
     axes = {k: v for k, v in setting.items() if k != "dataset"}
-    run = RunConfig(dataset=setting["dataset"], num_labeled=250, seed=seed, total_steps=8, eval_step=2,
-                    **{**axes, **run_keys}).resolved().to_dict()
+    run = RunConfig.from_dict(dict(dataset=setting["dataset"], num_labeled=250, seed=seed, total_steps=8,
+                                   eval_step=2, **{**axes, **run_keys})).resolved().to_dict()
     label = _label(setting)
-    history = [{"step": 2 * (i + 1), "test_acc": acc, "mask_rate": 0.5, "median20_acc": acc, "best_acc": acc,
+    history = [{"step": 2 * (i + 1), "test_acc": acc, "train_mask": 0.5, "median20_acc": acc, "best_acc": acc,
                 "last_acc": acc} for i in range(4)]
     name = f"{label.replace(' ', '_')}.s{seed}"
     write_record(str(exp / "train" / f"{name}-x{seed}"), run, history,

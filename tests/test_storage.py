@@ -222,11 +222,11 @@ def test_split_last_keeps_the_query_on_the_parent():
 def test_file_uris_are_local_everywhere(tmp_path, monkeypatch):
     """One local-or-remote test (``is_uri``): a plain path and a file:// URI are local wherever a
     location is judged (storage paths, TensorBoard, W&B's directory, a run's tracker key)."""
-    from fixmatch_ray.config.tracking import WandbSpec
+    from fixmatch_ray.tracking.wandb import WandbOptions
     from fixmatch_ray.errors import ConfigError
     from fixmatch_ray.storage import is_uri, local_path, normalize_storage
     from fixmatch_ray.tracking.tensorboard import TensorBoardTracker
-    from fixmatch_ray.train import run_key
+    from fixmatch_ray.train import tracked_run
 
     assert [is_uri(p) for p in ("s3://b/x", "gs://b", "hdfs://h/x", "file:///tmp/x", "/tmp/x", "rel/x")] == [
         True, True, True, False, False, False]
@@ -238,7 +238,8 @@ def test_file_uris_are_local_everywhere(tmp_path, monkeypatch):
     tb.log_metrics({"step": 1, "test_acc": 50.0}, 1)
     tb.close()
     assert tb.remote is None and any((tmp_path / "tb").iterdir())  # written in place, not copied
-    assert WandbSpec(project="p", dir=f"file://{tmp_path}/w").dir
+    assert WandbOptions(project="p", dir=f"file://{tmp_path}/w").dir
     with pytest.raises(ConfigError, match="must be a local directory"):
-        WandbSpec(project="p", dir="s3://bucket/w")
-    assert run_key(f"file://{tmp_path}/run") == (f"{tmp_path}/run", "run")
+        WandbOptions(project="p", dir="s3://bucket/w")
+    run = tracked_run(f"file://{tmp_path}/run")
+    assert (run.key, run.name, run.local_dir) == (f"{tmp_path}/run", "run", f"{tmp_path}/run")

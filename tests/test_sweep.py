@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fixmatch_ray.config import parse_sweep
+from fixmatch_ray.config import ConfigError, parse_sweep
 from fixmatch_ray.results.read import read_trials
 from fixmatch_ray.sweep import main
 
@@ -39,6 +39,22 @@ def test_grid_expansion():
     assert sorted({t.seed for t in spec.trials}) == [1, 2]
 
 
+def test_algorithm_options_are_grid_axes():
+    """Any option of a block's algorithm is an axis; each trial's run carries its value, and a key the
+    block's algorithm does not have is one line naming the block."""
+    spec = parse_sweep({**GOOD, "grid": [
+        {"dataset": "digits", "num_labeled": [20], "threshold": [0.5, 0.9]},
+        {"dataset": "digits", "num_labeled": [20], "algorithm": "flexmatch", "flex_mapping": ["linear", "concave"]}]})
+    got = {t.label: (t.run.algorithm, t.run.options.threshold, getattr(t.run.options, "flex_mapping", None))
+           for t in spec.trials}
+    assert got == {"digits@20 threshold=0.5": ("fixmatch", 0.5, None), "digits@20 threshold=0.9": ("fixmatch", 0.9, None),
+                   "digits@20 flex_mapping=linear": ("flexmatch", 0.95, "linear"),
+                   "digits@20 flex_mapping=concave": ("flexmatch", 0.95, "concave")}
+    with pytest.raises(ConfigError, match=r"^s\.yaml: grid\[0\]: 'flex_mapping' is an option of flexmatch, not of "
+                                          r"algorithm fixmatch; valid keys: "):
+        parse_sweep({**GOOD, "base": {"flex_mapping": "linear"}}, "s.yaml")
+
+
 def test_paper_grid():
     from fixmatch_ray.config import load_sweep
 
@@ -46,7 +62,7 @@ def test_paper_grid():
     assert len(spec.trials) == 6 * 5
     for t in spec.trials:
         assert t.run.total_steps == 2**20 and t.run.eval_step == 1024
-        assert (t.run.batch_size, t.run.mu, t.run.lr, t.run.threshold, t.run.ema_decay) == (64, 7, 0.03, 0.95, 0.999)
+        assert (t.run.batch_size, t.run.mu, t.run.lr, t.run.options.threshold, t.run.ema_decay) == (64, 7, 0.03, 0.95, 0.999)
         if t.run.dataset == "cifar10":
             assert (t.run.depth, t.run.width, t.run.wdecay) == (28, 2, 5e-4)
             assert t.run.num_labeled in (40, 250, 4000)
@@ -91,7 +107,7 @@ def test_table2_grid_covers_every_cell_with_both_policies():
         got.setdefault(key, []).append(t.seed)
         assert paper_reference(t.setting, t.run.to_dict()) == cells[key]
         assert (t.run.total_steps, t.run.eval_step, t.run.batch_size, t.run.mu) == (2**20, 1024, 64, 7)
-        assert (t.run.lr, t.run.threshold, t.run.ema_decay, t.run.aug_backend) == (0.03, 0.95, 0.999, "tensor")
+        assert (t.run.lr, t.run.options.threshold, t.run.ema_decay, t.run.aug_backend) == (0.03, 0.95, 0.999, "tensor")
         shape = {"cifar10": (28, 2, None, 5e-4), "cifar100": (28, 8, None, 1e-3), "svhn": (28, 2, None, 5e-4),
                  "stl10": (46, 2, 5, 5e-4)}[t.run.dataset]
         assert (t.run.depth, t.run.width, t.run.scales, t.run.wdecay) == shape
@@ -127,7 +143,7 @@ def test_quick_demo_has_randaugment_ctaugment_and_supervised():
     from fixmatch_ray.config import load_sweep
 
     spec = load_sweep(ROOT / "sweeps" / "quick.yaml")
-    kinds = {(t.run.policy, t.run.aug_backend, t.run.lambda_u) for t in spec.trials}
+    kinds = {(t.run.policy, t.run.aug_backend, t.run.options.lambda_u) for t in spec.trials}
     # randaugment on auto: PIL on the CPU the demo runs on, the device path on a GPU
     assert kinds == {("randaugment", "auto", 1.0), ("ctaugment", "tensor", 1.0), ("randaugment", "auto", 0.0)}
     assert {t.run.dataset for t in spec.trials} == {"digits"}
@@ -212,7 +228,7 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path, capsys):
     assert row["n"] == 2 and row["seeds"] == [1, 2] and row["paper_error"] is None
     finals = [t.final["median20_acc"] for t in trials]
     assert row["median20_acc"]["mean"] == pytest.approx(sum(finals) / 2)
-    assert all((exp / f).is_file() for f in ("results.csv", "results.tex", "acc_vs_step.png", "mask_vs_step.png"))
+    assert all((exp / f).is_file() for f in ("results.csv", "results.tex", "acc_vs_step.png", "train_mask_vs_step.png"))
     # re-running a finished experiment resumes it and reruns nothing
     records = {p: p.read_text() for p in exp.glob("train/*/metrics.json")}
     assert len(records) == 2

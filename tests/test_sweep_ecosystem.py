@@ -49,12 +49,15 @@ def test_mlflow_one_run_per_trial_by_training_step(swept):
         assert run["status"] == "FINISHED"
         assert run["params"]["seed"] == str(t.seed) and run["params"]["num_labeled"] == "20"
         assert run["params"]["setting"] == "digits@20" and run["params"]["total_steps"] == "12"
-        assert run["tags"]["fixmatch.run"].endswith(f"/train/{name}-{run['tags']['trial_id']}")
+        # the run's key: its Train run directory, <experiment>/train/<trial name>-<trial id>
+        key = run["tags"]["fixmatch.run"]
+        assert key.startswith(str(swept["exp"] / "train" / f"{name}-")) and Path(key, "metrics.json").is_file()
         # every evaluation at its training step (4, 8, 12), not Tune's iteration (1, 2, 3)
-        assert run["history"]["test/acc"] == pairs_approx([(h["step"], h["test_acc"]) for h in t.history])
-        assert [s for s, _ in run["history"]["train/mask"]] == [4, 8, 12]
-        for key, value in summarize(t.history).items():  # the final summary, once, at the last step
-            assert run["history"][key] == [(12, pytest.approx(value))]
+        assert run["history"]["test_acc"] == pairs_approx([(h["step"], h["test_acc"]) for h in t.history])
+        assert [s for s, _ in run["history"]["train_mask"]] == [4, 8, 12]
+        for key, value in summarize(t.history).items():  # the final summary: the values at the last step
+            assert run["history"][key][-1] == (12, pytest.approx(value))
+        assert run["history"]["evals"] == [(12, 3.0)]  # logged once, when the trial finished
         assert set(SUMMARY) <= set(run["history"])
         assert not any(k.startswith(("config", "trial", "time_", "training_iteration")) for k in run["history"])
 
@@ -67,7 +70,7 @@ def test_wandb_offline_runs_by_training_step(swept):
         t = trials[name]
         assert run["project"] == "fixmatch-test" and run["state"] == "finished"
         assert run["config"]["seed"] == t.seed and run["config"]["setting"] == "digits@20"
-        assert [(h["step"], h["test/acc"]) for h in run["history"]] == pairs_approx(
+        assert [(h["step"], h["test_acc"]) for h in run["history"]] == pairs_approx(
             [(h["step"], h["test_acc"]) for h in t.history])
         assert {k: run["summary"][k] for k in SUMMARY} == pytest.approx(summarize(t.history))
 
@@ -86,8 +89,8 @@ def test_tensorboard_one_scalar_run_per_trial(swept):
     assert len(scalar_runs) == len(trials), sorted(scalar_runs)
     for run in scalar_runs:
         name = Path(run).parts[1].rsplit("-", 1)[0]  # train/<trial name>-<trial id>/tensorboard
-        assert [e.step for e in mux.Scalars(run, "test/acc")] == [h["step"] for h in trials[name].history]
-        assert [e.value for e in mux.Scalars(run, "test/acc")] == pytest.approx(
+        assert [e.step for e in mux.Scalars(run, "test_acc")] == [h["step"] for h in trials[name].history]
+        assert [e.value for e in mux.Scalars(run, "test_acc")] == pytest.approx(
             [h["test_acc"] for h in trials[name].history])
     hparams = mux.PluginRunToTagToContent("hparams")
     assert {Path(r).parts[1] for r in hparams} == set(trials)
@@ -127,37 +130,6 @@ def test_results_load_from_a_uri(swept, s3_env):
         results.summary(str(swept["exp"])).median20_acc_mean.tolist())
 
 
-def test_wandb_callback_retry_continues_the_run(ray_session, tmp_path):
-    """Ray's WandbLoggerCallback as the sweep wires it, on a trial that fails and is retried: the
-    retry waits for the first W&B process to finish and resumes the same run id (offline: a second
-    directory that `wandb sync` merges), every row at its training step."""
-    from test_tracking import FakeTrial, report
-
-    from fixmatch_ray.config.tracking import WandbSpec
-    from fixmatch_ray.launch.trackers import StepWandbLogger
-
-    callback = StepWandbLogger(WandbSpec(project="fixmatch-test", mode="offline"), group="smoke", dir=str(tmp_path))
-    callback.setup()
-    (tmp_path / "trial").mkdir()
-    trial = FakeTrial("abc_00000", str(tmp_path / "smoke"), local_path=str(tmp_path / "trial"))
-    callback.log_trial_start(trial)
-    report(callback, trial, 4)
-    callback.log_trial_end(trial, failed=True)
-    callback.log_trial_start(trial)  # Tune retries it
-    report(callback, trial, 8)
-    report(callback, trial, 12)
-    callback.log_trial_end(trial, failed=False)
-    callback.on_experiment_end([trial])
-    from readback import wandb_run
-
-    dirs = sorted((tmp_path / "wandb").glob("offline-run-*"), key=lambda d: d.stat().st_mtime)
-    assert dirs and all(d.name.endswith("-abc_00000") for d in dirs)  # one run id: the trial's
-    runs = [wandb_run(d) for d in dirs]
-    assert [(h["step"], h["test/acc"]) for r in runs for h in r["history"]] == [(4, 4.0), (8, 8.0), (12, 12.0)]
-    assert runs[-1]["summary"]["median20_acc"] == 12.0 and runs[-1]["config"]["setting"] == "digits@20"
-    assert all("median20_acc" not in r["summary"] for r in runs[:-1])  # no summary for the failed attempt
-
-
 def test_train_on_ray_workers_logs_from_rank_0(ray_session, tmp_path, monkeypatch):
     """train --ddp-workers 2 --tracking ...: one MLflow run and one W&B run (rank 0's), by step; the
     driver's MLFLOW_* settings reach the worker."""
@@ -173,7 +145,7 @@ def test_train_on_ray_workers_logs_from_rank_0(ray_session, tmp_path, monkeypatc
     record = __import__("json").loads((out / "metrics.json").read_text())
     accs = [(h["step"], h["test_acc"]) for h in record["history"]]
     (run,) = mlflow_runs(uri, "fixmatch").values()
-    assert run["status"] == "FINISHED" and run["history"]["test/acc"] == pairs_approx(accs)
-    assert run["history"]["median20_acc"] == [(8, pytest.approx(record["summary"]["median20_acc"]))]
+    assert run["status"] == "FINISHED" and run["history"]["test_acc"] == pairs_approx(accs)
+    assert run["history"]["median20_acc"][-1] == (8, pytest.approx(record["summary"]["median20_acc"]))
     (wb,) = wandb_runs(out).values()
-    assert [(h["step"], h["test/acc"]) for h in wb["history"]] == pairs_approx(accs)
+    assert [(h["step"], h["test_acc"]) for h in wb["history"]] == pairs_approx(accs)

@@ -85,7 +85,7 @@ def test_stl10_run(stl10_root, tmp_path, monkeypatch, policy, backend):
     assert data.labeled_idx.tolist() == sorted(files["folds"][3].tolist())  # seed 3 = fold line 3
     assert len(data.train) == 40 + 24 and data.test.images.shape == (10, 96, 96, 3)  # train + unlabeled
     batch = next(iter(step_batches(cfg, data, 0)))
-    assert batch["x_lb"].shape == (4, 3, 96, 96) and batch["x_ulb_s"].shape == (4, 3, 96, 96)
+    assert batch["x_lb"][0].shape == (4, 3, 96, 96) and batch["x_ulb"][1].shape == (4, 3, 96, 96)
     if backend == "tensor":
         store = step_batches(cfg, data, 0).store
         assert (store.flip, store.pad) == (True, 12)  # reflect pad 1/8 of the side: 12 at 96 px

@@ -35,17 +35,20 @@ def test_train_logs_to_mlflow_and_wandb(tmp_path, file_store, capsys):
     (run,) = mlflow_runs(file_store, "single").values()
     assert run["status"] == "FINISHED" and run["tags"]["fixmatch.run"] == str(out)
     assert run["params"]["num_labeled"] == "20" and run["params"]["lr"] == "0.03" and run["params"]["seed"] == "1"
-    assert run["history"]["test/acc"] == pairs_approx(accs)  # by training step
-    assert [s for s, _ in run["history"]["train/loss"]] == [4, 8]
-    for key in ("median20_acc", "best_acc", "last_acc", "evals"):  # the summary, at the last step
-        assert run["history"][key] == [(8, pytest.approx(record["summary"][key]))]
+    assert run["history"]["test_acc"] == pairs_approx(accs)  # by training step, under the record's name
+    assert [s for s, _ in run["history"]["train_loss"]] == [4, 8]
+    assert set(run["history"]) == {k for k, v in record["history"][0].items() if isinstance(v, float)} - {
+        "wall_time"} | {"last_acc", "evals"}  # one name per number; the summary's own two beside them
+    for key in ("median20_acc", "best_acc", "last_acc", "evals"):  # the summary: the value at the last step
+        assert run["history"][key][-1] == (8, pytest.approx(record["summary"][key]))
+    assert run["history"]["evals"] == [(8, 2.0)]  # logged once
 
     runs = wandb_runs(out)  # mode offline: under the run's directory
     assert list(runs) == ["digits@20.1"]
     wb = runs["digits@20.1"]
     assert wb["project"] == "fixmatch-test" and wb["state"] == "finished"
     assert wb["config"]["num_labeled"] == 20 and wb["config"]["seed"] == 1
-    assert [(h["step"], h["test/acc"]) for h in wb["history"]] == pairs_approx(accs)
+    assert [(h["step"], h["test_acc"]) for h in wb["history"]] == pairs_approx(accs)
     assert all(h["_step"] == h["step"] for h in wb["history"])
     for key in ("median20_acc", "best_acc", "last_acc", "evals"):
         assert wb["summary"][key] == pytest.approx(record["summary"][key])
@@ -53,17 +56,18 @@ def test_train_logs_to_mlflow_and_wandb(tmp_path, file_store, capsys):
 
 def test_a_resumed_run_continues_its_mlflow_run(tmp_path, file_store):
     """The same run key finds the same MLflow run; params it already has keep their values."""
-    from fixmatch_ray.tracking.mlflow import MLflowTracker
+    from fixmatch_ray.tracking import TrackedRun
+    from fixmatch_ray.tracking.mlflow import MLflowOptions, MLflowTracker
 
     for workers, steps in ((4, (4, 8)), (0, (12,))):
-        t = MLflowTracker(file_store, "resumed", run_key="/runs/a", run_name="a")
+        t = MLflowTracker(MLflowOptions(file_store, "resumed"), TrackedRun(key="/runs/a", name="a"))
         t.log_config({"lr": 0.03, "num_workers": workers})
         for s in steps:
             t.log_metrics({"test_acc": float(s)}, s)
         t.close()
     (run,) = mlflow_runs(file_store, "resumed").values()
     assert run["params"] == {"lr": "0.03", "num_workers": "4"}
-    assert run["history"]["test/acc"] == [(4, 4.0), (8, 8.0), (12, 12.0)]
+    assert run["history"]["test_acc"] == [(4, 4.0), (8, 8.0), (12, 12.0)]
     assert run["status"] == "KILLED"  # ended without a summary: interrupted, not finished
 
 
@@ -75,7 +79,7 @@ def one_line_error(capsys) -> str:
 
 @pytest.mark.parametrize("flags, match", [
     (["--mlflow-uri", "x"], "--mlflow-uri needs --tracking mlflow"),
-    (["--tracking", "wandb"], "--tracking wandb needs --wandb-project"),
+    (["--tracking", "wandb"], "tracking.wandb.project: required"),
     (["--tracking", "mlflow", "--tracking-config", "t.yaml"], "not both"),
 ])
 def test_bad_tracking_flags_are_one_line(tmp_path, capsys, flags, match):
@@ -134,7 +138,7 @@ GOOD = {"name": "t", "grid": [{"dataset": "digits", "num_labeled": [20]}]}
     ({"wandb": {"project": "p", "mode": "local"}}, "tracking.wandb.mode: expected one of offline, online"),
     ({"wandb": {"project": "p", "dir": "s3://b/w"}}, "tracking.wandb.dir: 's3://b/w' must be a local directory"),
     ({"mlflow": {"tags": {"team": 1}}}, "tracking.mlflow.tags.team: expected str, got 1"),
-    ({"neptune": {}}, "tracking: unknown key 'neptune'; valid keys: mlflow, wandb"),
+    ({"neptune": {}}, "tracking: unknown tracker 'neptune'; expected one of mlflow, wandb"),
     ({"mlflow": "sqlite:///x.db"}, "tracking: mlflow: expected a mapping"),
 ])
 def test_bad_tracking_blocks(block, match):
@@ -148,9 +152,14 @@ def test_bad_tracking_blocks(block, match):
 def test_tracking_block_parsed():
     spec = parse_sweep({**GOOD, "tracking": {"mlflow": {"tracking_uri": "sqlite:///m.db"},
                                              "wandb": {"project": "p", "mode": "offline", "tags": ["a"]}}})
+    from fixmatch_ray.tracking.mlflow import MLflowOptions
+    from fixmatch_ray.tracking.wandb import WandbOptions
+
     assert spec.tracking.enabled == ["mlflow", "wandb"]
-    assert spec.tracking.mlflow.tracking_uri == "sqlite:///m.db" and spec.tracking.mlflow.experiment is None
-    assert (spec.tracking.wandb.project, spec.tracking.wandb.mode, spec.tracking.wandb.tags) == ("p", "offline", ["a"])
+    mlflow, wandb = spec.tracking.trackers["mlflow"], spec.tracking.trackers["wandb"]
+    assert mlflow == MLflowOptions(tracking_uri="sqlite:///m.db") and mlflow.experiment is None
+    assert isinstance(wandb, WandbOptions) and (wandb.project, wandb.mode, wandb.tags) == ("p", "offline", ["a"])
+    assert spec.tracking.to_dict()["wandb"]["tags"] == ["a"]  # what a trial's config carries
     assert parse_sweep({**GOOD, "tracking": None}).tracking.enabled == []
     assert parse_sweep(GOOD).tracking.enabled == []
 
@@ -168,50 +177,37 @@ def test_sweep_file_example_in_readme_parses():
     assert parse_sweep({**GOOD, "tracking": block}).tracking.enabled
 
 
-class FakeTrial:
-    """What Tune's logger callbacks read of a trial (a Tune Trial needs a running experiment)."""
+def test_one_tracker_run_across_attempts_and_drivers(tmp_path, file_store):
+    """What a retried trial and a restarted sweep driver do to a trial's trackers: a new rank 0 (new
+    process, new tracker objects) with the same run key. MLflow finds its run again by the key's tag,
+    W&B takes the same run id; the failed attempt leaves no summary, the last one does."""
+    from fixmatch_ray.tracking import TrackedRun
+    from fixmatch_ray.tracking.mlflow import MLflowOptions, MLflowTracker
+    from fixmatch_ray.tracking.wandb import WandbOptions, WandbTracker, run_id
 
-    def __init__(self, trial_id: str, experiment: str, local_path: str = ""):
-        run = {"total_steps": 12, "lr": 0.03, "seed": 1, "num_labeled": 20}
-        self.trial_id, self.local_path, self.experiment_dir_name = trial_id, local_path, "smoke"
-        self.config = {"trial": {"name": "digits@20.s1", "label": "digits@20", "experiment": experiment, "run": run}}
-        self.last_result: dict = {}
+    run = TrackedRun(key=str(tmp_path / "smoke" / "train" / "digits@20.s1-abc_00000"), name="digits@20.s1",
+                     group="smoke", local_dir=str(tmp_path))
+    wandb_options = WandbOptions(project="fixmatch-test", mode="offline")
+    for steps, finished in (((4,), False), ((8,), False), ((12,), True)):  # failed, retried, restored
+        trackers = [MLflowTracker(MLflowOptions(file_store), run), WandbTracker(wandb_options, run)]
+        for t in trackers:
+            t.log_config({"lr": 0.03, "setting": "digits@20"})
+            for s in steps:
+                t.log_metrics({"step": s, "test_acc": float(s), "median20_acc": float(s)}, s)
+            if finished:
+                t.log_summary({"median20_acc": 12.0, "best_acc": 12.0, "last_acc": 12.0, "evals": 3})
+            t.close()
+    (mlflow,) = mlflow_runs(file_store, "smoke").values()  # the experiment: the sweep's name
+    assert mlflow["status"] == "FINISHED" and mlflow["tags"]["fixmatch.run"] == run.key
+    assert mlflow["history"]["test_acc"] == [(4, 4.0), (8, 8.0), (12, 12.0)]
+    assert mlflow["history"]["median20_acc"] == [(4, 4.0), (8, 8.0), (12, 12.0)]  # the summary's equal: once
+    assert mlflow["history"]["evals"] == [(12, 3.0)] and "step" not in mlflow["history"]
+    assert mlflow["params"] == {"lr": "0.03", "setting": "digits@20"}
+    from readback import wandb_run
 
-    def __str__(self) -> str:
-        return f"digits@20.s1_{self.trial_id}"
-
-
-def report(callback, trial, step: int) -> None:
-    result = {"step": step, "test_acc": float(step), "training_iteration": step // 4,
-              "median20_acc": float(step), "best_acc": float(step), "last_acc": float(step), "evals": step // 4}
-    trial.last_result = result
-    callback.log_trial_result(step // 4, trial, result)
-
-
-def test_mlflow_callback_retry_and_driver_restart_continue_one_run(tmp_path, file_store):
-    """Ray's MLflowLoggerCallback as the sweep wires it: a trial that fails and is retried, then a
-    new driver (a restored sweep) that finishes it, all land in one MLflow run, by training step."""
-    from fixmatch_ray.config.tracking import MLflowSpec
-    from fixmatch_ray.launch.trackers import StepMLflowLogger
-
-    spec = MLflowSpec(tracking_uri=file_store)
-    first = StepMLflowLogger(spec, "smoke")
-    first.setup()
-    trial = FakeTrial("abc_00000", str(tmp_path / "smoke"))
-    first.log_trial_start(trial)
-    report(first, trial, 4)
-    first.log_trial_end(trial, failed=True)
-    first.log_trial_start(trial)  # Tune retries it
-    report(first, trial, 8)
-    second = StepMLflowLogger(spec, "smoke")  # the driver died; the rerun command restores the sweep
-    second.setup()
-    second.log_trial_start(trial)
-    report(second, trial, 12)
-    second.log_trial_end(trial, failed=False)
-    (run,) = mlflow_runs(file_store, "smoke").values()
-    assert run["status"] == "FINISHED" and run["tags"]["trial_id"] == "abc_00000"
-    assert run["tags"]["fixmatch.run"] == str(tmp_path / "smoke" / "train" / "digits@20.s1-abc_00000")
-    assert run["history"]["test/acc"] == [(4, 4.0), (8, 8.0), (12, 12.0)]
-    assert run["history"]["median20_acc"] == [(12, 12.0)]  # the summary, once: the trial finished
-    assert "training_iteration" not in run["history"]
-    assert run["params"]["setting"] == "digits@20" and run["params"]["lr"] == "0.03"
+    dirs = sorted((tmp_path / "wandb").glob("offline-run-*"), key=lambda d: d.stat().st_mtime)
+    assert len(dirs) == 3 and all(f"-{run_id(run.key)}" in d.name for d in dirs)  # one run id
+    runs = [wandb_run(d) for d in dirs]
+    assert [(h["step"], h["test_acc"]) for r in runs for h in r["history"]] == [(4, 4.0), (8, 8.0), (12, 12.0)]
+    assert runs[-1]["summary"]["evals"] == 3 and runs[-1]["config"]["setting"] == "digits@20"
+    assert all("evals" not in r["summary"] for r in runs[:-1])  # no summary for the unfinished attempts

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from fixmatch_ray.training.checkpoint import load_checkpoint
@@ -31,7 +32,7 @@ def test_digits_end_to_end(tmp_path, capsys):
     assert summary == doc["summary"] and summary["evals"] == 2
     assert 0 <= summary["median20_acc"] <= 100
     h = doc["history"][-1]
-    for key in ("train_loss", "train_loss_x", "train_loss_u", "mask_rate", "lr", "test_acc", "test_loss",
+    for key in ("train_loss", "train_loss_x", "train_loss_u", "train_mask", "lr", "test_acc", "test_loss",
                 "raw_test_acc", "median20_acc", "best_acc", "images_per_s"):
         assert key in h
     assert (out / "config.yaml").is_file() and (out / "checkpoint.pt").is_file()
@@ -48,8 +49,14 @@ def test_tensorboard_scalars(tmp_path):
     acc = EventAccumulator(str(out))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"train/loss", "train/loss_x", "train/loss_u", "train/mask", "train/lr", "test/acc", "test/loss"} <= tags
-    assert [e.step for e in acc.Scalars("test/acc")] == [3, 6]
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    # one name per number: every number of the record under its record name, nothing else
+    numbers = {k for k, v in history[0].items() if isinstance(v, float)} - {"wall_time"}
+    assert tags == numbers and {"train_loss", "train_loss_x", "train_loss_u", "train_mask", "lr", "test_acc",
+                                "test_loss", "raw_test_acc", "median20_acc", "best_acc", "images_per_s"} == tags
+    for key in tags:
+        assert [(e.step, e.value) for e in acc.Scalars(key)] == [
+            (h["step"], pytest.approx(h[key], rel=1e-6)) for h in history], key
 
 
 def test_cifar_files_end_to_end(cifar10_root, tmp_path):

@@ -1,12 +1,13 @@
-"""SSL algorithms behind one interface; importing this package registers the built-in ones.
+"""SSL algorithms behind one contract (:mod:`.base`); importing this package registers the built-in
+ones, and other packages add theirs through the ``fixmatch_ray.algorithms`` entry-point group.
 
-Add an algorithm: write ``algorithms/<name>.py`` with an :class:`Algorithm` subclass decorated
-by :func:`register`, and import it below.
+Add one here: write ``algorithms/<name>.py`` with an :class:`Algorithm` subclass decorated by
+:func:`register`, and import it below.
 """
-from .base import (LOCAL, REGISTRY, Algorithm, Collective, StepInput, TorchCollective,
-                   build_algorithm, register)
+from .base import (ALGORITHMS, LOCAL, Algorithm, Collective, Context, Forward, StepInput, TorchCollective, Views,
+                   build_algorithm, metric_key, register)
 from .fixmatch import FixMatch
 from .flexmatch import FlexMatch
 
-__all__ = ["LOCAL", "REGISTRY", "Algorithm", "Collective", "FixMatch", "FlexMatch", "StepInput",
-           "TorchCollective", "build_algorithm", "register"]
+__all__ = ["ALGORITHMS", "LOCAL", "Algorithm", "Collective", "Context", "FixMatch", "FlexMatch", "Forward",
+           "StepInput", "TorchCollective", "Views", "build_algorithm", "metric_key", "register"]

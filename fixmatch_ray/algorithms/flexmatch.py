@@ -27,21 +27,25 @@ Deviations, each deliberate:
 - Counting uses ``scatter_add_`` on the device instead of ``Counter(selected_label.tolist())``: no
   host sync; the quotient is formed in float64 and stored as float32, like the reference's.
 
-Options (``getattr`` on the run config): ``flex_warmup`` (default True, the authors' default) and
-``flex_mapping``: ``convex`` ``x/(2-x)`` (the authors' default), ``linear`` ``(x+1)/2`` or
-``concave`` ``(ln(x+1)+0.5)/(ln 2+0.5)`` — the three mappings of the paper's ablation.
+Options: FixMatch's τ, λu, T and anchoring, plus ``flex_warmup`` (default True, the authors'
+default) and ``flex_mapping``: ``convex`` ``x/(2-x)`` (the authors' default), ``linear``
+``(x+1)/2`` or ``concave`` ``(ln(x+1)+0.5)/(ln 2+0.5)`` — the three mappings of the paper's
+ablation. The loss is FixMatch's (:func:`.losses.consistency_loss`) under the per-class mask.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Algorithm, Collective, Forward, StepInput, register
-from .fixmatch import forward_views
+from ..config.cli import opt
+from ..config.strict import require
+from .base import Algorithm, Collective, Context, Forward, StepInput, Views, register
+from .fixmatch import ConfidenceOptions, forward_views
+from .losses import consistency_loss, sharpened
 
 MAPPINGS: dict[str, Callable[[Tensor], Tensor]] = {
     "convex": lambda b: b / (2.0 - b),
@@ -75,46 +79,55 @@ def update_selected(selected_label: Tensor, idx: Tensor, pseudo: Tensor, confide
     return torch.where(last >= 0, pseudo[last.clamp(min=0)], selected_label)
 
 
+@dataclass(frozen=True)
+class FlexMatchOptions(ConfidenceOptions):
+    flex_warmup: bool = opt(True, "FlexMatch: threshold warm-up (default on)", action="bool")
+    flex_mapping: str = opt("convex", "FlexMatch: mapping of the learning effect (default convex)",
+                            choices=tuple(MAPPINGS))
+
+    def check(self) -> None:
+        super().check()
+        require(self.flex_mapping in MAPPINGS,
+                f"flex_mapping: unknown {self.flex_mapping!r}; expected one of {', '.join(MAPPINGS)}")
+
+
 @register
 class FlexMatch(Algorithm):
     """Curriculum pseudo-labelling: flexible per-class thresholds, state per unlabeled sample."""
 
     name = "flexmatch"
+    Options = FlexMatchOptions
+    metrics = ("loss", "loss_x", "loss_u", "mask", "threshold")
 
-    def __init__(self, cfg: Any, num_classes: int, num_unlabeled: int, device: torch.device):
-        super().__init__(cfg, num_classes, num_unlabeled, device)
-        self.warmup = bool(getattr(cfg, "flex_warmup", True))
-        mapping = getattr(cfg, "flex_mapping", "convex")
-        if mapping not in MAPPINGS:
-            raise ValueError(
-                f"flex_mapping: unknown mapping {mapping!r}; expected one of {', '.join(MAPPINGS)}")
-        self.mapping = MAPPINGS[mapping]
-        self.selected_label = torch.full((num_unlabeled,), -1, dtype=torch.long, device=self.device)
-        self.classwise_acc = torch.zeros(num_classes, dtype=torch.float32, device=self.device)
+    @classmethod
+    def views(cls, options: FlexMatchOptions) -> Views:
+        return options.views()
+
+    def __init__(self, options: FlexMatchOptions, context: Context):
+        super().__init__(options, context)
+        self.warmup, self.mapping = options.flex_warmup, MAPPINGS[options.flex_mapping]
+        self.selected_label = torch.full((self.num_unlabeled,), -1, dtype=torch.long, device=self.device)
+        self.classwise_acc = torch.zeros(self.num_classes, dtype=torch.float32, device=self.device)
 
     def thresholds(self) -> Tensor:
         """The per-class thresholds ``τ·M(β_c)`` the next step will use."""
-        return self.cfg.threshold * self.mapping(self.classwise_acc)
+        return self.options.threshold * self.mapping(self.classwise_acc)
 
     def train_step(self, forward: Forward, batch: StepInput,
                    collective: Collective) -> tuple[Tensor, dict[str, Tensor]]:
-        cfg = self.cfg
+        o = self.options
         logits_lb, logits_w, logits_s = forward_views(forward, batch)
-        loss_x = F.cross_entropy(logits_lb.float(), batch.y_lb, reduction="mean")
         with torch.no_grad():
-            probs = torch.softmax(logits_w.detach().float() / cfg.T, dim=-1)
-            max_probs, pseudo = probs.max(dim=-1)
+            max_probs, pseudo = sharpened(logits_w, o.T)
             thresholds = self.thresholds()
             mask = max_probs.ge(thresholds[pseudo]).to(max_probs.dtype)
-            confident = max_probs.ge(cfg.threshold)
+            confident = max_probs.ge(o.threshold)
             self._update(batch.idx_ulb, pseudo, confident, collective)
-        ce_u = F.cross_entropy(logits_s.float(), pseudo, reduction="none")
-        loss_u = (ce_u * mask).mean()
-        loss = loss_x + cfg.lambda_u * loss_u
+        out = consistency_loss(logits_lb, batch.y_lb, logits_s, pseudo, mask, lambda_u=o.lambda_u)
         # threshold: the class mean of the τ·M(β_c) this step used; the same on every rank.
-        metrics = {"loss": loss, "loss_x": loss_x, "loss_u": loss_u, "mask": mask.mean(),
+        metrics = {"loss": out.loss, "loss_x": out.loss_x, "loss_u": out.loss_u, "mask": out.mask,
                    "threshold": thresholds.mean()}
-        return loss, {k: v.detach() for k, v in metrics.items()}
+        return out.loss, {k: v.detach() for k, v in metrics.items()}
 
     def _update(self, idx: Tensor, pseudo: Tensor, confident: Tensor, collective: Collective) -> None:
         # One gather of a (n, 3) long tensor (the confidence test is done locally, so max_prob

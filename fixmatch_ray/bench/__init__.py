@@ -129,11 +129,11 @@ def _time_aug(steps: int, repeats: int) -> dict[str, Any]:
 
     from ..data.batched import BatchAugmenter
     from ..data.datasets import DATASETS
-    from ..data.policies.randaugment import TransformFixMatch
+    from ..data.policies.randaugment import ViewTransform
 
     spec = DATASETS["cifar10"]
     imgs = _cifar_like(B + MU * B)
-    pil = TransformFixMatch(spec.mean, spec.std, flip=True)
+    pil = ViewTransform(spec.mean, spec.std, flip=True)
     aug, gen = BatchAugmenter(spec.mean, spec.std, flip=True), torch.Generator().manual_seed(0)
     store = aug.store(torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous())  # resident, built once per run
     lb, ulb = torch.arange(B), torch.arange(B, B + MU * B)

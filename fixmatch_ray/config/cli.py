@@ -10,7 +10,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from typing import Any
+from typing import Any, Callable
+
+
+def opt(default: Any, help: str, **cli: Any) -> Any:
+    """A config field with its CLI flag's help (and argparse options: flag, action, choices...)."""
+    return dataclasses.field(default=default, metadata={"help": help, **cli})
 
 
 def _scalar(tp: Any) -> Any:
@@ -19,15 +24,25 @@ def _scalar(tp: Any) -> Any:
     return args[0] if args else tp
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per field of ``cls`` that carries a ``help`` in its metadata."""
+def flag_of(f: dataclasses.Field, prefix: str = "") -> str:
+    """The flag of field ``f``: its own (``--T``), else ``--[prefix-]name-with-hyphens``."""
+    return f.metadata.get("flag") or "--" + (f"{prefix}-" if prefix else "") + f.name.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: set[str] | None = None,
+                     note: Callable[[str], str] | None = None) -> set[str]:
+    """One flag per field of ``cls`` that carries a ``help`` in its metadata, except the names in
+    ``skip``; ``prefix`` goes before the flag and the destination (``--wandb-project`` →
+    ``wandb.project``), ``note(name)`` after the help. Returns the destinations added."""
     hints = typing.get_type_hints(cls)
+    added = set()
     for f in dataclasses.fields(cls):
         meta = f.metadata
-        if "help" not in meta:
+        dest = f"{prefix}.{f.name}" if prefix else f.name
+        if "help" not in meta or dest in (skip or ()):
             continue
-        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
-        kw: dict[str, Any] = {"dest": f.name, "help": meta["help"]}
+        added.add(dest)
+        kw: dict[str, Any] = {"dest": dest, "help": meta["help"] + (note(f.name) if note else "")}
         action = meta.get("action")
         if action == "bool":
             kw["action"] = argparse.BooleanOptionalAction
@@ -35,7 +50,10 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
             kw["action"] = action
         else:
             kw["type"] = _scalar(hints[f.name])
+            if prefix:
+                kw["metavar"] = f.name.upper()
             for key in ("choices", "nargs", "const"):
                 if key in meta:  # choices may be a function: registries are read when the parser is built
                     kw[key] = meta[key]() if callable(meta[key]) else meta[key]
-        parser.add_argument(flag, **kw)
+        parser.add_argument(flag_of(f, prefix), **kw)
+    return added

@@ -5,6 +5,10 @@ impossible value is a :class:`ConfigError` with one line that names the key, the
 what would be right. The resolved config (seed drawn, dataset defaults filled) is saved with every
 run and checkpoint, so a run can always be re-created from its own files. Each field carries its
 ``train`` CLI flag and help (:mod:`.cli` builds the parser from them).
+
+The selected algorithm's own options (its ``Options``: FixMatch's τ, λu, T...) are keys of the
+same flat mapping: :meth:`RunConfig.from_dict` gives each key to the config or the options (a key
+neither knows is an error listing both); :meth:`RunConfig.to_dict` writes both back.
 """
 from __future__ import annotations
 
@@ -18,16 +22,47 @@ from typing import Any, Mapping
 import yaml
 
 from ..data.datasets import DATASETS
-from .strict import check_types, from_mapping, load_yaml, require
+from ..errors import ConfigError
+from .cli import opt
+from .strict import check_types, from_mapping, keys_of, load_yaml, require
 
 ARCHS = ("wideresnet", "resnext")
 
 
 def algorithm_names() -> tuple[str, ...]:
     """The registered algorithms (imported on demand: the registry needs torch, the config does not)."""
-    from ..algorithms import REGISTRY
+    from ..algorithms import ALGORITHMS
 
-    return tuple(REGISTRY)
+    return ALGORITHMS.names()
+
+
+def algorithm_class(name: str) -> Any:
+    """The registered algorithm ``name``, its ``Options`` checked against the run config's keys."""
+    from ..algorithms import ALGORITHMS
+
+    require(name in ALGORITHMS, f"algorithm: unknown {name!r}; expected one of {', '.join(ALGORITHMS)}")
+    cls = ALGORITHMS[name]
+    clash = sorted(set(keys_of(cls.Options)) & set(keys_of(RunConfig)))
+    require(not clash, f"algorithm {name}: its option(s) {', '.join(clash)} have the name of a run-config key; "
+            "rename them in its Options")
+    return cls
+
+
+def algorithm_option_names(name: str) -> list[str]:
+    """The option keys of algorithm ``name`` (empty when it is not installed here)."""
+    return keys_of(algorithm_class(name).Options) if name in algorithm_names() else []
+
+
+def defaults_of(algorithm: str) -> dict[str, Any]:
+    """Every key's default for a run of ``algorithm`` (the run config's and its options'; the run
+    config's alone when the algorithm is not installed here)."""
+    if algorithm not in algorithm_names():
+        return RunConfig().to_dict() | {"algorithm": algorithm}
+    return RunConfig(algorithm=algorithm).to_dict()
+
+
+def dataset_names() -> tuple[str, ...]:
+    return tuple(DATASETS)
 
 
 def policy_names() -> tuple[str, ...]:
@@ -37,10 +72,11 @@ def policy_names() -> tuple[str, ...]:
     return tuple(POLICIES)
 
 
-def policy_learns(name: str) -> bool:
+def policy_backends(name: str) -> frozenset[str]:
+    """The augmentation backends policy ``name`` implements (``pil``, ``tensor``)."""
     from ..data.policies import POLICIES
 
-    return name in POLICIES and POLICIES[name].learns
+    return POLICIES[name].backends if name in POLICIES else frozenset(AUG_BACKENDS[1:])
 
 
 def strong_aug_names() -> tuple[str, ...]:
@@ -51,28 +87,20 @@ def strong_aug_names() -> tuple[str, ...]:
 
 
 AMP_MODES = ("off", "auto", "bf16", "fp16")
-# The official ablations' knobs (google-research/fixmatch ablation/ab_fixmatch_*.py).
-PSEUDO_LABELS = ("hard", "soft")  # ab_fixmatch_sharpen / ab_fixmatch_sharpen_conditional_consistency
-TEACHERS = ("model", "ema", "ema_train")  # fixmatch / ab_fixmatch_meanteacher / ..._meanteacher_train
-ANCHORINGS = ("weak.strong", "weak.weak", "strong.strong", "strong.weak")  # ab_fixmatch_anchoring
+# The official ablations' knobs (google-research/fixmatch ablation/ab_fixmatch_*.py); FixMatch's
+# own (pseudo-labels, teacher, anchoring) are its options (algorithms/fixmatch.py).
 OPTIMIZERS = ("sgd", "adam")  # ab_fixmatch_momentum / ab_fixmatch_adam
 LR_SCHEDULES = ("cosine", "linear")  # fixmatch / ab_fixmatch_linearlr
 ADAM_BETAS = (0.9, 0.999)  # the defaults of ab_fixmatch_adam's flags
 LINEAR_LR_END = 0.02  # the default of ab_fixmatch_linearlr's --lr_end
 AUG_BACKENDS = ("auto", "pil", "tensor")
-FLEX_MAPPINGS = ("convex", "linear", "concave")
-
-
-def opt(default: Any, help: str, **cli: Any) -> Any:
-    """A config field with its CLI flag's help (and argparse options: flag, action, choices...)."""
-    return field(default=default, metadata={"help": help, **cli})
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines one run. Batch sizes are per optimisation step, global."""
 
-    dataset: str = opt("cifar10", "dataset (default cifar10)", choices=tuple(DATASETS))
+    dataset: str = opt("cifar10", "dataset (default cifar10)", choices=dataset_names)
     data_dir: str = opt("data", "where datasets live / are downloaded (default ./data)")
     download: bool = opt(True, "never download datasets", flag="--no-download", action="store_false")
     num_labeled: int = opt(4000, "number of labeled images (default 4000): spread by the class distribution, "
@@ -106,25 +134,12 @@ class RunConfig:
                                "the official flag's)")
     use_ema: bool = opt(True, "evaluate an EMA model (default on)", action="bool")
     ema_decay: float = opt(0.999, "EMA decay (default 0.999)")
-    lambda_u: float = opt(1.0, "λu: weight of the unlabeled loss (default 1; 0 = supervised)")
-    T: float = opt(1.0, "pseudo-label temperature (default 1)", flag="--T")
-    threshold: float = opt(0.95, "τ: pseudo-label confidence threshold (default 0.95)")
-    pseudo_label: str = opt("hard", "hard (default): argmax of softmax(logits/T), mask from that distribution "
-                            "(ab_fixmatch_sharpen); soft: target softmax(logits/T), mask from the plain "
-                            "softmax (ab_fixmatch_sharpen_conditional_consistency)", choices=PSEUDO_LABELS)
-    teacher: str = opt("model", "weights that make the pseudo-labels: model (default), ema (the EMA model, "
-                       "eval mode: ab_fixmatch_meanteacher), ema_train (EMA weights, batch statistics)",
-                       choices=TEACHERS)
-    algorithm: str = opt("fixmatch", "SSL algorithm (default fixmatch)", choices=algorithm_names)
-    flex_warmup: bool = opt(True, "FlexMatch: threshold warm-up (default on)", action="bool")
-    flex_mapping: str = opt("convex", "FlexMatch: mapping of the learning effect (default convex)",
-                            choices=FLEX_MAPPINGS)
+    algorithm: str = opt("fixmatch", "SSL algorithm (default fixmatch); its options are keys and flags "
+                         "too (below)", choices=algorithm_names)
     policy: str = opt("randaugment", "strong augmentation policy (default randaugment)", choices=policy_names)
     strong_aug: str = opt("full", "parts of the strong view: full (default: the policy's ops, then Cutout), "
                           "no_cutout (ab_fixmatch_nocutout), cutout_only (ab_fixmatch_onlycutout)",
                           choices=strong_aug_names)
-    anchoring: str = opt("weak.strong", "views of an unlabeled image: <pseudo-label view>.<trained view> "
-                         "(default weak.strong; ab_fixmatch_anchoring)", choices=ANCHORINGS)
     seed: int | None = opt(None, "random seed (default: drawn and saved)")
     split_seed: int | None = opt(None, "seed of the labeled split alone (default: --seed); one split across "
                                  "seeds, as the official ablations' cifar10.3@250-1")
@@ -144,16 +159,33 @@ class RunConfig:
     device: str = opt("auto", "auto (default), cpu, cuda or cuda:N")
     checkpoint_every: int = opt(1, "evaluations per checkpoint (default 1; the last evaluation always saves one)")
     out: str = opt("result", "output directory (default ./result)")
+    # the algorithm's own options (its Options dataclass; None: its defaults), keys of the same mapping
+    options: Any = field(default=None, metadata={"internal": True})
 
     def __post_init__(self) -> None:
         check_types(self)
+        options_type = algorithm_class(self.algorithm).Options
+        if self.options is None:
+            object.__setattr__(self, "options", options_type())
+        require(type(self.options) is options_type, f"options: algorithm {self.algorithm} takes "
+                f"{options_type.__qualname__}, got {type(self.options).__qualname__}")
         _check_values(self)
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "run config") -> "RunConfig":
-        """Strict: unknown keys and wrong types are errors (``where`` names the source)."""
-        return from_mapping(cls, data, where)
+        """Strict: unknown keys and wrong types are errors (``where`` names the source). The keys of
+        the selected algorithm's options go to its ``Options``."""
+        algorithm = data.get("algorithm", cls.algorithm) if isinstance(data, Mapping) else None
+        if not isinstance(algorithm, str):  # not a mapping, or a mistyped algorithm: the plain loader says so
+            return from_mapping(cls, data, where)
+        options_type = algorithm_class(algorithm).Options
+        run_keys, option_keys = set(keys_of(cls)), set(keys_of(options_type))
+        for key in data:
+            if key not in run_keys and key not in option_keys:
+                raise ConfigError(_unknown_key(where, key, algorithm, run_keys | option_keys))
+        options = from_mapping(options_type, {k: v for k, v in data.items() if k in option_keys}, where)
+        return from_mapping(cls, {k: v for k, v in data.items() if k in run_keys}, where, options=options)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "RunConfig":
@@ -174,11 +206,27 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
     def replace(self, **changes: Any) -> "RunConfig":
+        """A copy with run-config keys and the algorithm's options changed; a new ``algorithm``
+        keeps the values of the options it shares with the old one."""
+        algorithm = changes.get("algorithm", self.algorithm)
+        option_keys = set(keys_of(algorithm_class(algorithm).Options))
+        option_changes = {k: changes.pop(k) for k in list(changes) if k in option_keys}
+        if "options" not in changes and (option_changes or algorithm != self.algorithm):
+            kept = {k: v for k, v in dataclasses.asdict(self.options).items() if k in option_keys}
+            changes["options"] = from_mapping(algorithm_class(algorithm).Options, {**kept, **option_changes},
+                                              "options")
         return dataclasses.replace(self, **changes)
 
     # -- persistence -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every key with its value, the algorithm's options right after ``algorithm``."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name != "options":
+                out[f.name] = getattr(self, f.name)
+            if f.name == "algorithm":
+                out.update(dataclasses.asdict(self.options))
+        return out
 
     def save(self, path: str | os.PathLike) -> None:
         """Write as YAML atomically (a reader never sees half a file)."""
@@ -189,10 +237,18 @@ class RunConfig:
 
     def aug_backend_for(self, device_type: str) -> str:
         """The augmentation backend on a device of this type: ``auto`` is the batched device path on
-        a GPU (the PIL path caps a GPU at ~20 steps/s) and for a policy that learns, PIL on the CPU."""
+        a GPU (the PIL path caps a GPU at ~20 steps/s), PIL on the CPU, each where the policy
+        implements it (else the other one: a policy that learns has only the device path)."""
         if self.aug_backend != "auto":
             return self.aug_backend
-        return "tensor" if device_type == "cuda" or policy_learns(self.policy) else "pil"
+        backends = policy_backends(self.policy)
+        preferred = "tensor" if device_type == "cuda" else "pil"
+        return preferred if preferred in backends else next(b for b in AUG_BACKENDS[1:] if b in backends)
+
+    @property
+    def views(self) -> Any:
+        """The views the algorithm's step needs of each image (:class:`~fixmatch_ray.algorithms.Views`)."""
+        return algorithm_class(self.algorithm).views(self.options)
 
     @property
     def num_classes(self) -> int:
@@ -208,22 +264,28 @@ class RunConfig:
         return self.seed if self.split_seed is None else self.split_seed
 
 
+def _unknown_key(where: str, key: str, algorithm: str, valid: set[str]) -> str:
+    """The one line for a key neither the run config nor the algorithm knows (naming the algorithms
+    that do have it as an option)."""
+    others = [name for name in algorithm_names() if name != algorithm and key in algorithm_option_names(name)]
+    why = (f"{key!r} is an option of {', '.join(others)}, not of algorithm {algorithm}" if others
+           else f"unknown key {key!r}")
+    return f"{where}: {why}; valid keys: {', '.join(sorted(valid))}"
+
+
 def _check_values(c: RunConfig) -> None:
     require(c.dataset in DATASETS, f"dataset: unknown {c.dataset!r}; expected one of {', '.join(DATASETS)}")
     require(c.arch in ARCHS, f"arch: unknown {c.arch!r}; expected one of {', '.join(ARCHS)}")
     require(c.amp in AMP_MODES, f"amp: unknown {c.amp!r}; expected one of {', '.join(AMP_MODES)}")
-    for name, allowed in (("algorithm", algorithm_names()), ("policy", policy_names()), ("flex_mapping", FLEX_MAPPINGS),
-                          ("pseudo_label", PSEUDO_LABELS), ("teacher", TEACHERS), ("strong_aug", strong_aug_names()),
-                          ("anchoring", ANCHORINGS), ("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES)):
+    for name, allowed in (("policy", policy_names()), ("strong_aug", strong_aug_names()),
+                          ("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES)):
         value = getattr(c, name)
         require(value in allowed, f"{name}: unknown {value!r}; expected one of {', '.join(allowed)}")
-    require(not (policy_learns(c.policy) and c.aug_backend == "pil"),
-            f"policy: {c.policy} learns during training and needs aug_backend: tensor or auto (data-loader "
-            "processes of the pil backend never see its updates)")
     require(
         c.aug_backend in AUG_BACKENDS,
         f"aug_backend: unknown {c.aug_backend!r}; expected one of {', '.join(AUG_BACKENDS)}",
     )
+    _check_backend(c)
     for name in ("total_steps", "eval_step", "batch_size", "mu", "eval_batch_size", "checkpoint_every"):
         require(getattr(c, name) > 0, f"{name}: must be a positive integer, got {getattr(c, name)}")
     for name in ("depth", "width", "cardinality", "scales"):
@@ -235,10 +297,7 @@ def _check_values(c: RunConfig) -> None:
     require(c.wdecay >= 0, f"wdecay: must be >= 0, got {c.wdecay}")
     require(0 <= c.momentum < 1, f"momentum: must be in [0, 1), got {c.momentum}")
     require(0 <= c.ema_decay < 1, f"ema_decay: must be in [0, 1), got {c.ema_decay}")
-    require(c.lambda_u >= 0, f"lambda_u: must be >= 0, got {c.lambda_u}")
-    require(c.T > 0, f"T: must be > 0, got {c.T}")
     require(0 < c.bn_momentum <= 1, f"bn_momentum: must be in (0, 1], got {c.bn_momentum}")
-    require(0 <= c.threshold <= 1, f"threshold: must be in [0, 1], got {c.threshold}")
     require(c.seed is None or c.seed >= 0, f"seed: must be >= 0, got {c.seed}")
     require(c.split_seed is None or c.split_seed >= 0, f"split_seed: must be >= 0, got {c.split_seed}")
     _check_ablation_values(c)
@@ -269,9 +328,22 @@ def _check_ablation_values(c: RunConfig) -> None:
     require(c.lr_end is None or c.lr_end >= 0, f"lr_end: must be >= 0, got {c.lr_end}")
     require(not (c.optimizer == "sgd" and c.nesterov and c.momentum == 0),
             "nesterov: Nesterov momentum needs momentum > 0; set nesterov: false for plain SGD (momentum 0)")
-    require(c.teacher == "model" or c.use_ema,
-            f"teacher: {c.teacher} takes pseudo-labels from the EMA model; it needs use_ema: true")
-    for name, default in (("pseudo_label", "hard"), ("teacher", "model")):
-        require(getattr(c, name) == default or c.algorithm == "fixmatch",
-                f"{name}: {getattr(c, name)} is a FixMatch ablation; algorithm {c.algorithm} supports "
-                f"{name}: {default} only")
+    why = algorithm_class(c.algorithm).needs_ema(c.options)
+    require(not why or c.use_ema, f"{why}; it needs use_ema: true")
+
+
+def _check_backend(c: RunConfig) -> None:
+    """An ``aug_backend`` the policy does not implement is refused here, before anything runs."""
+    backends = policy_backends(c.policy)
+    if c.aug_backend == "auto" or c.aug_backend in backends:
+        return
+    reason = (" (it learns during training: data-loader processes of the pil backend would never see its updates)"
+              if policy_learns(c.policy) else "")
+    raise ConfigError(f"aug_backend: policy {c.policy} does not implement the {c.aug_backend} backend{reason}; "
+                      f"use aug_backend: auto or {' or '.join(sorted(backends))}")
+
+
+def policy_learns(name: str) -> bool:
+    from ..data.policies import POLICIES
+
+    return name in POLICIES and POLICIES[name].learns

@@ -51,19 +51,44 @@ def load_yaml(path: str | os.PathLike) -> Any:
         raise ConfigError(f"{path}: malformed YAML{at}: {problem}") from None
 
 
-def from_mapping(cls: type[T], data: Any, where: str) -> T:
-    """``cls(**data)`` for a dataclass ``cls``, strictly: unknown keys are errors, nested
-    dataclass fields are built from their own mappings (``where`` names the source)."""
+def from_mapping(cls: type[T], data: Any, where: str, **internal: Any) -> T:
+    """``cls(**data, **internal)`` for a dataclass ``cls``, strictly: unknown keys are errors,
+    nested dataclass fields are built from their own mappings (or by the field type's own
+    ``parse(value, where)``), ``where`` names the source; ``internal`` fills fields that are no
+    keys of the mapping."""
     require(isinstance(data, Mapping), f"{where}: expected a mapping of keys to values, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    fields = keys_of(cls)
     for key in data:
         require(key in fields, f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)
     values = {}
     for key, value in data.items():
         nested = _dataclass_of(hints[key])
-        values[key] = from_mapping(nested, value, f"{where}: {key}") if nested and value is not None else value
-    return cls(**values)
+        if nested is not None and value is not None:
+            parse = getattr(nested, "parse", None)
+            value = parse(value, f"{where}: {key}") if parse else from_mapping(nested, value, f"{where}: {key}")
+        values[key] = value
+    return cls(**values, **internal)
+
+
+def keys_of(cls: type) -> list[str]:
+    """The mapping keys of dataclass ``cls``: its fields not marked ``internal``."""
+    return [f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The base of an extension's own options (an algorithm's, a tracker's): a frozen dataclass
+    whose fields are its keys, each written once with its default (and, through
+    :func:`.cli.opt`, its help and ``train`` flag). Types are checked as the run config's, then
+    :meth:`check` judges the values; every problem is one :class:`ConfigError` line."""
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` (:func:`require`) for a value this extension cannot use."""
 
 
 def _dataclass_of(tp: Any) -> Any:

@@ -1,4 +1,4 @@
-"""FixMatch's weak and strong views of a whole batch, on the training device, per-sample random.
+"""The weak and strong views of a whole batch, on the training device, per-sample random.
 
 The training set stays resident as uint8 in a :class:`CropStore`: all 18 column variants of a
 32×32 weak crop (9 offsets × mirror), so a weak view of any image is one copy of whole rows
@@ -16,7 +16,7 @@ import numpy as np
 from .datasets import DatasetSpec, ImageData
 from .graphs import StepGraph, cuda_capture
 from .normalize import normalize
-from .policies.base import Policy, Rows, parse_anchoring
+from .policies.base import Policy, Rows, check_views
 from .policies.randaugment import MAGNITUDE
 from .policies.randaugment_policy import rand_augment_batch
 from .sampling import LABELED, UNLABELED, StepBatchSampler, StreamTable
@@ -107,14 +107,14 @@ def strong_batch(x: torch.Tensor, gen: torch.Generator, flip: bool, n: int = 2, 
 
 class BatchAugmenter:
     """Weak or strong views of images of a :class:`CropStore` (uint8, resident on the device),
-    as normalised float32 (N, 3, H, W). ``anchoring`` names an unlabeled image's two views
-    (pseudo-label view, trained view): (weak, strong) unless ablated (ab_fixmatch_anchoring)."""
+    as normalised float32 (N, 3, H, W). ``labeled`` and ``unlabeled`` name the views an algorithm
+    needs of each image (see :data:`.policies.base.VIEWS`), drawn in that order."""
 
-    def __init__(self, mean, std, flip: bool, policy: Policy | None = None,
-                 anchoring: str | tuple[str, str] = ("weak", "strong")):
+    def __init__(self, mean, std, flip: bool, policy: Policy | None = None, labeled: tuple[str, ...] = ("weak",),
+                 unlabeled: tuple[str, ...] = ("weak", "strong")):
         self.mean, self.std, self.flip, self.policy = tuple(mean), tuple(std), flip, policy
         self.strong_batch = policy.strong_batch if policy is not None else rand_augment_batch
-        self.anchoring = parse_anchoring(anchoring)
+        self.kinds = {"labeled": check_views(labeled, "labeled"), "unlabeled": check_views(unlabeled, "unlabeled")}
 
     def store(self, images: torch.Tensor) -> CropStore:
         return CropStore(images, self.flip)
@@ -123,19 +123,29 @@ class BatchAugmenter:
         return normalize(x_u8, self.mean, self.std)
 
     def weak(self, store: CropStore, index: torch.Tensor, gen: torch.Generator, rows: Rows | None = None) -> torch.Tensor:
-        return normalize(store.crop(index, gen, rows), self.mean, self.std)
+        return self.view(store, index, gen, rows, "weak")[1]
 
     def strong(self, store: CropStore, index: torch.Tensor, gen: torch.Generator,
                rows: Rows | None = None) -> torch.Tensor:
-        return normalize(self.strong_batch(store.crop(index, gen, rows), gen, rows=rows), self.mean, self.std)
+        return self.view(store, index, gen, rows, "strong")[1]
+
+    def view(self, store: CropStore, index: torch.Tensor, gen: torch.Generator, rows: Rows | None,
+             kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A ``weak`` or ``strong`` view of images ``index`` (``rows`` of the batch): its uint8 weak
+        crop, and the view normalised (a strong view: the policy on that crop)."""
+        crop = store.crop(index, gen, rows)
+        return crop, self.normalize(self.strong_batch(crop, gen, rows=rows) if kind == "strong" else crop)
+
+    def views(self, store: CropStore, index: torch.Tensor, gen: torch.Generator, rows: Rows | None,
+              side: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The ``labeled`` or ``unlabeled`` views of images ``index`` as (crop, view) pairs, each
+        drawn after the one before it."""
+        return [self.view(store, index, gen, rows, kind) for kind in self.kinds[side]]
 
     def unlabeled(self, store: CropStore, index: torch.Tensor, gen: torch.Generator,
-                  rows: Rows | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two views of unlabeled images ``index`` (``rows`` of the batch, see :meth:`weak`)
-        that ``anchoring`` names, the first drawn first."""
-        first, second = ((self.strong if kind == "strong" else self.weak)(store, index, gen, rows)
-                         for kind in self.anchoring)
-        return first, second
+                  rows: Rows | None = None) -> tuple[torch.Tensor, ...]:
+        """The unlabeled views of images ``index``, normalised."""
+        return tuple(view for _, view in self.views(store, index, gen, rows, "unlabeled"))
 
     def __call__(self, x_u8: torch.Tensor, gen: torch.Generator, strong: bool) -> torch.Tensor:
         """The whole uint8 batch ``x_u8``, once (an untabulated store, as :func:`crop_batch`)."""
@@ -249,18 +259,16 @@ class DeviceBatches:
         """The step's views of items ``lb`` and ``ulb``, drawn from the (seeded) generator."""
         rows_lb, rows_ulb = self.rows
         aug, store, gen = self.augment, self.store, self.gen
-        lb_weak = store.crop(lb, gen, rows_lb)
-        x_ulb_w, x_ulb_s = aug.unlabeled(store, ulb, gen, rows_ulb)  # (pseudo-label view, trained view)
+        labeled = aug.views(store, lb, gen, rows_lb, "labeled")  # labeled views first, then unlabeled
+        unlabeled = aug.views(store, ulb, gen, rows_ulb, "unlabeled")
         batch = {
-            "x_lb": aug.normalize(lb_weak),
+            "x_lb": [view for _, view in labeled],
             "y_lb": self.targets.index_select(0, lb),
-            "x_ulb_w": x_ulb_w,
-            "x_ulb_s": x_ulb_s,
-            "y_ulb": self.targets.index_select(0, ulb),
+            "x_ulb": [view for _, view in unlabeled],
             "idx_ulb": ulb,
         }
         policy = aug.policy
-        if policy is not None and policy.learns:  # probes of the global labeled batch, drawn last
-            probes, batch["probe"] = policy.probe_batch(lb_weak, gen, rows_lb)
+        if policy is not None and policy.learns:  # probes of the first labeled view's weak crop, drawn last
+            probes, batch["probe"] = policy.probe_batch(labeled[0][0], gen, rows_lb)
             batch["x_probe"] = aug.normalize(probes)
         return batch

@@ -135,18 +135,21 @@ class StreamTable:
 
 
 class StepDataset(torch.utils.data.Dataset):
-    """Augments one sample per key; its RNG is seeded by ``(seed, stream, step, j)`` alone."""
+    """Augments one sample per key into the views the algorithm names (``labeled``, ``unlabeled``);
+    its RNG is seeded by ``(seed, stream, step, j)`` alone."""
 
     def __init__(self, data: ImageData, spec: DatasetSpec, seed: int, policy: str = "randaugment",
-                 strong_aug: str = "full", anchoring: str = "weak.strong"):
+                 strong_aug: str = "full", labeled: tuple[str, ...] = ("weak",),
+                 unlabeled: tuple[str, ...] = ("weak", "strong")):
         from .policies import build_policy
-        from .policies.randaugment import TransformFixMatch
+        from .policies.randaugment import ViewTransform
 
         self.data, self.seed = data, seed
-        # a policy that learns cannot run here: loader processes never see its updates (the
-        # config requires the device path for one)
-        self.transform = TransformFixMatch(spec.mean, spec.std, flip=spec.flip,
-                                           policy=build_policy(policy, strong_aug=strong_aug), anchoring=anchoring)
+        # a policy that learns cannot run here: loader processes never see its updates (it declares
+        # the tensor backend alone, and the config holds it to that)
+        self.transform = ViewTransform(spec.mean, spec.std, flip=spec.flip,
+                                       policy=build_policy(policy, strong_aug=strong_aug), labeled=labeled,
+                                       unlabeled=unlabeled)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -158,21 +161,23 @@ class StepDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, 0xA06, stream, step, j])
         img = Image.fromarray(self.data.images[index])
         y = int(self.data.targets[index])
-        if stream == LABELED:
-            return stream, (self.transform.labeled(img, rng),), y, index
-        return stream, self.transform.unlabeled(img, rng), y, index
+        return stream, self.transform.views(img, rng, "labeled" if stream == LABELED else "unlabeled"), y, index
 
 
-def collate_step(samples: list) -> dict[str, torch.Tensor]:
-    """Stack one step's samples into ``x_lb, y_lb, x_ulb_w, x_ulb_s, y_ulb, idx_ulb``."""
+def _stack_views(samples: list) -> list[torch.Tensor]:
+    """View ``v`` of every sample, stacked, for each view ``v``."""
+    return [torch.stack([s[1][v] for s in samples]) for v in range(len(samples[0][1]))]
+
+
+def collate_step(samples: list) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+    """Stack one step's samples into ``x_lb`` (a list: one batch per labeled view), ``y_lb``,
+    ``x_ulb`` (one batch per unlabeled view) and ``idx_ulb``."""
     lb = [s for s in samples if s[0] == LABELED]
     ulb = [s for s in samples if s[0] == UNLABELED]
     return {
-        "x_lb": torch.stack([s[1][0] for s in lb]),
+        "x_lb": _stack_views(lb),
         "y_lb": torch.tensor([s[2] for s in lb], dtype=torch.long),
-        "x_ulb_w": torch.stack([s[1][0] for s in ulb]),
-        "x_ulb_s": torch.stack([s[1][1] for s in ulb]),
-        "y_ulb": torch.tensor([s[2] for s in ulb], dtype=torch.long),
+        "x_ulb": _stack_views(ulb),
         "idx_ulb": torch.tensor([s[3] for s in ulb], dtype=torch.long),
     }
 
@@ -193,15 +198,16 @@ def train_loader(
     policy: str = "randaugment",
     pin_memory: bool = False,
     strong_aug: str = "full",
-    anchoring: str = "weak.strong",
+    labeled: tuple[str, ...] = ("weak",),
+    unlabeled: tuple[str, ...] = ("weak", "strong"),
 ) -> torch.utils.data.DataLoader:
     """A loader yielding this rank's share of each step's batch, from ``start_step`` on
-    (``policy``, ``strong_aug``, ``anchoring``: the run config's)."""
+    (``policy``, ``strong_aug``: the run config's; ``labeled``, ``unlabeled``: the algorithm's views)."""
     sampler = StepBatchSampler(
         labeled_idx, len(data), batch_size, ulb_batch_size, seed, start_step, total_steps, rank, world_size
     )
     return torch.utils.data.DataLoader(
-        StepDataset(data, spec, seed, policy, strong_aug, anchoring),
+        StepDataset(data, spec, seed, policy, strong_aug, labeled, unlabeled),
         batch_sampler=sampler,
         collate_fn=collate_step,
         num_workers=num_workers,

@@ -2,7 +2,9 @@
 ``TorchTrainer``; the callbacks feeding the live view (:mod:`.live`); the driver's status file.
 
 Train runs are named after the Tune trial id, so a retried trial or a restored experiment resumes
-from the run's last checkpoint. Finished trials are never rerun.
+from the run's last checkpoint. Finished trials are never rerun. The sweep's trackers (its
+``tracking:`` block) log from each Train run's rank 0, as a single run's do, under the Train run's
+directory as their key: a retried trial and a restored sweep continue the same tracker run.
 """
 from __future__ import annotations
 
@@ -17,31 +19,39 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from ..config import Resources, RunConfig, SweepSpec, TrialSpec
-from ..storage import Store
+from ..config.tracking import TrackingSpec
+from ..storage import Store, is_uri, join, local_path, split_last
 from ..storage.layout import STATUS_FILE, run_name, train_runs, trial_dirname, trial_id_of
+from ..tracking import TrackedRun
 from .cluster import reap_orphan_placement_groups, trial_driver_request
 from .quiet import TRAIN_LOG_LEVEL_ENV, drop_tune_notices
 from . import live
-from .worker import build_trainer
+from .worker import build_trainer, tracking_env
 
 
 drop_tune_notices()  # in the driver, whatever --verbose says
 
 
-def run_trial(param: dict[str, Any]) -> None:
+def run_trial(param: dict[str, Any], env: dict[str, str] | None = None) -> None:
     """Tune function trainable: one FixMatch run as a Ray Train job (returns nothing, so the
-    trial's final result is the last report)."""
+    trial's final result is the last report). ``env``: the driver's tracker settings
+    (:func:`.worker.tracking_env`), passed outside the trial's config so no file keeps them."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     config = param["trial"]
     ctx = tune.get_context()
     cfg = RunConfig.from_dict(config["run"])
+    experiment = config["experiment"]
     name = run_name(config["name"], ctx.get_trial_id())  # deterministic: retries/restores resume
+    storage = train_runs(experiment)
+    tracked = TrackedRun(key=join(storage, name), name=config["name"], group=split_last(experiment)[1],
+                         local_dir=None if is_uri(experiment) else local_path(experiment))
     trainer = build_trainer(
-        cfg, Resources(**config["resources"]), train_runs(config["experiment"]), name,
+        cfg, Resources(**config["resources"]), storage, name,
         max_failures=config["worker_retries"], callbacks=[TuneReportCallback()],
         trial={k: config[k] for k in ("name", "label", "seed", "setting")},
         log_level=os.environ.get(TRAIN_LOG_LEVEL_ENV, "INFO"),  # the driver's --verbose, via the job's env
+        tracking=TrackingSpec.parse(config.get("tracking")), tracked=tracked, env=env,
     )
     trainer.fit()
 
@@ -51,7 +61,7 @@ def trial_config(spec: SweepSpec, trial: TrialSpec, experiment: str) -> dict[str
     return {
         "name": trial.name, "label": trial.label, "seed": trial.seed, "setting": trial.setting,
         "run": trial.run.to_dict(), "experiment": experiment, "worker_retries": spec.worker_retries,
-        "resources": dataclasses.asdict(r),
+        "resources": dataclasses.asdict(r), "tracking": spec.tracking.to_dict(),
     }
 
 
@@ -121,15 +131,12 @@ def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool, have: Mappi
     # misleading run per trial to TensorBoard. Its JSON log stays: Tune's own result objects read it.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     experiment = spec.experiment_path()
-    trainable = tune.with_resources(run_trial, trial_driver_request(have))
+    trainable = tune.with_parameters(run_trial, env=tracking_env() if spec.tracking.enabled else {})
+    trainable = tune.with_resources(trainable, trial_driver_request(have))
     if restore:
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
     param_space = {"trial": tune.grid_search([trial_config(spec, t, experiment) for t in spec.trials])}
     callbacks: list = [LiveProgress(), ReapOrphans(), JsonLoggerCallback()]
-    if spec.tracking.enabled:  # MLflow / W&B through Ray's callbacks; trial processes never import them
-        from .trackers import tracking_callbacks
-
-        callbacks += tracking_callbacks(spec)
     return tune.Tuner(
         trainable,
         param_space=param_space,

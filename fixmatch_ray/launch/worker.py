@@ -25,11 +25,11 @@ from typing import Any, Callable
 import torch
 
 from ..config import Resources, RunConfig
-from ..storage import Store, join, split_last
+from ..storage import Store, is_uri, join, local_path, split_last
 from ..storage.layout import TB_DIR
 from ..config.strict import from_mapping
 from ..config.tracking import TrackingSpec
-from ..tracking import TRACKERS, trackers_for
+from ..tracking import TrackedRun, tensorboard, trackers_for
 from ..training.checkpoint import candidates, load_checkpoint, load_state, save_checkpoint, snapshot_to_cpu
 from ..training.engine import Engine, run_finished, summarize
 from ..training.loop import Ranks, run_training
@@ -187,15 +187,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if restored is not None:
         with restored.as_directory() as d:
             state, _ = load_checkpoint(d)
-    run_dir = config["run_dir"]
-    trackers = []  # MLflow / W&B: built here, started by rank 0's sink (construction starts nothing)
-    if config.get("tracking"):  # train --ddp-workers --tracking ...: MLflow / W&B from rank 0
+    run_dir, trial = config["run_dir"], config.get("trial")
+    trackers = []  # the tracking block's: built here, started by rank 0's sink (construction starts nothing)
+    if config.get("tracking"):
         os.environ.update(config.get("tracking_env") or {})  # the driver's MLFLOW_* / WANDB_* settings
-        spec = from_mapping(TrackingSpec, config["tracking"], "tracking")
-        trackers += trackers_for(spec, run_dir, split_last(run_dir)[1], local_dir=run_dir)
-    sinks = [RaySink(rank, run_dir, config.get("trial"), config.get("upload") or "async"),
-             TrackerSink(lambda: TRACKERS["tensorboard"](logdir=join(run_dir, TB_DIR))),
-             *(TrackerSink(lambda t=t: t) for t in trackers)]
+        trackers = trackers_for(TrackingSpec.parse(config["tracking"]), TrackedRun(**config["tracked"]))
+    params = {"setting": trial["label"]} if trial else {}  # a sweep trial's setting, beside its config
+    sinks = [RaySink(rank, run_dir, trial, config.get("upload") or "async"),
+             TrackerSink(lambda: tensorboard(join(run_dir, TB_DIR))),
+             *(TrackerSink(lambda t=t: t, params) for t in trackers)]
     if config.get("fault"):
         sinks.append(KillAfterReport(config["fault"]["kill_after_epoch"], config["fault"]["marker"], run_dir))
     ranks = Ranks(rank, world, TorchCollective() if world > 1 else LOCAL)
@@ -217,27 +217,37 @@ def build_trainer(
     callbacks: list | None = None,
     trial: dict[str, Any] | None = None,
     tracking: TrackingSpec | None = None,
+    tracked: TrackedRun | None = None,
+    env: dict[str, str] | None = None,
     log_level: str = "INFO",
 ):
     """A ``TorchTrainer`` for one run, stored under ``storage_path/name``.
 
     The name must be deterministic (e.g. from the Tune trial id): a Train run started again under
-    the same name and storage resumes from its latest checkpoint instead of step 0. ``log_level``
-    is Ray Train's console level (its controller and workers); its session log files keep all.
+    the same name and storage resumes from its latest checkpoint instead of step 0. ``tracking``:
+    the trackers rank 0 logs to, for the run ``tracked`` (default: the run directory, named after
+    its last part), with the tracker settings ``env`` (default this process's
+    :func:`tracking_env`). ``log_level`` is Ray Train's console level (its controller and
+    workers); its session log files keep all.
     """
     resources.check(cfg)
-    config = run_loop_config(cfg, join(storage_path, name), trial, tracking)
+    config = run_loop_config(cfg, join(storage_path, name), trial, tracking, tracked, env)
     return torch_trainer(train_loop_per_worker, config, resources, storage_path, name, max_failures, callbacks,
                          log_level)
 
 
 def run_loop_config(cfg: RunConfig, run_dir: str, trial: dict[str, Any] | None = None,
-                    tracking: TrackingSpec | None = None) -> dict[str, Any]:
-    """:func:`train_loop_per_worker`'s config for one run. Tests and benchmarks add their hooks:
-    ``upload`` (``async`` or ``sync``, :class:`RaySink`), ``fault`` (:class:`KillAfterReport`)."""
+                    tracking: TrackingSpec | None = None, tracked: TrackedRun | None = None,
+                    env: dict[str, str] | None = None) -> dict[str, Any]:
+    """:func:`train_loop_per_worker`'s config for one run (:func:`build_trainer`'s arguments). Tests
+    and benchmarks add their hooks: ``upload`` (``async`` or ``sync``, :class:`RaySink`), ``fault``
+    (:class:`KillAfterReport`)."""
+    tracked = tracked or TrackedRun(run_dir, split_last(run_dir)[1],
+                                    local_dir=None if is_uri(run_dir) else local_path(run_dir))
+    tracking = tracking if tracking is not None and tracking.enabled else None
     return {"run": cfg.to_dict(), "run_dir": run_dir, "trial": trial,
-            "tracking": dataclasses.asdict(tracking) if tracking is not None else None,
-            "tracking_env": tracking_env() if tracking is not None else None}
+            "tracking": tracking.to_dict() if tracking else None, "tracked": dataclasses.asdict(tracked),
+            "tracking_env": (tracking_env() if env is None else env) if tracking else None}
 
 
 def torch_trainer(loop: Callable[[dict[str, Any]], None], config: dict[str, Any], resources: Resources,

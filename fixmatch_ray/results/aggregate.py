@@ -30,10 +30,33 @@ def trials_frame(trials: list[TrialResult]) -> pd.DataFrame:
 
 
 def history_frame(trials: list[TrialResult]) -> pd.DataFrame:
-    """One row per trial × evaluation, with the setting's axes and the seed as columns."""
-    rows = [{"setting": t.label, **t.setting, "seed": t.seed, "status": t.status, **h}
+    """One row per trial × evaluation, with the setting's axes, the run's algorithm and every one of
+    its options (resolved values, from the run record), and the seed as columns."""
+    rows = [{"setting": t.label, **t.setting, **algorithm_options(t), "seed": t.seed, "status": t.status, **h}
             for t in trials for h in t.history]
     return pd.DataFrame(rows)
+
+
+def algorithm_options(t: TrialResult) -> dict[str, Any]:
+    """The trial's algorithm and its options' resolved values (only ``algorithm`` when the algorithm
+    is not installed here to say which keys are its options)."""
+    from ..config.run import algorithm_option_names
+
+    algorithm = t.run.get("algorithm", "fixmatch")
+    return {"algorithm": algorithm, **{k: t.run[k] for k in algorithm_option_names(algorithm) if k in t.run}}
+
+
+def train_metrics_table(trials: list[TrialResult], include_unfinished: bool = False) -> list[dict[str, Any]]:
+    """Per setting: the mean over its counted trials of each training metric (the algorithm's
+    ``train_*`` record names) at the last evaluation."""
+    rows: dict[str, dict[str, list[float]]] = {}
+    for t in trials:
+        if t.history and (t.status == "finished" or include_unfinished):
+            last = rows.setdefault(t.label, {})
+            for k, v in t.history[-1].items():
+                if k.startswith("train_"):
+                    last.setdefault(k, []).append(v)
+    return [{"setting": label, **{k: sum(v) / len(v) for k, v in metrics.items()}} for label, metrics in rows.items()]
 
 
 def _counted(df: pd.DataFrame, include_unfinished: bool) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import RunConfig
+from ..config.run import defaults_of
 
 PAPER_ERROR: dict[tuple[str, str, str, int], tuple[float, float]] = {
     ("fixmatch", "randaugment", "cifar10", 40): (13.81, 3.37),
@@ -48,8 +48,8 @@ def paper_reference(setting: dict[str, Any], run: dict[str, Any]) -> tuple[float
     key = (run.get("algorithm", "fixmatch"), run.get("policy", "randaugment"), run.get("dataset"),
            run.get("num_labeled"))
     ref = PAPER_ERROR.get(key)
-    defaults = RunConfig()
+    defaults = defaults_of(key[0])
     others = {k: v for k, v in setting.items() if k not in CELL_KEYS}
-    if ref is None or any(getattr(defaults, k, None) != v for k, v in others.items()):
+    if ref is None or any(defaults.get(k) != v for k, v in others.items()):
         return None
     return ref

@@ -8,10 +8,26 @@ from typing import Any
 
 import numpy as np
 
-from ..storage.layout import ACC_PLOT, MASK_PLOT
+from ..storage.layout import ACC_PLOT, CURVE_PLOT
 from .read import TrialResult
 
-PLOTS = {ACC_PLOT: ("test_acc", "EMA test accuracy (%)"), MASK_PLOT: ("mask_rate", "mask rate")}
+
+def curve_plots(trials: list[TrialResult]) -> dict[str, tuple[str, str]]:
+    """File name → (record key, y label): the test accuracy, and every training metric the trials'
+    algorithms report, under its record name (``train_mask_vs_step.png``...)."""
+    plots = {ACC_PLOT: ("test_acc", "EMA test accuracy (%)")}
+    for key in train_metrics(trials):
+        plots[CURVE_PLOT.format(metric=key)] = (key, key)
+    return plots
+
+
+def train_metrics(trials: list[TrialResult]) -> list[str]:
+    """The record names of the algorithms' metrics (``train_*``) in the trials' histories, in order."""
+    keys: dict[str, None] = {}
+    for t in trials:
+        for h in t.history[:1]:
+            keys.update((k, None) for k in h if k.startswith("train_"))
+    return list(keys)
 
 
 def curves_by_setting(trials: list[TrialResult], key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -29,14 +45,15 @@ def curves_by_setting(trials: list[TrialResult], key: str) -> dict[str, tuple[np
 
 
 def plot_curves(trials: list[TrialResult]) -> dict[str, bytes]:
-    """PNG bytes: a mean line with a ±std band across seeds per setting, for accuracy and mask rate."""
+    """PNG bytes: a mean line with a ±std band across seeds per setting, for the test accuracy and
+    each training metric (:func:`curve_plots`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     pngs = {}
-    for name, (key, ylabel) in PLOTS.items():
+    for name, (key, ylabel) in curve_plots(trials).items():
         fig, ax = plt.subplots(figsize=(8, 5))
         for label, (steps, values) in curves_by_setting(trials, key).items():
             mean = values.mean(0)

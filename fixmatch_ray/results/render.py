@@ -105,3 +105,13 @@ def ablation_markdown(view: dict[str, Any]) -> str:
                                              ",".join(str(s) for s in p["seeds"]) or "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def train_metrics_markdown(rows: list[dict[str, Any]]) -> str:
+    """:func:`.aggregate.train_metrics_table` as Markdown, a column per metric name."""
+    keys = list(dict.fromkeys(k for r in rows for k in r if k != "setting"))
+    lines = ["### Training metrics at the last evaluation (mean over the counted seeds)", "",
+             "| " + " | ".join(["setting", *keys]) + " |", "|" + "---|" * (len(keys) + 1)]
+    for r in rows:
+        lines.append("| " + " | ".join([r["setting"], *(f"{r[k]:.4f}" if k in r else "-" for k in keys)]) + " |")
+    return "\n".join(lines) + "\n"

@@ -6,7 +6,8 @@ Per setting: n finished trials and mean ± sample std of the paper metric (media
 accuracy over the last 20 evaluations), of the best and of the last accuracy, as accuracy and as
 error (100 − acc); beside settings the paper ran, its Table 2 error and our distance from it in
 units of the paper's std; where the settings differ in some axes, the same by that axis (the
-ablation view, ``ablation.png``). Writes results.{md,csv,json,tex} and plots atomically into the
+ablation view, ``ablation.png``); the training metrics of the trials' algorithm at the last
+evaluation, under their record names, and a curve of each (``<name>_vs_step.png``). Writes results.{md,csv,json,tex} and plots atomically into the
 experiment, and a TensorBoard HParams summary per trial. Read-only otherwise: no lease needed.
 """
 from __future__ import annotations
@@ -19,11 +20,11 @@ from typing import Any, Sequence
 from ..storage import Store
 from ..storage import split_last
 from ..storage.layout import ABLATION_PLOT, results_file
-from .aggregate import METRICS, ablation, aggregate, pooled
+from .aggregate import METRICS, ablation, aggregate, pooled, train_metrics_table
 from .hparams import write_hparams
 from .plots import plot_ablation, plot_curves
 from .read import read_trials
-from .render import ablation_markdown, latex, markdown, to_csv
+from .render import ablation_markdown, latex, markdown, to_csv, train_metrics_markdown
 
 
 def report_experiment(experiment: str, include_unfinished: bool = False, plots: bool = True,
@@ -34,11 +35,13 @@ def report_experiment(experiment: str, include_unfinished: bool = False, plots: 
     rows = aggregate(trials, include_unfinished)
     sets = pooled(trials, include_unfinished)  # settings run on several labeled sets, all together
     view = ablation(trials, rows)
-    md = markdown(rows, sets) + (f"\n{ablation_markdown(view)}" if view else "")
+    train = train_metrics_table(trials, include_unfinished)
+    md = markdown(rows, sets) + (f"\n{ablation_markdown(view)}" if view else "") + (
+        f"\n{train_metrics_markdown(train)}" if train else "")
     if not quiet:
         print(md)
     doc = {"experiment": str(experiment), "std_ddof": 1, "metric": "median of the last 20 EMA evaluations",
-           "settings": rows, "pooled": sets, "ablation": view,
+           "settings": rows, "pooled": sets, "ablation": view, "train_metrics": train,
            "trials": [{"name": t.name, "setting": t.label, "seed": t.seed, "status": t.status,
                        "step": t.final.get("step", 0), **{m: t.final.get(m) for m in METRICS}} for t in trials]}
     outputs = {results_file("md"): md, results_file("csv"): to_csv(rows, sets),

@@ -5,7 +5,7 @@ An experiment (one sweep) is ``<storage>/<name>``::
     sweep.yaml                         the sweep file it was started from (a resume must match it)
     lease.json                         the live driver's lease (launch/lease.py)
     trials.json                        the driver's view of each trial after Tune's run: ended / failed
-    results.{md,csv,json,tex}          the report; acc_vs_step.png, mask_vs_step.png, ablation.png
+    results.{md,csv,json,tex}          the report; acc_vs_step.png, <metric>_vs_step.png, ablation.png
     hparams/<trial>/                   TensorBoard HParams, one run per trial
     <trial name>_<trial id>/           Tune's own trial directories (error.txt, Tune's result.json)
     train/<trial name>-<trial id>/     each trial's Ray Train run: a run directory (below)
@@ -33,7 +33,7 @@ TRAIN_DIR = "train"
 HPARAMS_DIR = "hparams"
 RESULTS = "results"  # results.md, results.csv, results.json, results.tex
 ACC_PLOT = "acc_vs_step.png"  # mean ± std curves across seeds, per setting
-MASK_PLOT = "mask_vs_step.png"
+CURVE_PLOT = "{metric}_vs_step.png"  # one per training metric, under its record name (train_mask_vs_step.png)
 ABLATION_PLOT = "ablation.png"  # error vs the axis the settings differ in
 
 # -- a run -------------------------------------------------------------------------------------

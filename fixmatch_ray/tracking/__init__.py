@@ -1,73 +1,58 @@
-"""Experiment trackers behind one interface (:class:`.base.Tracker`).
+"""Experiment trackers behind one interface (:class:`.base.Tracker`), on one path for every run.
 
-TensorBoard is built in; MLflow and W&B come as optional extras (``pip install -e '.[mlflow]'``,
-``'.[wandb]'``). Add a tracker: a module here with a :class:`Tracker` subclass, and its line in
-``TRACKERS``. Sweeps log to MLflow / W&B through Ray Tune's callbacks instead (``launch/tuner.py``),
-with the same names, steps and summary.
+TensorBoard is built in and always on; the configurable trackers are ``TRACKERS``: MLflow and W&B
+as optional extras (``pip install -e '.[mlflow]'``, ``'.[wandb]'``), and any other package
+registers in the ``fixmatch_ray.trackers`` entry-point group. A single run, a ``train
+--ddp-workers`` run and every sweep trial log through the same rank-0 sink of the run loop
+(:class:`~fixmatch_ray.training.sinks.TrackerSink`), so a tracker added here appears in all of
+them. Add one: a module here with a :class:`Tracker` subclass (``name``, ``Options``, ``check``),
+and its line below.
 """
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING
+from typing import Any
 
-from ..storage import is_uri, local_path
-from .base import SUMMARY_KEYS, TAGS, Tracker, metrics_of, params_of, record_scalars, summary_of
+from ..plugins import Registry
+from .base import (BOOKKEEPING, SUMMARY_KEYS, TrackedRun, Tracker, metrics_of, params_of, record_scalars,
+                   summary_of)
+from .mlflow import MLflowTracker
+from .wandb import WandbTracker
 
-if TYPE_CHECKING:
-    from ..config.tracking import TrackingSpec
-
-__all__ = ["SUMMARY_KEYS", "TAGS", "TRACKERS", "Tracker", "check_tracking", "metrics_of", "params_of",
-           "record_scalars", "summary_of", "trackers_for"]
-
-
-def _tensorboard(**kwargs) -> Tracker:
-    from .tensorboard import TensorBoardTracker  # imports torch's SummaryWriter only when used
-
-    return TensorBoardTracker(**kwargs)
+__all__ = ["BOOKKEEPING", "SUMMARY_KEYS", "TRACKERS", "TrackedRun", "Tracker", "check_tracking", "metrics_of",
+           "params_of", "record_scalars", "summary_of", "tensorboard", "trackers_for"]
 
 
-def _mlflow(**kwargs) -> Tracker:
-    from .mlflow import MLflowTracker
+def _valid(name: str, cls: object) -> str | None:
+    from ..config.strict import Options
 
-    return MLflowTracker(**kwargs)
-
-
-def _wandb(**kwargs) -> Tracker:
-    from .wandb import WandbTracker
-
-    return WandbTracker(**kwargs)
+    if not (isinstance(cls, type) and issubclass(cls, Tracker)):
+        return f"expected a subclass of fixmatch_ray.tracking.base.Tracker, got {cls!r}"
+    if not (isinstance(cls.Options, type) and issubclass(cls.Options, Options)):
+        return "its Options must subclass fixmatch_ray.config.strict.Options"
+    return None
 
 
-TRACKERS = {"tensorboard": _tensorboard, "mlflow": _mlflow, "wandb": _wandb}
+TRACKERS: Registry[type[Tracker]] = Registry("tracker", _valid)
+for _builtin in (MLflowTracker, WandbTracker):
+    TRACKERS.add(_builtin.name, _builtin)
 
 
-def check_tracking(spec: "TrackingSpec") -> None:
-    """Each configured tracker's package is installed and its settings usable: one-line
-    :class:`~fixmatch_ray.errors.ConfigError` otherwise (call it before Ray starts)."""
-    if spec.mlflow is not None:
-        from .mlflow import check
+def tensorboard(logdir: str) -> Tracker:
+    """The TensorBoard tracker every run has (imports torch's SummaryWriter only when used)."""
+    from .tensorboard import TensorBoardTracker
 
-        check(spec.mlflow)
-    if spec.wandb is not None:
-        from .wandb import check
-
-        check(spec.wandb)
+    return TensorBoardTracker(logdir=logdir)
 
 
-def trackers_for(spec: "TrackingSpec", run_key: str, run_name: str, local_dir: str | None = None) -> list[Tracker]:
-    """The MLflow / W&B trackers of one run (not started: the run's rank 0 starts them).
+def check_tracking(spec: Any) -> None:
+    """Each tracker of ``spec`` (a ``config.tracking.TrackingSpec``): its package is installed and its
+    settings are usable, else one :class:`~fixmatch_ray.errors.ConfigError` line (call it before the
+    run, and Ray, start)."""
+    for name, options in spec.trackers.items():
+        TRACKERS[name].check(options)
 
-    ``run_key`` (the run's directory or URI) finds the run again when it resumes; W&B writes its
-    files under ``spec.wandb.dir``, else ``local_dir`` (the run's directory when it is local)."""
-    out = []
-    if spec.mlflow is not None:
-        m = spec.mlflow
-        out.append(TRACKERS["mlflow"](tracking_uri=m.tracking_uri, experiment=m.experiment, tags=m.tags,
-                                      run_key=run_key, run_name=run_name))
-    if spec.wandb is not None:
-        w = spec.wandb
-        wdir = w.dir or (local_dir if local_dir and not is_uri(local_dir) else None)
-        out.append(TRACKERS["wandb"](project=w.project, mode=w.mode, entity=w.entity, group=w.group, tags=w.tags,
-                                     dir=os.path.abspath(local_path(wdir)) if wdir else None, run_key=run_key,
-                                     run_name=run_name))
-    return out
+
+def trackers_for(spec: Any, run: TrackedRun) -> list[Tracker]:
+    """The trackers of ``spec`` (a ``config.tracking.TrackingSpec``) for one run (not started: the
+    run's rank 0 starts them)."""
+    return [TRACKERS[name](options, run) for name, options in spec.trackers.items()]

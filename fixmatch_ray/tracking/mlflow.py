@@ -2,18 +2,20 @@
 
 A run is found again by its ``fixmatch.run`` tag (the run's directory or URI), so a resumed run,
 a retried sweep trial or a restored sweep continues its MLflow run instead of starting another.
-Params: the run's resolved config. Metrics: every evaluation's scalars (the TensorBoard tags) at
-its training step, and at the end the summary (``median20_acc``, ``best_acc``, ``last_acc``,
-``evals``) at the last step. The sweep's Tune callback (``launch/tuner.py``) uses the helpers here.
+Params: the run's resolved config. Metrics: every evaluation's numbers under their record names
+at its training step, and at the end the summary (``median20_acc``, ``best_acc``, ``last_acc``,
+``evals``) at the last step (a number the last evaluation already logged there is not repeated).
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..config.tracking import MLflowSpec
+from ..config.cli import opt
+from ..config.strict import Options, require
 from ..errors import ConfigError
-from .base import Tracker, metrics_of, params_of, summary_of
+from .base import TrackedRun, Tracker, metrics_of, params_of, summary_of
 
 RUN_TAG = "fixmatch.run"  # the run's directory or URI: finds the MLflow run of a resumed run
 
@@ -47,9 +49,23 @@ def client(tracking_uri: str | None):
         raise ConfigError(f"{where}: {text.splitlines()[0] if text else type(e).__name__}") from None
 
 
-def check(spec: MLflowSpec) -> None:
-    """Before Ray starts: the package is there and MLflow accepts the store."""
-    client(spec.tracking_uri)
+@dataclass(frozen=True)
+class MLflowOptions(Options):
+    """``tracking.mlflow``."""
+
+    # None: MLflow's own default ($MLFLOW_TRACKING_URI, else its local store); a server
+    # (http://...), a database (sqlite:///path/mlflow.db) or a directory (file:///path/mlruns).
+    tracking_uri: str | None = opt(None, "with --tracking mlflow: tracking URI (default MLflow's: "
+                                   "$MLFLOW_TRACKING_URI)", flag="--mlflow-uri")
+    experiment: str | None = opt(None, "with --tracking mlflow: experiment name (default: the sweep's name; "
+                                 "a single run's 'fixmatch')")
+    tags: dict[str, str] = field(default_factory=dict)  # set on every run
+
+    def check(self) -> None:
+        require(self.tracking_uri is None or self.tracking_uri.strip() != "",
+                "tracking_uri: is empty; leave it out for MLflow's default")
+        require(self.experiment is None or self.experiment.strip() != "",
+                "experiment: is empty; leave it out to use the sweep's name")
 
 
 def experiment_id(mlflow_client, name: str) -> str:
@@ -85,18 +101,27 @@ def log_step(mlflow_client, run_id: str, metrics: Mapping[str, float], step: int
 class MLflowTracker(Tracker):
     """One run's MLflow run, created (or found again) when the run starts."""
 
-    def __init__(self, tracking_uri: str | None = None, experiment: str | None = None, *, run_key: str,
-                 run_name: str | None = None, tags: Mapping[str, str] | None = None):
-        self.uri, self.experiment = tracking_uri, experiment or "fixmatch"
-        self.key, self.name, self.tags = run_key, run_name, dict(tags or {})
+    name = "mlflow"
+    Options = MLflowOptions
+
+    @classmethod
+    def check(cls, options: MLflowOptions) -> None:
+        """The package is there and MLflow accepts the store."""
+        client(options.tracking_uri)
+
+    def __init__(self, options: MLflowOptions, run: TrackedRun):
+        super().__init__(options, run)
+        self.uri, self.experiment = options.tracking_uri, options.experiment or run.group or "fixmatch"
+        self.key, self.run_name, self.tags = run.key, run.name, dict(options.tags)
         self.client, self.run_id, self.step, self.finished = None, None, 0, False
+        self.last: dict[str, float] = {}  # the last evaluation's numbers (the summary does not repeat them)
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         self.client = client(self.uri)
         exp = experiment_id(self.client, self.experiment)
         self.run_id = find_run(self.client, exp, self.key)
         if self.run_id is None:
-            run = self.client.create_run(exp, run_name=self.name, tags={**self.tags, RUN_TAG: self.key})
+            run = self.client.create_run(exp, run_name=self.run_name, tags={**self.tags, RUN_TAG: self.key})
             self.run_id = run.info.run_id
         else:
             self.client.update_run(self.run_id, status="RUNNING")
@@ -104,12 +129,14 @@ class MLflowTracker(Tracker):
 
     def log_metrics(self, record: Mapping[str, Any], step: int) -> None:
         if self.run_id is not None:
-            log_step(self.client, self.run_id, metrics_of(record), step)
+            self.last = metrics_of(record)
+            log_step(self.client, self.run_id, self.last, step)
             self.step = step
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         if self.run_id is not None:
-            log_step(self.client, self.run_id, summary_of(summary), self.step)
+            new = {k: v for k, v in summary_of(summary).items() if self.last.get(k) != v}
+            log_step(self.client, self.run_id, new, self.step)
             self.finished = True
 
     def close(self) -> None:

@@ -9,13 +9,16 @@ from .base import Tracker, record_scalars
 
 
 class TensorBoardTracker(Tracker):
-    """Step-indexed TensorBoard scalars in ``logdir``.
+    """Step-indexed TensorBoard scalars in ``logdir``, one tag per record name (``test_acc``,
+    ``train_loss``...); every run has it (it is not one of the configurable ``TRACKERS``).
 
     Curves are indexed by the global optimisation step, so a resumed run continues them where
     they stopped instead of starting again at 0 (a new event file is added beside the old).
     ``logdir`` may be a URI (``s3://``, ``gs://``): events are then written to a local
     directory and copied there after every flush.
     """
+
+    name = "tensorboard"
 
     def __init__(self, logdir: str | os.PathLike):
         self.writer = None

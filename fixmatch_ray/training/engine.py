@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from ..algorithms import LOCAL, Collective, StepInput, build_algorithm
+from ..algorithms import LOCAL, Collective, Context, StepInput, build_algorithm, metric_key
 from ..config import RunConfig
 from ..config.run import ADAM_BETAS, LINEAR_LR_END
 from ..errors import NonFiniteLossError
@@ -23,7 +23,7 @@ from ..models import build_model
 from .optim import ModelEMA, build_optimizer, lr_at, set_lr
 from .precision import amp_dtype, precision_name, set_precision  # noqa: F401  (amp_dtype: the engine's API)
 
-STEP_KEYS = ("x_lb", "y_lb", "x_ulb_w", "x_ulb_s", "idx_ulb")  # what a step's batch must carry
+STEP_KEYS = ("x_lb", "y_lb", "x_ulb", "idx_ulb")  # what a step's batch must carry (x_*: one tensor per view)
 MEDIAN_OF_LAST = 20  # the paper's number: median test accuracy of the last 20 evaluations
 
 
@@ -51,6 +51,7 @@ class Engine:
         num_unlabeled: int = 0,
         collective: Collective = LOCAL,
         policy: Any = None,
+        labeled_distribution: tuple[float, ...] | None = None,
     ):
         self.cfg, self.device, self.collective, self.policy = cfg, device, collective, policy
         # The initial weights depend on the seed only, without touching the global RNG.
@@ -69,7 +70,9 @@ class Engine:
         betas = tuple(d if v is None else v for v, d in zip((cfg.beta1, cfg.beta2), ADAM_BETAS))
         self.optimizer = build_optimizer(self.net, cfg.lr, cfg.wdecay, cfg.momentum, cfg.nesterov,
                                          cfg.optimizer, betas)
-        self.algorithm = build_algorithm(cfg.algorithm, cfg, cfg.num_classes, num_unlabeled, device)
+        self._batch_norms = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        context = Context(cfg.num_classes, num_unlabeled, device, cfg.total_steps, labeled_distribution)
+        self.algorithm = build_algorithm(cfg.algorithm, cfg.options, context)
         self.dtype = amp_dtype(cfg.amp, device)
         self.precision = precision_name(cfg, device, self.dtype)  # the run record's "precision"
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
@@ -82,16 +85,29 @@ class Engine:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        with self.autocast():
-            return self.model(x.to(self.device, non_blocking=True, memory_format=torch.channels_last))
+    def _forward(self, x: torch.Tensor, *, update_bn: bool = True) -> torch.Tensor:
+        """The algorithm's :class:`~fixmatch_ray.algorithms.Forward`: the model in training mode;
+        ``update_bn=False`` leaves BatchNorm's running statistics as they were (the layers
+        normalise with the batch's statistics either way)."""
+        x = x.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        if update_bn:
+            with self.autocast():
+                return self.model(x)
+        for bn in self._batch_norms:  # in training mode without tracking, BatchNorm passes no running buffers
+            bn.track_running_stats = False
+        try:
+            with self.autocast():
+                return self.model(x)
+        finally:
+            for bn in self._batch_norms:
+                bn.track_running_stats = True
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def train_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One step of the run's algorithm on this rank's slice of the step's batch; returns the
         loss and the algorithm's named metrics (0-dim tensors, still on the device)."""
         cfg = self.cfg
         set_lr(self.optimizer, schedule_lr(cfg, self.step))
-        dev = {k: batch[k].to(self.device, non_blocking=True) for k in STEP_KEYS}
+        dev = {k: _to(batch[k], self.device) for k in STEP_KEYS}
         if "x_probe" in batch:
             self._probe(batch["x_probe"], dev["y_lb"], batch["probe"])
         self.model.train()
@@ -203,6 +219,13 @@ def run_finished(step: int, total_steps: int) -> bool:
     return step >= total_steps
 
 
+def _to(x: torch.Tensor | list[torch.Tensor], device: torch.device) -> Any:
+    """A tensor, or a tuple of them (one per view), on ``device``."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    return tuple(v.to(device, non_blocking=True) for v in x)
+
+
 def summarize(history: list[dict[str, Any]]) -> dict[str, float]:
     """Per-run numbers: the paper's median of the last 20 evals, best and last accuracy."""
     accs = [h["test_acc"] for h in history]
@@ -214,15 +237,6 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, float]:
         "last_acc": accs[-1],
         "evals": len(accs),
     }
-
-
-# Record keys of the algorithm's metrics where they differ from ``train_<name>`` (the names the
-# records and TensorBoard have always used).
-RECORD_KEYS = {"mask": "mask_rate"}
-
-
-def record_key(metric: str) -> str:
-    return RECORD_KEYS.get(metric, f"train_{metric}")
 
 
 def fit(
@@ -263,14 +277,19 @@ class StepSums:
     """The per-step bookkeeping of an epoch, all on the device: the algorithm's metric sums, the
     first step whose loss was not finite (−1: none), and the images per step on this rank."""
 
-    def __init__(self, device: torch.device):
-        self.names: list[str] = []
+    def __init__(self, device: torch.device, names: tuple[str, ...] = ()):
+        self.names, self.checked = list(names), False  # the algorithm's declared metrics (else the first step's)
         self.sums = torch.zeros((), device=device)
         self.bad_step = torch.full((), -1, device=device, dtype=torch.long)
         self.images = 0
 
     def add(self, step: int, loss: torch.Tensor, metrics: dict[str, torch.Tensor]) -> None:
-        self.names = self.names or list(metrics)
+        if not self.checked:  # the keys are the same every step: looked at once
+            self.names = self.names or list(metrics)
+            if sorted(metrics) != sorted(self.names):
+                raise ValueError(f"the algorithm's train_step returned metrics {sorted(metrics)}; it declares "
+                                 f"metrics = {tuple(self.names)}")
+            self.checked = True
         self.sums = self.sums + torch.stack([metrics[k].float() for k in self.names])
         first_bad = (self.bad_step < 0) & ~torch.isfinite(loss.detach())
         self.bad_step = torch.where(first_bad, torch.full_like(self.bad_step, step), self.bad_step)
@@ -282,7 +301,7 @@ def run_steps(trainer: Engine, batches: Iterator[dict[str, torch.Tensor]], n: in
     for _ in range(n):
         step = trainer.step
         batch = next(batches)
-        acc.images = sum(len(batch[k]) for k in ("x_lb", "x_ulb_w", "x_ulb_s"))
+        acc.images = sum(len(view) for k in ("x_lb", "x_ulb") for view in batch[k])
         loss, metrics = trainer.train_step(batch)
         acc.add(step, loss, metrics)
 
@@ -292,7 +311,7 @@ def _train_epoch(trainer: Engine, batches: Iterator[dict[str, torch.Tensor]], en
                  check_every: int) -> tuple[list[str], torch.Tensor, int]:
     """Steps up to ``end``, read back every ``check_every`` steps and at the end; the metric names,
     their sums on the device, images per step here."""
-    start, acc = trainer.step, StepSums(trainer.device)
+    start, acc = trainer.step, StepSums(trainer.device, trainer.algorithm.metrics)
     while trainer.step < end:
         run_steps(trainer, batches, min(check_every - (trainer.step - start) % check_every, end - trainer.step), acc)
         _raise_if_bad(trainer.collective.all_reduce(acc.bad_step.clone(), "max"))
@@ -312,7 +331,7 @@ def _epoch_record(trainer: Engine, names: list[str], sums: torch.Tensor, local_i
         "step": trainer.step,
         "epoch": len(trainer.history) + 1,
         "lr": schedule_lr(cfg, trainer.step - 1),
-        **{record_key(k): v for k, v in zip(names, means)},
+        **{metric_key(k): v for k, v in zip(names, means)},
         "images_per_s": images_per_step * steps / max(seconds, 1e-9),
         "samples_per_step": images_per_step,
         "world_size": collective.world_size,  # DDP ranks that ran the epoch

@@ -23,7 +23,7 @@ from ..data.sampling import StepBatchSampler, train_loader
 from ..data.splits import expand_labeled
 from ..errors import ConfigError
 from ..storage.layout import CONFIG_FILE
-from ..tracking import TRACKERS, Tracker
+from ..tracking import Tracker, tensorboard
 from .engine import Engine, fit, resolve_device, summarize
 from .sinks import CheckpointSink, ProgressSink, RecordSink, Sink, TrackerSink
 
@@ -51,17 +51,26 @@ def load_run_data(cfg: RunConfig) -> RunData:
     return RunData(spec, pool, labeled, test)
 
 
+def labeled_distribution(data: RunData, num_classes: int) -> tuple[float, ...]:
+    """The class frequencies of the labeled split (each labeled image once, whatever
+    ``expand_labels`` repeats)."""
+    counts = np.bincount(data.train.targets[np.unique(data.labeled_idx)], minlength=num_classes)
+    return tuple(float(c) for c in counts / counts.sum())
+
+
 def step_batches(
     cfg: RunConfig, data: RunData, start_step: int, rank: int = 0, world_size: int = 1,
     device: torch.device | None = None, policy: Policy | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """This rank's batches from ``start_step`` on (a pure function of the config and step)."""
+    """This rank's batches, with the views the algorithm names, from ``start_step`` on (a pure
+    function of the config and step)."""
     policy = policy or build_policy(cfg.policy, strong_aug=cfg.strong_aug)
+    views = cfg.views
     if cfg.aug_backend == "tensor":
         sampler = StepBatchSampler(data.labeled_idx, len(data.train), cfg.batch_size, cfg.unlabeled_batch_size,
                                    cfg.seed, start_step, cfg.total_steps)
         augmenter = BatchAugmenter(data.spec.mean, data.spec.std, flip=data.spec.flip, policy=policy,
-                                   anchoring=cfg.anchoring)
+                                   labeled=views.labeled, unlabeled=views.unlabeled)
         return DeviceBatches(data.train, sampler, augmenter, cfg.seed, device or torch.device("cpu"), rank, world_size,
                              cuda_graphs=cfg.cuda_graphs)
     loader = train_loader(
@@ -69,7 +78,7 @@ def step_batches(
         batch_size=cfg.batch_size, ulb_batch_size=cfg.unlabeled_batch_size, seed=cfg.seed,
         start_step=start_step, total_steps=cfg.total_steps, num_workers=cfg.num_workers,
         rank=rank, world_size=world_size, policy=cfg.policy, pin_memory=(device is not None and device.type == "cuda"),
-        strong_aug=cfg.strong_aug, anchoring=cfg.anchoring,
+        strong_aug=cfg.strong_aug, labeled=views.labeled, unlabeled=views.unlabeled,
     )
     return iter(loader)
 
@@ -102,7 +111,8 @@ def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ra
     cfg = cfg.replace(aug_backend=cfg.aug_backend_for(device.type))
     data = data or load_run_data(cfg)
     policy = build_policy(cfg.policy, device, cfg.strong_aug)
-    trainer = Engine(cfg, device, wrap, num_unlabeled=len(data.train), collective=ranks.collective, policy=policy)
+    trainer = Engine(cfg, device, wrap, num_unlabeled=len(data.train), collective=ranks.collective, policy=policy,
+                     labeled_distribution=labeled_distribution(data, cfg.num_classes))
     if state is not None:
         trainer.load_state_dict(state)
     sinks = sinks_for(sinks, ranks)
@@ -130,7 +140,7 @@ def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ra
 def run_local(cfg: RunConfig, state: dict[str, Any] | None = None, progress: bool = True,
               trackers: Sequence[Tracker] = ()) -> dict[str, Any]:
     """Run (or continue from ``state``) one training in this process, recording to TensorBoard and
-    ``trackers`` (MLflow, W&B: :func:`fixmatch_ray.tracking.trackers_for`); returns the summary."""
+    ``trackers`` (the tracking block's: :func:`fixmatch_ray.tracking.trackers_for`); returns the summary."""
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
     if device.type == "cuda" and device.index is not None:
@@ -139,7 +149,7 @@ def run_local(cfg: RunConfig, state: dict[str, Any] | None = None, progress: boo
     data = load_run_data(cfg)  # before anything is written: a bad dataset leaves no directory
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / CONFIG_FILE)
-    sinks = [CheckpointSink(out), RecordSink(str(out)), TrackerSink(lambda: TRACKERS["tensorboard"](logdir=out)),
+    sinks = [CheckpointSink(out), RecordSink(str(out)), TrackerSink(lambda: tensorboard(str(out))),
              *(TrackerSink(lambda t=t: t) for t in trackers), ProgressSink(progress)]
     trainer = run_training(cfg, device, sinks, state=state, data=data)
     return summarize(trainer.history)

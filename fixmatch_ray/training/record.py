@@ -1,7 +1,9 @@
 """The project's own record of a run: its whole evaluation history, next to its checkpoints.
 
 One JSON document (``metrics.json`` in the run's directory, a local path or a URI): the resolved
-config, the precision its math ran in (and on which device), every evaluation's row (step, accuracies, losses, mask rate, lr, images/s, wall time),
+config (with every option of its algorithm), the precision its math ran in (and on which device),
+every evaluation's row (step, accuracies, the algorithm's metrics as ``train_<name>``, lr,
+images/s, wall time),
 the summary (median of the last 20 evaluations...) and whether the run finished. Results are read
 from here, never from logs or Tune's files.
 

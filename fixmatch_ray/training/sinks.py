@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..algorithms import metric_key
 from ..progress.eta import Eta, duration
 from ..tracking import Tracker
 from .checkpoint import save_checkpoint
@@ -70,18 +71,19 @@ class RecordSink(Sink):
 
 
 class TrackerSink(Sink):
-    """A :class:`~fixmatch_ray.tracking.Tracker`: config at start, every record, the summary at the
-    end. The tracker is made by ``make`` when the run starts, so ranks without the sink never
-    create one (an idle writer would leave an empty TensorBoard file beside rank 0's)."""
+    """A :class:`~fixmatch_ray.tracking.Tracker`: config at start (with ``params`` beside it, e.g. a
+    sweep trial's setting), every record, the summary at the end. The tracker is made by ``make``
+    when the run starts, so ranks without the sink never create one (an idle writer would leave an
+    empty TensorBoard file beside rank 0's). The one path of every tracker, for every launcher."""
 
     chief_only = True
 
-    def __init__(self, make: Callable[[], Tracker]):
-        self.make, self.tracker, self.trainer = make, None, None
+    def __init__(self, make: Callable[[], Tracker], params: dict[str, Any] | None = None):
+        self.make, self.params, self.tracker, self.trainer = make, dict(params or {}), None, None
 
     def start(self, trainer: Engine) -> None:
         self.trainer, self.tracker = trainer, self.make()
-        self.tracker.log_config(trainer.cfg.to_dict())
+        self.tracker.log_config({**trainer.cfg.to_dict(), **self.params})
         if trainer.history:  # resumed: a crash between saving the checkpoint and logging its own
             last = trainer.history[-1]  # evaluation lost that point; log it again (same step, same values)
             self.tracker.log_metrics(last, last["step"])
@@ -98,11 +100,13 @@ class TrackerSink(Sink):
 
 
 def format_record(rec: dict[str, Any], total_steps: int) -> str:
+    """One evaluation as a line, every number under its record name: the algorithm's metrics
+    (``train_*``, whatever it names them), then the loop's."""
+    train = " ".join(f"{k} {v:.4f}" for k, v in rec.items() if k.startswith("train_"))
     return (
-        f"epoch {rec['epoch']} step {rec['step']}/{total_steps} | loss {rec['train_loss']:.4f} "
-        f"(x {rec['train_loss_x']:.4f} u {rec['train_loss_u']:.4f}) mask {rec['mask_rate']:.3f} "
-        f"lr {rec['lr']:.5f} | test acc {rec['test_acc']:.2f} loss {rec['test_loss']:.4f} "
-        f"median20 {rec['median20_acc']:.2f} best {rec['best_acc']:.2f} | {rec['images_per_s']:.0f} img/s"
+        f"epoch {rec['epoch']} step {rec['step']}/{total_steps} | {train} | lr {rec['lr']:.5f} | "
+        f"test_acc {rec['test_acc']:.2f} test_loss {rec['test_loss']:.4f} median20_acc {rec['median20_acc']:.2f} "
+        f"best_acc {rec['best_acc']:.2f} | {rec['images_per_s']:.0f} img/s"
     )
 
 
@@ -142,7 +146,7 @@ class ProgressSink(Sink):
     def progress(self, step: int, means: dict[str, float]) -> None:
         self.eta.report(self.RUN, step, self.clock())
         self.bar.update(step - self.bar.n)
-        self.bar.set_postfix(loss=f"{means['loss']:.3f}", **({"mask": f"{means['mask']:.2f}"} if "mask" in means else {}))
+        self.bar.set_postfix({metric_key(k): f"{v:.3f}" for k, v in means.items()})
 
     def epoch(self, record: dict[str, Any], trainer: Engine) -> None:
         self.bar.write(format_record(record, trainer.cfg.total_steps), file=sys.stderr)

@@ -1,17 +1,26 @@
 """The dataset registry: one module per dataset, each defining its :class:`DatasetSpec`.
 
-Adding a dataset = one file here with a spec (and its loader), plus its line in ``DATASETS``.
-Importing this package imports no torch.
+Adding a dataset = one file here with a spec (and its loader), plus its line below; another
+package adds its own through the ``fixmatch_ray.datasets`` entry-point group (the entry point
+names a ``DatasetSpec``). Importing this package imports no torch.
 """
 from __future__ import annotations
 
 import os
 
 from ...errors import DataError
+from ...plugins import Registry
 from . import cifar, digits, stl10, svhn
 from .base import SPLITS, DatasetSpec, ImageData
 
-DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (*cifar.SPECS, *svhn.SPECS, stl10.SPEC, digits.SPEC)}
+
+def _valid(name: str, spec: object) -> str | None:
+    return None if isinstance(spec, DatasetSpec) else f"expected a fixmatch_ray.data.datasets.DatasetSpec, got {spec!r}"
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset", _valid)
+for _builtin in (*cifar.SPECS, *svhn.SPECS, stl10.SPEC, digits.SPEC):
+    DATASETS.add(_builtin.name, _builtin)
 
 __all__ = ["DATASETS", "SPLITS", "DatasetSpec", "ImageData", "get_spec", "load_dataset"]
 

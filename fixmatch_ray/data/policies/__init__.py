@@ -1,16 +1,31 @@
 """Augmentation policies: the per-image reference and the batched device path of each.
 
-Add a policy: a :class:`~.base.Policy` subclass in its own module, and its line in ``POLICIES``.
+Add a policy: a :class:`~.base.Policy` subclass in its own module, and its line below; another
+package adds its own through the ``fixmatch_ray.policies`` entry-point group.
 """
 from __future__ import annotations
 
 import torch
 
-from .base import STRONG_AUGS, Policy
+from ...plugins import Registry
+from .base import BACKENDS, STRONG_AUGS, Policy
 from .ctaugment_batched import CTAugmentPolicy
 from .randaugment_policy import RandAugment
 
-POLICIES: dict[str, type[Policy]] = {p.name: p for p in (RandAugment, CTAugmentPolicy)}
+
+def _valid(name: str, cls: object) -> str | None:
+    if not (isinstance(cls, type) and issubclass(cls, Policy)):
+        return f"expected a subclass of fixmatch_ray.data.policies.base.Policy, got {cls!r}"
+    if not cls.backends or not set(cls.backends) <= set(BACKENDS):
+        return f"its backends {sorted(cls.backends)!r} must be one or both of {', '.join(BACKENDS)}"
+    if cls.learns and "pil" in cls.backends:
+        return "a policy that learns has only the tensor backend (data-loader processes never see its updates)"
+    return None
+
+
+POLICIES: Registry[type[Policy]] = Registry("policy", _valid)
+for _builtin in (RandAugment, CTAugmentPolicy):
+    POLICIES.add(_builtin.name, _builtin)
 
 __all__ = ["POLICIES", "Policy", "build_policy"]
 

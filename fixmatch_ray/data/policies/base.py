@@ -1,8 +1,10 @@
 """The augmentation-policy interface: the strong view, per image (reference) and per batch (device).
 
-A policy turns a weakly augmented image into the strong view, in two implementations that agree
-under the same draws: ``strong_image`` on PIL (the per-image reference, used by data-loader
-processes) and ``strong_batch`` on a uint8 ``(N, C, H, W)`` tensor (the batched device path).
+A policy turns a weakly augmented image into the strong view, on the backends it declares in
+``backends``: ``pil`` (``strong_image`` on PIL, per image, run by data-loader processes) and
+``tensor`` (``strong_batch`` on a uint8 ``(N, C, H, W)`` tensor, the batched device path); a policy
+with both keeps them equal under the same draws. ``aug_backend: auto`` picks one the policy
+declares, and asking for one it does not is a config error.
 A policy that learns during training (``learns = True``, e.g. CTAugment) keeps its state in
 ``state_dict`` (saved in every checkpoint), updates it in :meth:`learn` after each step with
 the same inputs on every DDP rank, and needs the device path: data-loader processes cannot see
@@ -24,15 +26,17 @@ from PIL import Image
 # strong_aug (run config) -> (with_ops, with_cutout): ab_fixmatch_nocutout / ab_fixmatch_onlycutout
 STRONG_AUGS: dict[str, tuple[bool, bool]] = {
     "full": (True, True), "no_cutout": (True, False), "cutout_only": (False, True)}
-VIEWS = ("weak", "strong")  # what each of an unlabeled image's two views can be (anchoring)
+# The views both data paths make of an image (an algorithm names the ones its step needs): weak
+# (flip where allowed, reflect-pad, crop) and strong (its own weak step, then the policy).
+VIEWS = ("weak", "strong")
 
 
-def parse_anchoring(anchoring: str | tuple[str, str]) -> tuple[str, str]:
-    """``"weak.strong"`` (the official flag's form) or a pair -> (pseudo-label view, trained view)."""
-    pair = tuple(anchoring.split(".")) if isinstance(anchoring, str) else tuple(anchoring)
-    if len(pair) != 2 or any(v not in VIEWS for v in pair):
-        raise ValueError(f"anchoring {anchoring!r}: expected <view>.<view>, each one of {', '.join(VIEWS)}")
-    return pair  # type: ignore[return-value]
+def check_views(kinds: tuple[str, ...], side: str) -> tuple[str, ...]:
+    """``kinds`` as given: one or more of :data:`VIEWS` (a ValueError line otherwise)."""
+    kinds = tuple(kinds)
+    if not kinds or any(k not in VIEWS for k in kinds):
+        raise ValueError(f"{side} views {kinds!r}: expected one or more of {', '.join(VIEWS)}")
+    return kinds
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,15 @@ class Rows:
         return t.narrow(dim, self.start, self.stop - self.start)
 
 
+BACKENDS = ("pil", "tensor")  # strong_image, strong_batch
+
+
 class Policy:
-    """A strong-augmentation policy; subclasses set ``name`` and register in ``policies.POLICIES``."""
+    """A strong-augmentation policy; subclasses set ``name`` and ``backends`` and register (built
+    in: a line in ``policies.POLICIES``; another package: an entry point in ``fixmatch_ray.policies``)."""
 
     name: ClassVar[str]
+    backends: ClassVar[frozenset[str]] = frozenset(BACKENDS)  # the ones it implements
     learns: ClassVar[bool] = False
 
     def __init__(self, with_ops: bool = True, with_cutout: bool = True):

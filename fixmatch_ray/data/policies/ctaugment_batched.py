@@ -210,10 +210,11 @@ class CTAugmentPolicy(Policy):
     calls :meth:`learn`, so every rank applies the same update and the rates stay identical. The
     rates are in every checkpoint (exact resume). ``strong_image`` is the per-image reference
     (the same rates), for tests and in-process loading only: data-loader processes never see the
-    updates, so the config requires ``aug_backend: tensor`` for this policy.
+    updates, so the policy declares the ``tensor`` backend alone.
     """
 
     name = "ctaugment"
+    backends = frozenset({"tensor"})
     learns = True
 
     def __init__(self, device: torch.device | str = "cpu", with_ops: bool = True, with_cutout: bool = True):

@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from ..normalize import normalize
-from .base import Policy, parse_anchoring
+from .base import Policy, check_views
 
 # The official grey is 0 in its [-1, 1] pixel scale, i.e. 127.5: uint8 here, so 128 (both for the
 # pixels geometric ops leave transparent, official ``pil_unwrap``, and for Cutout, official
@@ -224,31 +224,33 @@ def to_tensor(img: Image.Image, mean: tuple[float, float, float], std: tuple[flo
     return normalize(torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1), mean, std)
 
 
-class TransformFixMatch:
-    """The per-image reference pipeline: labeled → weak; unlabeled → (weak, strong), or the views
-    ``anchoring`` names (pseudo-label view, trained view: ab_fixmatch_anchoring)."""
+class ViewTransform:
+    """The per-image reference pipeline: each labeled and unlabeled image becomes the views an
+    algorithm names (``labeled``, ``unlabeled``: ``weak`` or ``strong``, see
+    :data:`.base.VIEWS`), normalised, drawn from the sample's generator in that order."""
 
     def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float], flip: bool,
-                 policy: Policy | None = None, anchoring: str | tuple[str, str] = ("weak", "strong")):
+                 policy: Policy | None = None, labeled: tuple[str, ...] = ("weak",),
+                 unlabeled: tuple[str, ...] = ("weak", "strong")):
         self.mean, self.std, self.flip = tuple(mean), tuple(std), flip
         self.strong_image = policy.strong_image if policy is not None else rand_augment_mc
-        self.anchoring = parse_anchoring(anchoring)
-
-    def labeled(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
-        """Weakly augmented, normalised."""
-        return to_tensor(weak_augment(img, rng, self.flip), self.mean, self.std)
+        self.kinds = {"labeled": check_views(labeled, "labeled"), "unlabeled": check_views(unlabeled, "unlabeled")}
 
     def view(self, img: Image.Image, rng: np.random.Generator, kind: str) -> Image.Image:
         """A ``weak`` view, or a ``strong`` one: its own weak step, then the policy."""
         weak = weak_augment(img, rng, self.flip)
         return self.strong_image(weak, rng) if kind == "strong" else weak
 
-    def unlabeled(self, img: Image.Image, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weak, strong) views (or the ``anchoring`` pair); the first draws first, and each view
-        does its own independent weak step."""
-        first = self.view(img, rng, self.anchoring[0])
-        second = self.view(img, rng, self.anchoring[1])
-        return to_tensor(first, self.mean, self.std), to_tensor(second, self.mean, self.std)
+    def views(self, img: Image.Image, rng: np.random.Generator, side: str) -> tuple[torch.Tensor, ...]:
+        """The ``labeled`` or ``unlabeled`` views, normalised; each view draws after the one before
+        it and does its own independent weak step."""
+        return tuple(to_tensor(self.view(img, rng, kind), self.mean, self.std) for kind in self.kinds[side])
+
+    def labeled(self, img: Image.Image, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        return self.views(img, rng, "labeled")
+
+    def unlabeled(self, img: Image.Image, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        return self.views(img, rng, "unlabeled")
 
     def test(self, img: Image.Image) -> torch.Tensor:
         """No augmentation, just normalised."""

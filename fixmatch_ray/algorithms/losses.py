@@ -1,6 +1,8 @@
-"""The FixMatch objective as a pure function (Sohn et al., 2020, eq. 1-4).
+"""The loss pieces of the confidence-based algorithms as pure functions (Sohn et al., 2020, eq. 1-4).
 
-No model, optimiser, device or I/O here: logits in, a small typed result out.
+No model, optimiser, device or I/O here: logits in, a small typed result out. FixMatch is
+:func:`fixmatch_loss`; an algorithm that picks its pseudo-labels otherwise (FlexMatch's per-class
+thresholds) composes :func:`sharpened` and :func:`consistency_loss`.
 """
 from __future__ import annotations
 
@@ -19,6 +21,12 @@ class FixMatchLoss(NamedTuple):
     mask: torch.Tensor  # fraction of unlabeled samples whose confidence reached the threshold
 
 
+def sharpened(logits_ulb_w: torch.Tensor, T: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(max prob, argmax)`` of the detached ``softmax(logits/T)`` (fp32; no gradient flows back)."""
+    probs = torch.softmax(logits_ulb_w.detach().float() / T, dim=-1)
+    return probs.max(dim=-1)
+
+
 def pseudo_label(
     logits_ulb_w: torch.Tensor, T: float = 1.0, threshold: float = 0.95
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,8 +36,7 @@ def pseudo_label(
     sharpened distribution ``softmax(logits/T)`` (the official ``ab_fixmatch_sharpen.py``; its
     argmax is T's); FixMatch itself has no T, which is ``T = 1`` here, bit for bit.
     """
-    probs = torch.softmax(logits_ulb_w.detach().float() / T, dim=-1)
-    max_probs, targets = probs.max(dim=-1)
+    max_probs, targets = sharpened(logits_ulb_w, T)
     return targets, max_probs.ge(threshold).float()
 
 
@@ -67,8 +74,22 @@ def fixmatch_loss(
     """
     if pseudo not in PSEUDO_LABELS:
         raise ValueError(f"unknown pseudo-label {pseudo!r}; expected one of {', '.join(PSEUDO_LABELS)}")
-    loss_x = F.cross_entropy(logits_x_lb.float(), y_lb, reduction="mean")
     targets_u, mask = PSEUDO_LABELS[pseudo](logits_x_ulb_w, T=T, threshold=threshold)
+    return consistency_loss(logits_x_lb, y_lb, logits_x_ulb_s, targets_u, mask, lambda_u=lambda_u)
+
+
+def consistency_loss(
+    logits_x_lb: torch.Tensor,
+    y_lb: torch.Tensor,
+    logits_x_ulb_s: torch.Tensor,
+    targets_u: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    lambda_u: float = 1.0,
+) -> FixMatchLoss:
+    """``CE(lb) + λu · mean(mask · CE(strong, targets))`` for pseudo-labels (hard class indices or
+    soft distributions) and a float mask chosen by the caller; the mean runs over all samples."""
+    loss_x = F.cross_entropy(logits_x_lb.float(), y_lb, reduction="mean")
     ce_u = F.cross_entropy(logits_x_ulb_s.float(), targets_u, reduction="none")
     loss_u = (ce_u * mask).mean()
     return FixMatchLoss(loss_x + lambda_u * loss_u, loss_x, loss_u, mask.mean())
