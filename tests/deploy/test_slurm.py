@@ -87,7 +87,7 @@ def wait_until(pred, slurm, job: int, log: Path, what: str, timeout: float = 240
     while not (value := pred()):
         state = slurm.job(job).get("JobState")
         if state in DONE or time.time() > deadline:
-            raise AssertionError(f"no {what} (job {job} {state}):\n{log.read_text()[-4000:]}")
+            raise AssertionError(f"no {what} (job {job} {state}):\n{log.read_text()[-4000:] if log.exists() else ''}")
         time.sleep(0.3)
     return value
 
@@ -146,7 +146,7 @@ def test_sweep_on_slurm_survives_requeues(slurm, tmp_path, ray_dir):
     # 1. the time limit is near: SIGUSR1 to the batch script (as --signal=B:USR1@300 sends it)
     # (once Tune, not only the trial's record, has it finished: a trial whose record says finished
     # but which Tune still counts as running is resumed from its last checkpoint and reports again)
-    wait_until(lambda: "digits@20 seed 1: finished" in log.read_text()
+    wait_until(lambda: log.exists() and "digits@20 seed 1: finished" in log.read_text()
                and max(step for _, step in progress(exp).values()) >= 8, slurm, job, log, "trial mid-run")
     slurm.run("scancel", "--batch", "--signal=USR1", str(job))
     requeued(slurm, job, 1, ray_dir, log)
