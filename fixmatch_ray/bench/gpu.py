@@ -234,11 +234,12 @@ def project(sweep: str, table: dict[str, Any]):
     """The sweep plan's own GPU-hours of ``sweep`` with the measured ``table`` (the --step-times
     document): the plan's lines, its total, and how many trials it had to estimate."""
     from ..launch.plan import format_plan, make_plan
+    from ..launch.preflight import check_capacity
     from ..perf.steptimes import StepTimes
 
     times = StepTimes(table["step_ms"], table["card"], table["images_per_step"], True, table.get("card_memory_gib"))
     spec = load_sweep(sweep)
-    plan = make_plan(spec, spec.max_concurrent_trials or 1, times)  # no cluster: the file's own request
+    plan = make_plan(spec, check_capacity(spec, None, autoscaling=False), times)  # no cluster: the file's request
     estimated = sum(count for _, count, _, src in plan.rows if not src.startswith("measured"))
     return {"sweep": sweep, "gpu_hours": plan.gpu_hours, "estimated_trials": estimated, "plan": format_plan(plan)}
 
