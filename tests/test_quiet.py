@@ -108,3 +108,28 @@ def test_quiet_drops_the_sigterm_shutdown_traceback_only():
     assert _without_sigterm_tracebacks([*other, *shutdown]) == other
     assert _without_sigterm_tracebacks(["a trial's own line", *other]) == ["a trial's own line", *other]
     assert _without_sigterm_tracebacks(["Exception ignored in: <x>"]) == ["Exception ignored in: <x>"]
+
+
+def test_quiet_drops_ray_trains_shutdown_warning_only():
+    """A run stopped by SIGTERM whose workers died first: Ray Train's controller warns "Graceful
+    shutdown of backend failed" with a traceback (text as a SLURM requeue printed it); the quiet
+    driver drops that block and keeps the lines around it and any other traceback."""
+    from fixmatch_ray.launch.quiet import _without_shutdown_warnings
+
+    site = "/venv/lib/python3.11/site-packages/ray"
+    warning = ["Graceful shutdown of backend failed. This is expected if one of the workers has crashed.",
+               "Traceback (most recent call last):",
+               f'  File "{site}/train/v2/_internal/callbacks/backend_setup.py", line 27, in before_execution_group_shutdown',
+               "    self._backend.on_shutdown(execution_group, self._backend_config)",
+               f'  File "{site}/_private/worker.py", line 1055, in get_objects',
+               "    raise value",
+               "ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task.",
+               "\tclass_name: RayTrainWorker",
+               "\tpid: 8153",
+               "The actor is dead because its owner has died. Owner Id: c3db Owner Ip address: 192.0.2.2"]
+    other = ["Traceback (most recent call last):", '  File "model.py", line 3, in forward',
+             "ValueError: a real problem"]
+    assert _without_shutdown_warnings(["before", *warning, "after"]) == ["before", "after"]
+    assert _without_shutdown_warnings(warning) == []
+    assert _without_shutdown_warnings([*other, *warning, *other]) == [*other, *other]
+    assert _without_shutdown_warnings(other) == other

@@ -39,6 +39,12 @@ KNOWN_NOISE = (
 # machines); the sweep reaps orphaned placement groups itself.
 QUIET_ACTORS = frozenset({"PlacementGroupCleaner"})
 
+# Ray Train's controller warns, with the traceback, when a run stopped by SIGTERM loses its workers
+# before their process group is torn down ("expected if one of the workers has crashed", its own
+# words). A quiet driver drops that block: the sweep says itself that it was stopped and resumes.
+BACKEND_SHUTDOWN_LOGGER = "ray.train.v2._internal.callbacks.backend_setup"
+BACKEND_SHUTDOWN_NOTICE = "Graceful shutdown of backend failed."
+
 # Ray 2.60 turns token authentication on for a local cluster and warns that it did, on every start.
 # (Setting RAY_AUTH_MODE instead would not do: a driver that has imported ray keeps the mode it read
 # then, and its own new cluster would refuse it.)
@@ -97,7 +103,8 @@ def quiet_output(verbose: bool = False) -> None:
 
 def quiet_forwarded_output(ray_worker_module: object) -> None:
     """Before ``ray.init`` in a quiet driver: drop the forwarded output of :data:`QUIET_ACTORS` and
-    the SIGTERM shutdown tracebacks (:func:`_without_sigterm_tracebacks`). ``ray_worker_module``
+    the SIGTERM shutdown tracebacks (:func:`_without_sigterm_tracebacks`) and Ray Train's
+    shutdown warning (:func:`_without_shutdown_warnings`). ``ray_worker_module``
     is ``ray._private.worker``."""
     if _QUIET:
         _wrap_deduplicators(ray_worker_module)
@@ -116,7 +123,7 @@ def _wrap_deduplicators(worker: object) -> None:
         def deduplicate(batch, inner=inner):
             if batch.get("actor_name") in QUIET_ACTORS:
                 return []
-            lines = _without_sigterm_tracebacks(batch.get("lines", []))
+            lines = _without_shutdown_warnings(_without_sigterm_tracebacks(batch.get("lines", [])))
             return inner({**batch, "lines": lines}) if lines else []
 
         deduplicate.quiet_actors = True  # type: ignore[attr-defined]
@@ -140,6 +147,27 @@ def _without_sigterm_tracebacks(lines: list[str]) -> list[str]:
                 continue
         out.append(lines[i])
         i += 1
+    return out
+
+
+def _without_shutdown_warnings(lines: list[str]) -> list[str]:
+    """``lines`` less each :data:`BACKEND_SHUTDOWN_NOTICE` block: the notice, its traceback, the
+    exception's line and its detail lines (tab-indented, and Ray's closing "The actor is dead
+    because ..." line). Any other traceback stays."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if not lines[i].startswith(BACKEND_SHUTDOWN_NOTICE):
+            out.append(lines[i])
+            i += 1
+            continue
+        i += 1
+        while i < len(lines) and (lines[i].startswith(("Traceback", " ")) or not lines[i].strip()):
+            i += 1
+        if i < len(lines) and lines[i].startswith("ray.exceptions."):
+            i += 1
+            while i < len(lines) and lines[i].startswith(("\t", "The actor is dead because")):
+                i += 1
     return out
 
 

@@ -46,6 +46,8 @@ def test_the_private_loggers_and_the_texts_the_quiet_filters_match():
         assert all(f in source for f in fragments), (logger, [f for f in fragments if f not in source])
     output = inspect.getsource(importlib.import_module("ray.tune.experimental.output"))
     assert '"RAY_AIR_NEW_OUTPUT", "1") == "0"' in output  # the classic console, which verbose=0 keeps silent
+    shutdown = inspect.getsource(importlib.import_module(quiet.BACKEND_SHUTDOWN_LOGGER))
+    assert f'"{quiet.BACKEND_SHUTDOWN_NOTICE}' in shutdown and "logger.warning(" in shutdown
     assert "RAY_DEDUP_LOGS_SKIP_REGEX" in inspect.getsource(importlib.import_module("ray._private.ray_constants"))
 
 
