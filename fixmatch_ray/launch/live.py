@@ -31,7 +31,7 @@ def speed_key(run) -> str:
     CTAugment's batched trials run 2x as fast as RandAugment's per-image ones."""
     does = [str(getattr(run, key, "")) for key in ("algorithm", "policy", "aug_backend")]
     supervised = ["supervised"] if getattr(run, "lambda_u", 1.0) == 0 else []
-    return " ".join([model_key(run), f"x{run.batch_size * (1 + 2 * run.mu)}", *does, *supervised])
+    return " ".join([model_key(run), f"x{run.images_per_step}", *does, *supervised])
 
 
 def make_board(spec: SweepSpec, slots: int, now: float) -> Board:

@@ -125,7 +125,7 @@ def _precisions(run: "RunConfig") -> list[str]:
 def step_ms(run: "RunConfig", table: StepTimes) -> tuple[float, StepTimes] | None:
     """ms per step of ``run`` on one whole GPU at its own batch (images per step scaled linearly
     from the table's), with the table it came from: ``table``, else the defaults; None if neither has it."""
-    images = run.batch_size * (1 + 2 * run.mu)
+    images = run.images_per_step
     for t in (table, DEFAULTS) if table is not DEFAULTS else (DEFAULTS,):
         times = t.step_ms.get(model_key(run), {})
         for amp in _precisions(run):
