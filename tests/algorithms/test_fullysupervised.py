@@ -12,7 +12,7 @@ from fixmatch_ray.errors import ConfigError
 
 
 def test_loss_is_cross_entropy_against_smoothed_labels_by_hand(forward):
-    logits, y, s = [[2.0, 0.0, 1.0]], [2], 0.1
+    logits, y, s = [[3.0, 0.0, 1.0]], [2], 0.1
     target = [(1.0 if c == y[0] else 0.0) - s * ((1.0 if c == y[0] else 0.0) - 1 / 3) for c in range(3)]
     log_z = math.log(sum(math.exp(v) for v in logits[0]))
     expected = -sum(t * (v - log_z) for t, v in zip(target, logits[0]))
