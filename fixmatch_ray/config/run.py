@@ -24,6 +24,7 @@ import yaml
 
 from ..data.datasets import DATASETS
 from ..errors import ConfigError
+from .algorithm_defaults import fill_algorithm_defaults
 from .cli import opt
 from .strict import check_types, from_mapping, keys_of, load_yaml, require
 
@@ -104,9 +105,8 @@ class RunConfig:
     dataset: str = opt("cifar10", "dataset (default cifar10)", choices=dataset_names)
     data_dir: str = opt("data", "where datasets live / are downloaded (default ./data)")
     download: bool = opt(True, "never download datasets", flag="--no-download", action="store_false")
-    num_labeled: int | None = opt(None, "number of labeled images (default 4000; an algorithm that trains on "
-                                  "all labels: every training image): spread by the class distribution, "
-                                  "the official split rule (class-balanced on CIFAR); STL-10 a fold of 1000")
+    num_labeled: int | None = opt(None, "labeled images (default 4000; fullysupervised: all): spread by the class "
+                                  "distribution, the official split rule (class-balanced on CIFAR); STL-10 a fold of 1000")
     expand_labels: bool = opt(False, "repeat labeled images to fill an epoch", action="store_true")
     arch: str = opt("wideresnet", "network (default wideresnet)", choices=ARCHS)
     depth: int | None = opt(None, "network depth (default: the reference's for the dataset)")
@@ -117,8 +117,7 @@ class RunConfig:
     total_steps: int = opt(2**20, "optimisation steps (default 2^20)")
     eval_step: int = opt(1024, "steps between evaluations (default 1024)")
     batch_size: int = opt(64, "labeled batch B per step, global (default 64)")
-    mu: int | None = opt(None, "μ: unlabeled batch is μ·B (default: the algorithm's official ratio, 7 for "
-                         "fixmatch/flexmatch, 1 for pimodel/pseudolabel/meanteacher)")
+    mu: int | None = opt(None, "μ: unlabeled batch is μ·B (default: the algorithm's, fixmatch 7, the baselines 1)")
     lr: float = opt(0.03, "initial learning rate (default 0.03)")
     # warmup steps (the reference's flag, despite its help text there)
     warmup: float = opt(0.0, "warmup steps (default 0)")
@@ -166,7 +165,7 @@ class RunConfig:
             object.__setattr__(self, "options", options_type())
         require(type(self.options) is options_type, f"options: algorithm {self.algorithm} takes "
                 f"{options_type.__qualname__}, got {type(self.options).__qualname__}")
-        _fill_algorithm_defaults(self)
+        fill_algorithm_defaults(self, algorithm_class(self.algorithm))
         _check_values(self)
 
     # -- construction ------------------------------------------------------------------------
@@ -257,12 +256,6 @@ class RunConfig:
         return self.mu * self.batch_size
 
     @property
-    def images_per_step(self) -> int:
-        """Images the data path gives a step: B per labeled view, μ·B per unlabeled view."""
-        views = self.views
-        return self.batch_size * len(views.labeled) + self.unlabeled_batch_size * len(views.unlabeled)
-
-    @property
     def labeled_split_seed(self) -> int | None:
         """The seed the labeled split is drawn from: ``split_seed``, else ``seed``."""
         return self.seed if self.split_seed is None else self.split_seed
@@ -275,26 +268,6 @@ def _unknown_key(where: str, key: str, algorithm: str, valid: set[str]) -> str:
     why = (f"{key!r} is an option of {', '.join(others)}, not of algorithm {algorithm}" if others
            else f"unknown key {key!r}")
     return f"{where}: {why}; valid keys: {', '.join(sorted(valid))}"
-
-
-DEFAULT_NUM_LABELED = 4000
-
-
-def _fill_algorithm_defaults(c: RunConfig) -> None:
-    """``mu`` and ``num_labeled`` left unset take the algorithm's values (its official unlabeled
-    ratio; every training image for an algorithm that trains on all labels)."""
-    cls = algorithm_class(c.algorithm)
-    if c.mu is None:
-        object.__setattr__(c, "mu", cls.mu)
-    spec = DATASETS.get(c.dataset)
-    if not cls.all_labels or spec is None:
-        if c.num_labeled is None:
-            object.__setattr__(c, "num_labeled", DEFAULT_NUM_LABELED)
-        return
-    require(c.num_labeled in (None, spec.num_train),
-            f"num_labeled: algorithm {c.algorithm} trains on every training label, {spec.num_train} on "
-            f"{c.dataset}; got {c.num_labeled} (leave num_labeled unset)")
-    object.__setattr__(c, "num_labeled", spec.num_train)
 
 
 def _check_values(c: RunConfig) -> None:

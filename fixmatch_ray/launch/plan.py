@@ -122,10 +122,15 @@ def _precisions(run: "RunConfig") -> list[str]:
     return [f"{a}+compile" for a in amp] * bool(run.compile) + amp
 
 
+def images_per_step(run: "RunConfig") -> int:
+    """Images the data path gives a step of ``run``: B per labeled view, μ·B per unlabeled view."""
+    return run.batch_size * len(run.views.labeled) + run.unlabeled_batch_size * len(run.views.unlabeled)
+
+
 def step_ms(run: "RunConfig", table: StepTimes) -> tuple[float, StepTimes] | None:
     """ms per step of ``run`` on one whole GPU at its own batch (images per step scaled linearly
     from the table's), with the table it came from: ``table``, else the defaults; None if neither has it."""
-    images = run.images_per_step
+    images = images_per_step(run)
     for t in (table, DEFAULTS) if table is not DEFAULTS else (DEFAULTS,):
         times = t.step_ms.get(model_key(run), {})
         for amp in _precisions(run):
