@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 
@@ -25,3 +26,9 @@ def softmax(row: list[float]) -> list[float]:
 
 def cross_entropy(row: list[float], label: int) -> float:
     return -math.log(softmax(row)[label])
+
+
+@pytest.fixture
+def forward() -> RecordingForward:
+    """A fresh recording identity network (import it into a test module to use it)."""
+    return RecordingForward()

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fixmatch_ray.algorithms import Context, FullySupervised, StepInput
+from handmath import forward  # noqa: F401 - the fixture
 from fixmatch_ray.config import RunConfig
 from fixmatch_ray.errors import ConfigError
 

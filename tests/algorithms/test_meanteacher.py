@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from handmath import cross_entropy, softmax
+from handmath import cross_entropy, softmax, forward  # noqa: F401 - the fixture
 from fixmatch_ray.algorithms import Context, MeanTeacher, StepInput
 from fixmatch_ray.config import RunConfig
 from fixmatch_ray.errors import ConfigError
@@ -67,12 +67,12 @@ def test_warmup(forward, fraction, ramp):
 def test_engine_teacher_is_ema_weights_with_batch_statistics(tmp_path):
     """Through the engine: the teacher's logits equal the EMA module's in train mode, not the
     model's and not the EMA's in eval mode."""
-    from fixmatch_ray.training.engine import Trainer
+    from fixmatch_ray.training.engine import Engine
 
     cfg = RunConfig.from_dict({"algorithm": "meanteacher", "dataset": "digits", "num_labeled": 20, "depth": 10,
                                "width": 1, "batch_size": 4, "total_steps": 10, "seed": 3, "device": "cpu",
                                "ema_decay": 0.5, "out": str(tmp_path)})
-    trainer = Trainer(cfg, torch.device("cpu"), num_unlabeled=100)
+    trainer = Engine(cfg, torch.device("cpu"), num_unlabeled=100)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 3, 32, 32, generator=g)
     step = {"x_lb": [x], "y_lb": torch.tensor([0, 1, 2, 3]), "x_ulb": [x, x], "idx_ulb": torch.arange(4)}

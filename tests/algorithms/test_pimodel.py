@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from handmath import cross_entropy, softmax
+from handmath import cross_entropy, softmax, forward  # noqa: F401 - the fixture
 from fixmatch_ray.algorithms import Context, PiModel, StepInput
 from fixmatch_ray.config import RunConfig
 
@@ -66,13 +66,13 @@ def test_teacher_is_the_model_without_gradient_and_only_the_labeled_call_moves_b
 def test_engine_updates_batchnorm_from_the_labeled_batch_only(tmp_path):
     """A real step of the engine's Forward: BatchNorm's running statistics after a Π-Model step
     are those of the labeled batch alone (the unlabeled calls pass update_bn=False)."""
-    from fixmatch_ray.training.engine import Trainer
+    from fixmatch_ray.training.engine import Engine
 
     cfg = RunConfig.from_dict({"algorithm": "pimodel", "dataset": "digits", "num_labeled": 20, "depth": 10,
                                "width": 1, "batch_size": 4, "total_steps": 10, "seed": 3, "device": "cpu",
                                "out": str(tmp_path)})
-    trainer = Trainer(cfg, torch.device("cpu"), num_unlabeled=100)
-    reference = Trainer(cfg, torch.device("cpu"), num_unlabeled=100).net.train()
+    trainer = Engine(cfg, torch.device("cpu"), num_unlabeled=100)
+    reference = Engine(cfg, torch.device("cpu"), num_unlabeled=100).net.train()
     g = torch.Generator().manual_seed(0)
     x_lb, u1, u2 = (torch.randn(4, 3, 32, 32, generator=g) for _ in range(3))
     trainer.train_step({"x_lb": [x_lb], "y_lb": torch.tensor([0, 1, 2, 3]), "x_ulb": [u1, u2],

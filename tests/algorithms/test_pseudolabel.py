@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from handmath import cross_entropy, softmax
+from handmath import cross_entropy, softmax, forward  # noqa: F401 - the fixture
 from fixmatch_ray.algorithms import Context, PseudoLabel, StepInput
 
 X_LB = [[1.0, 0.0, 0.0]]
