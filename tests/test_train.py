@@ -119,11 +119,23 @@ def _run_cli(args: list[str]) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def test_killed_run_resumes_exactly(tmp_path):
+def algorithm_args(out: Path, steps: int, eval_step: int, algorithm: str) -> list[str]:
+    """digits_args for ``algorithm`` at its own unlabeled ratio (and all labels where it takes them)."""
+    args = digits_args(out, steps, eval_step, "--algorithm", algorithm)
+    if algorithm != "fixmatch":
+        args[args.index("--mu"):args.index("--mu") + 2] = []
+    if algorithm == "fullysupervised":
+        args[args.index("--num-labeled"):args.index("--num-labeled") + 2] = []
+    return args
+
+
+@pytest.mark.parametrize("algorithm", ["fixmatch", "pseudolabel", "meanteacher", "fullysupervised"])
+def test_killed_run_resumes_exactly(tmp_path, algorithm):
     """SIGKILL a real training process after its first checkpoint; the resumed run must end with
-    the same eval history and weights as an uninterrupted one."""
+    the same eval history and weights as an uninterrupted one (each algorithm's own state path:
+    Mean Teacher's EMA teacher, the baselines' warm-up from the restored step)."""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    args = lambda out: digits_args(out, 40, 10)  # noqa: E731
+    args = lambda out: algorithm_args(out, 40, 10, algorithm)  # noqa: E731
     assert main(args(straight)) == 0
     proc = _run_cli(args(killed))
     deadline = time.time() + 120

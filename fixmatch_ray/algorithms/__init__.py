@@ -8,6 +8,10 @@ from .base import (ALGORITHMS, LOCAL, Algorithm, Collective, Context, Forward, S
                    build_algorithm, metric_key, register)
 from .fixmatch import FixMatch
 from .flexmatch import FlexMatch
+from .fullysupervised import FullySupervised
+from .meanteacher import MeanTeacher
+from .pimodel import PiModel
+from .pseudolabel import PseudoLabel
 
 __all__ = ["ALGORITHMS", "LOCAL", "Algorithm", "Collective", "Context", "FixMatch", "FlexMatch", "Forward",
-           "StepInput", "TorchCollective", "Views", "build_algorithm", "metric_key", "register"]
+           "FullySupervised", "MeanTeacher", "PiModel", "PseudoLabel", "StepInput", "TorchCollective", "Views", "build_algorithm", "metric_key", "register"]

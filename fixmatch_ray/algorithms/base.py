@@ -164,6 +164,11 @@ class Algorithm(ABC):
     name: ClassVar[str]
     Options: ClassVar[type[Options]] = Options  # no options
     metrics: ClassVar[tuple[str, ...]]  # the names of train_step's metrics (shown as train_<name>)
+    # μ of a run whose config leaves ``mu`` unset: the unlabeled batch is μ·B (the official
+    # script's ratio: 7 for FixMatch, 1 where its unlabeled batch is B, e.g. Π-Model)
+    mu: ClassVar[int] = 7
+    # True: the run trains on every training label (its config's num_labeled is the train set)
+    all_labels: ClassVar[bool] = False
 
     @classmethod
     def views(cls, options: Options) -> Views:

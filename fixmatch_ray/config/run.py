@@ -23,6 +23,7 @@ import yaml
 
 from ..data.datasets import DATASETS
 from ..errors import ConfigError
+from .algorithm_defaults import fill_algorithm_defaults
 from .cli import opt
 from .strict import check_types, from_mapping, keys_of, load_yaml, require
 
@@ -103,8 +104,8 @@ class RunConfig:
     dataset: str = opt("cifar10", "dataset (default cifar10)", choices=dataset_names)
     data_dir: str = opt("data", "where datasets live / are downloaded (default ./data)")
     download: bool = opt(True, "never download datasets", flag="--no-download", action="store_false")
-    num_labeled: int = opt(4000, "number of labeled images (default 4000): spread by the class distribution, "
-                           "the official split rule (class-balanced on CIFAR); STL-10 a fold of 1000")
+    num_labeled: int | None = opt(None, "labeled images (default 4000; fullysupervised: all): spread by the class "
+                                  "distribution, the official split rule (class-balanced on CIFAR); STL-10 a fold of 1000")
     expand_labels: bool = opt(False, "repeat labeled images to fill an epoch", action="store_true")
     arch: str = opt("wideresnet", "network (default wideresnet)", choices=ARCHS)
     depth: int | None = opt(None, "network depth (default: the reference's for the dataset)")
@@ -115,7 +116,7 @@ class RunConfig:
     total_steps: int = opt(2**20, "optimisation steps (default 2^20)")
     eval_step: int = opt(1024, "steps between evaluations (default 1024)")
     batch_size: int = opt(64, "labeled batch B per step, global (default 64)")
-    mu: int = opt(7, "μ: unlabeled batch is μ·B (default 7)")
+    mu: int | None = opt(None, "μ: unlabeled batch is μ·B (default: the algorithm's, fixmatch 7, the baselines 1)")
     lr: float = opt(0.03, "initial learning rate (default 0.03)")
     # warmup steps (the reference's flag, despite its help text there)
     warmup: float = opt(0.0, "warmup steps (default 0)")
@@ -169,6 +170,7 @@ class RunConfig:
             object.__setattr__(self, "options", options_type())
         require(type(self.options) is options_type, f"options: algorithm {self.algorithm} takes "
                 f"{options_type.__qualname__}, got {type(self.options).__qualname__}")
+        fill_algorithm_defaults(self, algorithm_class(self.algorithm))
         _check_values(self)
 
     # -- construction ------------------------------------------------------------------------
@@ -337,13 +339,9 @@ def _check_backend(c: RunConfig) -> None:
     backends = policy_backends(c.policy)
     if c.aug_backend == "auto" or c.aug_backend in backends:
         return
-    reason = (" (it learns during training: data-loader processes of the pil backend would never see its updates)"
-              if policy_learns(c.policy) else "")
-    raise ConfigError(f"aug_backend: policy {c.policy} does not implement the {c.aug_backend} backend{reason}; "
-                      f"use aug_backend: auto or {' or '.join(sorted(backends))}")
-
-
-def policy_learns(name: str) -> bool:
     from ..data.policies import POLICIES
 
-    return name in POLICIES and POLICIES[name].learns
+    reason = (" (it learns during training: data-loader processes of the pil backend would never see its updates)"
+              if c.policy in POLICIES and POLICIES[c.policy].learns else "")
+    raise ConfigError(f"aug_backend: policy {c.policy} does not implement the {c.aug_backend} backend{reason}; "
+                      f"use aug_backend: auto or {' or '.join(sorted(backends))}")

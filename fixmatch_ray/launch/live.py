@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, TextIO
 from ..config import SweepSpec
 from ..progress.board import Board, TrialRow
 from ..progress.view import PlainLog, live_view
-from .plan import model_key
+from .plan import images_per_step, model_key
 
 REFRESH_PER_S = 2
 
@@ -31,7 +31,7 @@ def speed_key(run) -> str:
     CTAugment's batched trials run 2x as fast as RandAugment's per-image ones."""
     does = [str(getattr(run, key, "")) for key in ("algorithm", "policy", "aug_backend")]
     supervised = ["supervised"] if getattr(run, "lambda_u", 1.0) == 0 else []
-    return " ".join([model_key(run), f"x{run.batch_size * (1 + 2 * run.mu)}", *does, *supervised])
+    return " ".join([model_key(run), f"x{images_per_step(run)}", *does, *supervised])
 
 
 def make_board(spec: SweepSpec, slots: int, now: float) -> Board:

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 
 from ..errors import ConfigError
 from ..perf.cards import CARDS, DEFAULT_CARD, Card, accelerator_card, find_card
-from ..perf.steptimes import (DEFAULTS, ESTIMATE, PRECISION_LABEL, StepTimes, load_step_times, model_key,  # noqa: F401
-                              step_time)
+from ..perf.steptimes import (DEFAULTS, ESTIMATE, PRECISION_LABEL, StepTimes, images_per_step,  # noqa: F401
+                              load_step_times, model_key, step_time)
 from .cluster import trial_driver_request
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def _estimate(plan: Plan, spec: "SweepSpec", table: StepTimes) -> None:
         hours.append(wall_h)
         need = None
         if known(key, run.policy):
-            need = memory_gib(key, prec, run.policy, run.batch_size * (1 + 2 * run.mu), run.dataset, r.workers) * per_gpu
+            need = memory_gib(key, prec, run.policy, images_per_step(run), run.dataset, r.workers) * per_gpu
             if limit is not None and need > limit:
                 raise ConfigError(
                     f"{t.name}: a trial needs ~{need:.1f} GiB of GPU memory ({key}, {PRECISION_LABEL.get(prec, prec)}, "
@@ -174,7 +174,7 @@ def _estimate(plan: Plan, spec: "SweepSpec", table: StepTimes) -> None:
     if r.workers > 1:
         run = spec.trials[0].run
         if known(model_key(run), run.policy):
-            speed = ddp_speedup(model_key(run), "off", run.policy, run.batch_size * (1 + 2 * run.mu), r.workers,
+            speed = ddp_speedup(model_key(run), "off", run.policy, images_per_step(run), r.workers,
                                 plan.card, run.cuda_graphs)
             plan.notes.append(f"{r.workers} DDP workers a trial: {model_key(run)} runs {speed:.1f}x as fast as on one "
                               f"GPU by the DDP model (each rank launches every kernel), not {r.workers}x")

@@ -115,6 +115,12 @@ def _check_models(where: str, at: str, models) -> None:
                 raise ConfigError(f"{where}: {at}.{model}.{amp}: expected milliseconds > 0, got {ms!r}")
 
 
+def images_per_step(run: "RunConfig") -> int:
+    """Images the data path gives a step of ``run``: B per labeled view, μ·B per unlabeled view
+    (FixMatch: B·(1 + 2μ))."""
+    return run.batch_size * len(run.views.labeled) + run.unlabeled_batch_size * len(run.views.unlabeled)
+
+
 def model_key(run: "RunConfig") -> str:
     """The step-time table's key of a (resolved) run's network, e.g. ``wideresnet-28-2``."""
     key = f"{run.arch}-{run.depth}-{run.width}"
@@ -153,7 +159,7 @@ def step_time(run: "RunConfig", table: StepTimes, workers: int = 1, card: Card |
     from .estimate import ddp_speedup, known, step_estimate
 
     card = card or table_card(table)
-    images, policy, key = run.batch_size * (1 + 2 * run.mu), run.policy, model_key(run)
+    images, policy, key = images_per_step(run), run.policy, model_key(run)
     base = precision_key(run, card)
     for prec in ([f"{base}+compile"] if run.compile else []) + [base]:
         ms = table.step_ms.get(policy, {}).get(key, {}).get(prec)
