@@ -8,6 +8,9 @@ from .base import (ALGORITHMS, LOCAL, Algorithm, Collective, Context, Forward, S
                    build_algorithm, metric_key, register)
 from .fixmatch import FixMatch
 from .flexmatch import FlexMatch
+from .mixmatch import MixMatch
+from .remixmatch import ReMixMatch
+from .uda import UDA
 
-__all__ = ["ALGORITHMS", "LOCAL", "Algorithm", "Collective", "Context", "FixMatch", "FlexMatch", "Forward",
-           "StepInput", "TorchCollective", "Views", "build_algorithm", "metric_key", "register"]
+__all__ = ["ALGORITHMS", "LOCAL", "Algorithm", "Collective", "Context", "FixMatch", "FlexMatch", "Forward", "MixMatch",
+           "ReMixMatch", "StepInput", "UDA", "TorchCollective", "Views", "build_algorithm", "metric_key", "register"]
