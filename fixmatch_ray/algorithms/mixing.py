@@ -15,14 +15,6 @@ from torch import Tensor
 TSA_SCHEDULES = ("no", "linear", "exp", "log")  # uda.py:34 TSA_MODES
 
 
-def linear_ramp(step: int, length: int) -> float:
-    """``clip(step / length, 0, 1)``: the official warm-up of a loss weight
-    (``mixmatch.py:76``, ``remixmatch_no_cta.py:70``; there in images, here in steps)."""
-    if length <= 0:
-        return 1.0
-    return min(max(step / length, 0.0), 1.0)
-
-
 def sharpen(p: Tensor, T: float) -> Tensor:
     """``p^(1/T)`` renormalised over the last axis (``mixmatch.py:65-66``)."""
     q = p.pow(1.0 / T)

@@ -26,7 +26,8 @@ from torch import Tensor
 from ..config.cli import opt
 from ..config.strict import Options, require
 from .base import Algorithm, Collective, Context, Forward, StepInput, Views, register
-from .mixing import interleave, l2_consistency, linear_ramp, mixup, sharpen, soft_cross_entropy
+from .mixing import interleave, l2_consistency, mixup, sharpen, soft_cross_entropy
+from .ramps import linear_warmup
 
 
 def kimg_steps(kimg: float, batch_size: int) -> int:
@@ -118,7 +119,7 @@ class MixMatch(Algorithm):
         logits = interleaved_logits(forward, list(xm.split(n)), bn_call=0)
         loss_x = soft_cross_entropy(logits[0], lm[:n])
         loss_u = l2_consistency(lm[n:], torch.cat(logits[1:]))
-        w = o.w_match * linear_ramp(batch.step, self.warmup_steps)
+        w = o.w_match * linear_warmup(batch.step, self.warmup_steps)
         loss = loss_x + w * loss_u
         metrics = {"loss": loss, "loss_x": loss_x, "loss_u": loss_u, "w_match": torch.tensor(w, device=loss.device)}
         return loss, {k: v.detach() for k, v in metrics.items()}

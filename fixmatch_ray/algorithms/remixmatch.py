@@ -33,8 +33,9 @@ from torch import Tensor
 from ..config.cli import opt
 from ..config.strict import Options, require
 from .base import Algorithm, Collective, Context, Forward, StepInput, Views, register
-from .mixing import MovingAverage, align, l2_consistency, linear_ramp, mixup, rotate_quarters, sharpen, soft_cross_entropy
+from .mixing import MovingAverage, align, l2_consistency, mixup, rotate_quarters, sharpen, soft_cross_entropy
 from .mixmatch import MixUpDraws, batch_rows, interleaved_logits, kimg_steps
+from .ramps import linear_warmup
 
 REDUX = ("swap", "mean", "1st")  # remixmatch_no_cta.py:219
 P_DATA = ("running", "labeled")
@@ -137,7 +138,7 @@ class ReMixMatch(Algorithm):
             p_model_y = guess_probs(logits_y, o.redux)
             p = align(p_model_y, self.p_data / self.p_data.sum(), self.p_model()) if o.use_dm else p_model_y
             targets = sharpen(p, o.T)
-        ramp = linear_ramp(batch.step, self.warmup_steps)
+        ramp = linear_warmup(batch.step, self.warmup_steps)
         # the first strong view against the first view's targets (ly[:batch]; the anchor's under 1st)
         loss_kl = soft_cross_entropy(logits_y[1], targets[:len(views[0])]) if o.w_kl > 0 else zero
         lx = F.one_hot(batch.y_lb, self.num_classes).float()

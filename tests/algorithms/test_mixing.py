@@ -107,7 +107,3 @@ def test_kl_and_entropy_of_known_distributions():
 def test_l2_consistency_averages_over_classes_too():
     logits = torch.zeros(1, 2)  # softmax .5 .5
     assert mixing.l2_consistency(torch.tensor([[1.0, 0.0]]), logits).item() == pytest.approx(0.25)
-
-
-def test_linear_ramp():
-    assert [mixing.linear_ramp(s, 10) for s in (0, 5, 10, 20)] == [0.0, 0.5, 1.0, 1.0]
