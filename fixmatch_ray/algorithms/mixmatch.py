@@ -1,6 +1,6 @@
 """MixMatch (Berthelot et al., 2019) as the official ``mixmatch.py`` of google-research/fixmatch runs it.
 
-Per step (``mixmatch.py:55-113``): ``nu`` weak views of each unlabeled image, each through the
+Per step (``mixmatch.py:69-127``): ``nu`` weak views of each unlabeled image, each through the
 network on its own (batch statistics, BatchNorm's running statistics untouched); the label guess is
 the mean softmax over the views, sharpened with T = 0.5; MixUp (Beta(β, β), ``λ' = max(λ, 1 − λ)``)
 over the joined labeled + unlabeled batch against one permutation of it (``MixMode('xxy.yxy')``);
@@ -65,7 +65,7 @@ def batch_rows(batch: StepInput) -> int:
 def interleaved_logits(forward: Forward, batches: list[Tensor], bn_call: int) -> list[Tensor]:
     """The network's logits of each of ``batches`` after the official interleave, de-interleaved:
     one call per interleaved batch, only call ``bn_call`` updating BatchNorm's running statistics
-    (MixMatch: the first, ``mixmatch.py:86-90``; ReMixMatch: the last, ``remixmatch_no_cta.py:133-136``)."""
+    (MixMatch: the first, ``mixmatch.py:99-104``; ReMixMatch: the last, ``remixmatch_no_cta.py:133-136``)."""
     mixed = interleave(batches)  # equal chunks of B rows
     n = len(mixed)
     logits = [forward(b, update_bn=i == bn_call % n) for i, b in enumerate(mixed)]
@@ -110,7 +110,7 @@ class MixMatch(Algorithm):
         o = self.options
         n = batch_rows(batch)
         x_lb, views = batch.x_lb[0], list(batch.x_ulb)
-        with torch.no_grad():  # the guess: each view on its own, no BatchNorm update (mixmatch.py:43-53)
+        with torch.no_grad():  # the guess: each view on its own, no BatchNorm update (mixmatch.py:57-67)
             p = torch.stack([torch.softmax(forward(v, update_bn=False).float(), dim=-1) for v in views]).mean(0)
             guess = sharpen(p, o.T)
         labels = torch.cat([F.one_hot(batch.y_lb, self.num_classes).float(), *([guess] * len(views))])
