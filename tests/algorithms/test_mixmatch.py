@@ -7,19 +7,9 @@ import torch
 from fixmatch_ray.algorithms import Context, StepInput, build_algorithm
 from fixmatch_ray.algorithms.base import LOCAL
 from fixmatch_ray.algorithms.mixmatch import MixMatchOptions, kimg_steps
+from stepnets import Recorder  # tests/ is on the path (its conftest)
 
 CPU = torch.device("cpu")
-
-
-class Recorder:
-    """The network as the identity on a (N, 1, 1, 2) batch; records every call."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, x, *, update_bn=True, head=None):
-        self.calls.append((x.detach().clone(), update_bn, head))
-        return x.flatten(1)
 
 
 class FixedDraws:
@@ -41,7 +31,7 @@ def test_step_matches_the_hand_computed_loss_and_call_pattern():
     algo = build_algorithm("mixmatch", opts, Context(2, 10, CPU, total_steps=100, batch_size=1))
     algo.draws = FixedDraws([0.9, 0.2, 0.5], [1, 0, 0])  # λ' = .9, .8, .5
     x, y1, y2 = _img(0.0, 0.0), _img(math.log(3), 0.0), _img(0.0, 0.0)
-    net = Recorder()
+    net = Recorder(lambda x: x.flatten(1))  # the identity on a (N, 1, 1, 2) batch
     batch = StepInput((x,), torch.tensor([0]), (y1, y2), torch.tensor([3]), step=16)
     loss, m = algo.train_step(net, batch, LOCAL)
 

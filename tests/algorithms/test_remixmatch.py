@@ -7,17 +7,13 @@ import torch
 from fixmatch_ray.algorithms import ReMixMatch, StepInput, Views, build_algorithm
 from fixmatch_ray.algorithms.base import LOCAL, Context
 from fixmatch_ray.algorithms.remixmatch import ReMixMatchOptions, guess_probs
+from stepnets import Recorder  # tests/ is on the path (its conftest)
 
 CPU = torch.device("cpu")
 
 
-class Recorder:
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, x, *, update_bn=True, head=None):
-        self.calls.append((x.detach().clone(), update_bn, head))
-        return torch.zeros(len(x), 4) if head == "rotation" else x[:, 0, 0, :]
+def _net():
+    return Recorder(lambda x: x[:, 0, 0, :], {"rotation": lambda x: torch.zeros(len(x), 4)})
 
 
 class NoMix:
@@ -51,7 +47,7 @@ def _batch(step):
 
 
 def test_call_pattern_rotation_kl_and_alignment_state():
-    algo, net = _algo(), Recorder()
+    algo, net = _algo(), _net()
     loss, m = algo.train_step(net, _batch(16), LOCAL)
     # rotation of the first strong view on the rotation head, the anchor and the first strong view
     # (redux 1st with w_kl > 0), then four interleaved calls of which only the last updates BatchNorm
@@ -79,7 +75,7 @@ def test_call_pattern_rotation_kl_and_alignment_state():
     assert torch.allclose(state["p_data"], torch.tensor([0.5 * 0.999 + 0.001, 0.5 * 0.999]))
 
     # the next step aligns: p · p_data / p_model, p_model = mean of the two rows (.625 .375)
-    _, m2 = algo.train_step(Recorder(), _batch(17), LOCAL)
+    _, m2 = algo.train_step(_net(), _batch(17), LOCAL)
     pd, pm = (0.5 * 0.999 + 0.001, 0.5 * 0.999), (0.625, 0.375)
     a = [0.75 * (1e-6 + pd[0]) / (1e-6 + pm[0]), 0.25 * (1e-6 + pd[1]) / (1e-6 + pm[1])]
     a = [v / sum(a) for v in a]
@@ -89,7 +85,7 @@ def test_call_pattern_rotation_kl_and_alignment_state():
 
 def test_state_round_trips_and_checks_its_shape():
     algo = _algo()
-    algo.train_step(Recorder(), _batch(3), LOCAL)
+    algo.train_step(_net(), _batch(3), LOCAL)
     other = _algo()
     other.load_state_dict(algo.state_dict())
     assert torch.equal(other.p_model.buffer, algo.p_model.buffer) and torch.equal(other.p_data, algo.p_data)
