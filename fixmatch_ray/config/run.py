@@ -6,10 +6,9 @@ what would be right. The resolved config (seed drawn, dataset defaults filled) i
 run and checkpoint, so a run can always be re-created from its own files. Each field carries its
 ``train`` CLI flag and help (:mod:`.cli` builds the parser from them).
 
-The selected algorithm's own options (its ``Options`` dataclass: FixMatch's τ, λu, T...) are
-keys of the same flat mapping: :meth:`RunConfig.from_dict` gives the run config's keys to the
-run config and the algorithm's to its options, a key neither knows is an error listing both, and
-:meth:`RunConfig.to_dict` writes both back, so the record's resolved config holds every option.
+The selected algorithm's own options (its ``Options``: FixMatch's τ, λu, T...) are keys of the
+same flat mapping: :meth:`RunConfig.from_dict` gives each key to the config or the options (a key
+neither knows is an error listing both); :meth:`RunConfig.to_dict` writes both back.
 """
 from __future__ import annotations
 
@@ -149,6 +148,12 @@ class RunConfig:
     aug_backend: str = opt("auto", "auto (default): tensor on a GPU, pil on the CPU; pil: per-image PIL on "
                            "data-loader processes (reference); tensor: batched on the device", choices=AUG_BACKENDS)
     compile: bool = opt(False, "torch.compile the model", action="store_true")
+    tf32: bool = opt(True, "CUDA: fp32 convolutions and matmuls on TF32 tensor cores (default on, PyTorch's own "
+                     "default for convolutions); --no-tf32: IEEE fp32, the official arithmetic, several times "
+                     "slower per convolution", action="bool")
+    cuda_graphs: bool = opt(True, "CUDA, aug_backend tensor: replay each step's augmentation as one captured "
+                            "CUDA graph (the same kernels and random stream as eager, without ~300-1,800 "
+                            "launches a step); off on the CPU", action="bool")
     num_workers: int = opt(4, "data-loading processes (default 4)")
     eval_batch_size: int = opt(512, "evaluation batch size (default 512)")
     device: str = opt("auto", "auto (default), cpu, cuda or cuda:N")
