@@ -95,6 +95,7 @@ class MixMatch(Algorithm):
     name = "mixmatch"
     Options = MixMatchOptions
     metrics = ("loss", "loss_x", "loss_u", "w_match")
+    mu = 1  # the official unlabeled ratio: B images per view (the run config's mu where it reads it)
 
     @classmethod
     def views(cls, options: MixMatchOptions) -> Views:

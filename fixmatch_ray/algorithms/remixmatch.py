@@ -92,6 +92,7 @@ class ReMixMatch(Algorithm):
     name = "remixmatch"
     Options = ReMixMatchOptions
     metrics = ("loss", "loss_x", "loss_u", "loss_kl", "loss_rot", "w_match")
+    mu = 1  # the official unlabeled ratio: B images per view (the run config's mu where it reads it)
 
     @classmethod
     def views(cls, options: ReMixMatchOptions) -> Views:
