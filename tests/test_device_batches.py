@@ -155,3 +155,33 @@ def test_eval_images_normalise_like_the_host_and_split_over_ranks():
     loss, hits = (shares[0] + shares[1]).tolist()
     assert 100.0 * hits / len(test) == one["acc"]
     assert abs(loss / len(test) - one["loss"]) < 1e-5
+
+
+@pytest.mark.parametrize("algorithm,knobs,kinds", [("mixmatch", {"mu": 1}, ("weak", "weak")),
+                                                   ("remixmatch", {"mu": 1, "K": 2}, ("weak", "strong", "strong"))])
+def test_k_views_alike_on_the_pil_and_the_device_path(algorithm, knobs, kinds):
+    """An algorithm's K views come out of both data paths the same way: the same sampled images and
+    labels, the views its Views name in that order, every weak view a weak crop of its image on
+    either path (and the strong views are not)."""
+    import numpy as np
+
+    from test_batch_augment import reflect_crops
+
+    batches = {}
+    for backend in ("pil", "tensor"):
+        cfg = RunConfig.from_dict(dict(dataset="digits", num_labeled=20, batch_size=4, total_steps=4, eval_step=4,
+                                       seed=3, algorithm=algorithm, aug_backend=backend, num_workers=0, **knobs))
+        assert cfg.views.unlabeled == kinds
+        data = load_run_data(cfg)
+        batches[backend] = next(step_batches(cfg, data, 0, device=torch.device("cpu")))
+    pil, dev = batches["pil"], batches["tensor"]
+    assert torch.equal(pil["idx_ulb"], dev["idx_ulb"]) and torch.equal(pil["y_lb"], dev["y_lb"])
+    assert len(pil["x_ulb"]) == len(dev["x_ulb"]) == len(kinds)
+    mean, std = torch.tensor(data.spec.mean).view(1, 3, 1, 1), torch.tensor(data.spec.std).view(1, 3, 1, 1)
+    for batch in (pil, dev):
+        for kind, view in zip(kinds, batch["x_ulb"]):
+            assert view.shape == pil["x_ulb"][0].shape
+            pixels = torch.round((view * std + mean) * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            crops = [any(np.array_equal(v, pixels[i]) for v in reflect_crops(data.train.images[k], 2))
+                     for i, k in enumerate(batch["idx_ulb"].tolist())]
+            assert all(crops) if kind == "weak" else not all(crops), kind

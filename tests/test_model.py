@@ -94,3 +94,22 @@ def test_bad_shapes(args, match):
 def test_bn_momentum_override():
     net = build_model("wideresnet", 10, 10, 1, bn_momentum=0.01)
     assert {m.momentum for m in net.modules() if isinstance(m, nn.BatchNorm2d)} == {0.01}
+
+
+def test_extra_heads_read_the_pooled_features_and_leave_the_rest_as_it_was():
+    torch.manual_seed(0)
+    plain = build_model("wideresnet", 10, depth=10, width=1)
+    torch.manual_seed(0)
+    net = build_model("wideresnet", 10, depth=10, width=1, heads={"rotation": 4})
+    # the same other weights (the heads are drawn last) and no new keys without heads
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in plain.state_dict().items())
+    assert set(net.state_dict()) - set(plain.state_dict()) == {"heads.rotation.weight", "heads.rotation.bias"}
+    net.eval()
+    x = torch.randn(3, 3, 32, 32)
+    rot = net(x, head="rotation")
+    assert rot.shape == (3, 4) and rot.dtype == torch.float32
+    head = net.heads["rotation"]
+    assert torch.allclose(rot, net.features(x) @ head.weight.T + head.bias, atol=1e-5)
+    assert torch.equal(net(x), plain.eval()(x))
+    with pytest.raises(ValueError, match="no head 'jigsaw'; it has rotation"):
+        net(x, head="jigsaw")

@@ -10,8 +10,12 @@ from .fixmatch import FixMatch
 from .flexmatch import FlexMatch
 from .fullysupervised import FullySupervised
 from .meanteacher import MeanTeacher
+from .mixmatch import MixMatch
 from .pimodel import PiModel
 from .pseudolabel import PseudoLabel
+from .remixmatch import ReMixMatch
+from .uda import UDA
 
 __all__ = ["ALGORITHMS", "LOCAL", "Algorithm", "Collective", "Context", "FixMatch", "FlexMatch", "Forward",
-           "FullySupervised", "MeanTeacher", "PiModel", "PseudoLabel", "StepInput", "TorchCollective", "Views", "build_algorithm", "metric_key", "register"]
+           "FullySupervised", "MeanTeacher", "MixMatch", "PiModel", "PseudoLabel", "ReMixMatch", "StepInput",
+           "TorchCollective", "UDA", "Views", "build_algorithm", "metric_key", "register"]

@@ -35,9 +35,10 @@ class Forward(Protocol):
     """The network in training mode, under the run's precision: fp32 logits of ``x``. An algorithm
     may call it several times per step; ``update_bn=False`` normalises with the batch's statistics
     but leaves BatchNorm's running statistics as they were (the official Π-Model, Pseudo-Label and
-    Mean Teacher update them from the labeled call only)."""
+    Mean Teacher update them from the labeled call only). ``head`` names one of the extra heads the
+    algorithm declared (:meth:`Algorithm.heads`): its logits instead of the classifier's."""
 
-    def __call__(self, x: Tensor, *, update_bn: bool = True) -> Tensor: ...
+    def __call__(self, x: Tensor, *, update_bn: bool = True, head: str | None = None) -> Tensor: ...
 
 
 # The EMA model's forward, ``ema_forward(x, train=False)``: logits without gradient, in eval mode
@@ -75,6 +76,8 @@ class Context:
     total_steps: int = 1  # the run's length, for warm-ups over a fraction of training
     # class frequencies of the labeled split (sum 1), e.g. for distribution alignment
     labeled_distribution: tuple[float, ...] | None = None
+    seed: int = 0  # the run's seed: an algorithm's own random draws (MixUp) start from it
+    batch_size: int = 64  # the global labeled batch B, for schedules the official code counts in images
 
 
 class Collective(Protocol):
@@ -174,6 +177,13 @@ class Algorithm(ABC):
     def views(cls, options: Options) -> Views:
         """The views of each image this algorithm's step needs under ``options``."""
         return Views()
+
+    @classmethod
+    def heads(cls, options: Options) -> dict[str, int]:
+        """Extra linear heads on the network's pooled features, ``name: outputs`` (e.g. ReMixMatch's
+        rotation task); the run adds them to the model (trained, decayed, averaged and saved with
+        it) and :class:`Forward` gives their logits by name."""
+        return {}
 
     @classmethod
     def needs_ema(cls, options: Options) -> str | None:

@@ -30,6 +30,29 @@ def head(fc: nn.Linear, features: torch.Tensor) -> torch.Tensor:
         return fc(features.float())
 
 
+class ExtraHeads:
+    """Extra linear heads on the pooled features, beside the classifier (an algorithm's auxiliary
+    task, e.g. ReMixMatch's rotation): ``net(x, head=name)`` gives that head's fp32 logits. A net
+    without extra heads has the same parameters and state keys as before."""
+
+    def add_heads(self, sizes: dict[str, int]) -> None:
+        """Add a ``nn.Linear(features, n)`` per ``name: n`` (Glorot-normal weights, zero bias: the
+        official ``tf.layers.dense(..., kernel_initializer=glorot_normal)``)."""
+        classifier = self.classifier_layer()
+        for name, n in sizes.items():
+            layer = nn.Linear(classifier.in_features, n).to(classifier.weight.device)
+            nn.init.xavier_normal_(layer.weight)
+            nn.init.zeros_(layer.bias)
+            self.heads[name] = layer
+
+    def logits(self, features: torch.Tensor, name: str | None) -> torch.Tensor:
+        if name is None:
+            return head(self.classifier_layer(), features)
+        if name not in self.heads:
+            raise ValueError(f"the network has no head {name!r}; it has {', '.join(self.heads) or 'none'}")
+        return head(self.heads[name], features)
+
+
 class BasicBlock(nn.Module):
     """Pre-activation residual block; the first block of a WRN activates before the shortcut."""
 
@@ -65,7 +88,7 @@ def _stage(n: int, in_planes: int, out_planes: int, stride: int, drop_rate: floa
     ])
 
 
-class WideResNet(nn.Module):
+class WideResNet(ExtraHeads, nn.Module):
     """WRN-depth-k with ``scales`` stages (3: the CIFAR net) of n blocks, 16k·2^i channels in stage i.
 
     The official ``libml/models.py`` ResNet: a 16-channel stem conv, then ``scales`` stages of
@@ -97,6 +120,7 @@ class WideResNet(nn.Module):
             self.add_module(name, _stage(n, ch[i], ch[i + 1], 2 if i else 1, drop_rate, i == 0))
         self.bn1, self.relu = _bn(ch[-1]), _act()
         self.fc = nn.Linear(ch[-1], num_classes)
+        self.heads = nn.ModuleDict()
         _init(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,8 +131,11 @@ class WideResNet(nn.Module):
         out = self.relu(self.bn1(out))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return head(self.fc, self.features(x))
+    def classifier_layer(self) -> nn.Linear:
+        return self.fc
+
+    def forward(self, x: torch.Tensor, head: str | None = None) -> torch.Tensor:
+        return self.logits(self.features(x), head)
 
 
 class ResNeXtBottleneck(nn.Module):
@@ -133,7 +160,7 @@ class ResNeXtBottleneck(nn.Module):
         return self.act(self.shortcut(x) + out)
 
 
-class CifarResNeXt(nn.Module):
+class CifarResNeXt(ExtraHeads, nn.Module):
     """ResNeXt-29 for 32x32 images (the port's alternative ``--arch resnext``)."""
 
     def __init__(self, cardinality: int, depth: int, num_classes: int, base_width: int, widen_factor: int = 4):
@@ -153,6 +180,7 @@ class CifarResNeXt(nn.Module):
             ]))
         self.stage_1, self.stage_2, self.stage_3 = stages
         self.classifier = nn.Linear(st[3], num_classes)
+        self.heads = nn.ModuleDict()
         _init(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,8 +189,11 @@ class CifarResNeXt(nn.Module):
         x = self.stage_3(self.stage_2(self.stage_1(x)))
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return head(self.classifier, self.features(x))
+    def classifier_layer(self) -> nn.Linear:
+        return self.classifier
+
+    def forward(self, x: torch.Tensor, head: str | None = None) -> torch.Tensor:
+        return self.logits(self.features(x), head)
 
 
 def _init(model: nn.Module) -> None:
@@ -179,7 +210,8 @@ def _init(model: nn.Module) -> None:
 
 def build_model(arch: str, num_classes: int, depth: int | None = None, width: int | None = None,
                 cardinality: int | None = None, drop_rate: float = 0.0,
-                bn_momentum: float = BN_MOMENTUM, scales: int | None = None) -> nn.Module:
+                bn_momentum: float = BN_MOMENTUM, scales: int | None = None,
+                heads: dict[str, int] | None = None) -> nn.Module:
     """``wideresnet`` (default WRN-28-2) or ``resnext`` (default ResNeXt-29, 4x4).
 
     ``scales`` (wideresnet only; default 3) is the number of stages, the official ``--scales``:
@@ -189,6 +221,7 @@ def build_model(arch: str, num_classes: int, depth: int | None = None, width: in
 
     ``bn_momentum`` is the paper's 0.001 unless a short run needs its BatchNorm statistics to
     settle sooner (after k steps they have moved 1 - 0.999^k of the way: 45 % after 600).
+    ``heads`` adds extra heads (:class:`ExtraHeads`), drawn after every other weight.
     """
     if arch == "wideresnet":
         net: nn.Module = WideResNet(num_classes, depth or 28, width or 2, drop_rate, 3 if scales is None else scales)
@@ -201,6 +234,8 @@ def build_model(arch: str, num_classes: int, depth: int | None = None, width: in
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = bn_momentum
+    if heads:
+        net.add_heads(heads)  # type: ignore[operator]
     return net
 
 

@@ -47,6 +47,18 @@ PAPER_ERROR: dict[tuple[str, str | None, str, int], tuple[float, float]] = {
     ("pseudolabel", None, "cifar10", 4000): (16.09, 0.28),
     ("meanteacher", None, "cifar10", 250): (32.32, 2.30),
     ("meanteacher", None, "cifar10", 4000): (9.19, 0.19),
+    # MixMatch (weak views only: any policy), UDA (RandAugment), ReMixMatch
+    # (CTAugment): Table 2's CIFAR-10 cells, as a secondary source quotes them. Their other cells
+    # are left empty: the paper's table could not be opened from here to check them.
+    ("mixmatch", None, "cifar10", 40): (47.54, 11.50),
+    ("mixmatch", None, "cifar10", 250): (11.05, 0.86),
+    ("mixmatch", None, "cifar10", 4000): (6.42, 0.10),
+    ("uda", "randaugment", "cifar10", 40): (29.05, 5.93),
+    ("uda", "randaugment", "cifar10", 250): (8.82, 1.08),
+    ("uda", "randaugment", "cifar10", 4000): (4.88, 0.18),
+    ("remixmatch", "ctaugment", "cifar10", 40): (19.10, 9.64),
+    ("remixmatch", "ctaugment", "cifar10", 250): (5.44, 0.05),
+    ("remixmatch", "ctaugment", "cifar10", 4000): (4.72, 0.13),
 }
 # the axes that pick a cell; any other axis must keep FixMatch's default (the paper's), or the
 # setting (the supervised baseline's lambda_u = 0, an ablation's threshold...) has no paper number

@@ -7,7 +7,9 @@ accuracy over the last 20 evaluations), of the best and of the last accuracy, as
 error (100 − acc); beside settings the paper ran, its Table 2 error and our distance from it in
 units of the paper's std; where the settings differ in some axes, the same by that axis (the
 ablation view, ``ablation.png``); the training metrics of the trials' algorithm at the last
-evaluation, under their record names, and a curve of each (``<name>_vs_step.png``). Writes results.{md,csv,json,tex} and plots atomically into the
+evaluation, under their record names, and a curve of each (``<name>_vs_step.png``); where two or more
+methods ran, the paper's Table 2 layout (methods x cells: table2.{md,csv,tex,png}). Writes
+results.{md,csv,json,tex} and plots atomically into the
 experiment, and a TensorBoard HParams summary per trial. Read-only otherwise: no lease needed.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .hparams import write_hparams
 from .plots import plot_ablation, plot_curves
 from .read import read_trials
 from .render import ablation_markdown, latex, markdown, to_csv, train_metrics_markdown
+from .table2 import render as render_table2
 
 
 def report_experiment(experiment: str, include_unfinished: bool = False, plots: bool = True,
@@ -38,6 +41,11 @@ def report_experiment(experiment: str, include_unfinished: bool = False, plots: 
     train = train_metrics_table(trials, include_unfinished)
     md = markdown(rows, sets) + (f"\n{ablation_markdown(view)}" if view else "") + (
         f"\n{train_metrics_markdown(train)}" if train else "")
+    table2 = render_table2(trials, rows, split_last(str(experiment))[1]) if trials else None
+    if table2 and not plots:
+        table2.pop("table2.png")
+    if table2:
+        md += "\n### Table 2 layout\n\n" + table2["table2.md"].decode()
     if not quiet:
         print(md)
     doc = {"experiment": str(experiment), "std_ddof": 1, "metric": "median of the last 20 EMA evaluations",
@@ -48,6 +56,8 @@ def report_experiment(experiment: str, include_unfinished: bool = False, plots: 
                results_file("json"): json.dumps(doc, indent=1, allow_nan=True), results_file("tex"): latex(rows)}
     for name, text in outputs.items():
         store.write_bytes(name, text.encode())
+    for name, data in (table2 or {}).items():
+        store.write_bytes(name, data)
     if plots and trials:
         for name, png in plot_curves(trials).items():
             store.write_bytes(name, png)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from ..algorithms import LOCAL, Collective, Context, StepInput, build_algorithm, metric_key
+from ..algorithms import ALGORITHMS, LOCAL, Collective, Context, StepInput, build_algorithm, metric_key
 from ..config import RunConfig
 from ..config.run import ADAM_BETAS, LINEAR_LR_END
 from ..errors import NonFiniteLossError
@@ -58,7 +58,8 @@ class Engine:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             net = build_model(cfg.arch, cfg.num_classes, cfg.depth, cfg.width, cfg.cardinality,
-                              bn_momentum=cfg.bn_momentum, scales=cfg.scales)
+                              bn_momentum=cfg.bn_momentum, scales=cfg.scales,
+                              heads=ALGORITHMS[cfg.algorithm].heads(cfg.options))
         self.net = net.to(device, memory_format=torch.channels_last)
         set_precision(cfg, device)
         if device.type == "cuda":  # fixed shapes every step: let cuDNN pick its fastest kernels once
@@ -71,7 +72,8 @@ class Engine:
         self.optimizer = build_optimizer(self.net, cfg.lr, cfg.wdecay, cfg.momentum, cfg.nesterov,
                                          cfg.optimizer, betas)
         self._batch_norms = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        context = Context(cfg.num_classes, num_unlabeled, device, cfg.total_steps, labeled_distribution)
+        context = Context(cfg.num_classes, num_unlabeled, device, cfg.total_steps, labeled_distribution,
+                          seed=cfg.seed, batch_size=cfg.batch_size)
         self.algorithm = build_algorithm(cfg.algorithm, cfg.options, context)
         self.dtype = amp_dtype(cfg.amp, device)
         self.precision = precision_name(cfg, device, self.dtype)  # the run record's "precision"
@@ -85,19 +87,20 @@ class Engine:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def _forward(self, x: torch.Tensor, *, update_bn: bool = True) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, *, update_bn: bool = True, head: str | None = None) -> torch.Tensor:
         """The algorithm's :class:`~fixmatch_ray.algorithms.Forward`: the model in training mode;
         ``update_bn=False`` leaves BatchNorm's running statistics as they were (the layers
-        normalise with the batch's statistics either way)."""
+        normalise with the batch's statistics either way); ``head`` picks an extra head's logits."""
         x = x.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        kw = {} if head is None else {"head": head}
         if update_bn:
             with self.autocast():
-                return self.model(x)
+                return self.model(x, **kw)
         for bn in self._batch_norms:  # in training mode without tracking, BatchNorm passes no running buffers
             bn.track_running_stats = False
         try:
             with self.autocast():
-                return self.model(x)
+                return self.model(x, **kw)
         finally:
             for bn in self._batch_norms:
                 bn.track_running_stats = True
