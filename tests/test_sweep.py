@@ -253,7 +253,9 @@ def test_table2_all_runs_every_row_on_its_cells_with_its_scripts_knobs():
         assert (r.amp, r.total_steps, r.batch_size, r.eval_step) == ("off", 2**20, 64, 1024)
         assert r.mu == (7 if r.algorithm in ("fixmatch", "uda") else 1)
         ref = paper_reference(t.setting, r.to_dict())
-        assert ref == PAPER_ERROR.get((r.algorithm, r.policy, r.dataset, r.num_labeled))
+        key = (r.algorithm, r.policy, r.dataset, r.num_labeled)
+        assert ref == PAPER_ERROR.get(key, PAPER_ERROR.get((r.algorithm, None, *key[2:])))
+        assert (ref is not None) == (r.dataset == "cifar10" or r.algorithm == "fixmatch"), key
         if r.algorithm == "remixmatch":
             o = r.options
             assert (r.policy, r.strong_aug, r.lr, r.wdecay) == ("ctaugment", "no_cutout", 0.002, 0.02)
@@ -269,8 +271,8 @@ def test_table2_all_runs_every_row_on_its_cells_with_its_scripts_knobs():
                 ("remixmatch", "")):
         assert set(rows[row]) == cells, row
     for name in ("pimodel", "pseudolabel", "meanteacher"):  # no 40/400-label cells in the paper
-        if (name, "") in rows:
-            assert set(rows[(name, "")]) == {c for c in cells if c[1] not in (40, 400)}
+        assert set(rows[(name, "")]) == {c for c in cells if c[1] not in (40, 400)}
+    assert len(rows) == 8 and len(spec.trials) == 5 * (3 * 7 + 5 * 10)
     assert paper_reference({"dataset": "cifar10", "num_labeled": 250, "algorithm": "remixmatch"},
                            {"algorithm": "remixmatch", "policy": "ctaugment", "dataset": "cifar10",
                             "num_labeled": 250}) == (5.44, 0.05)
