@@ -25,6 +25,7 @@ import yaml
 from ..data.datasets import DATASETS
 from ..errors import ConfigError
 from .cli import opt
+from .datakeys import ALL_LABELS, check_data_keys, labels_arg
 from .strict import check_types, from_mapping, keys_of, load_yaml, require
 
 ARCHS = ("wideresnet", "resnext")
@@ -104,8 +105,10 @@ class RunConfig:
     dataset: str = opt("cifar10", "dataset (default cifar10)", choices=dataset_names)
     data_dir: str = opt("data", "where datasets live / are downloaded (default ./data)")
     download: bool = opt(True, "never download datasets", flag="--no-download", action="store_false")
-    num_labeled: int = opt(4000, "number of labeled images (default 4000): spread by the class distribution, "
-                           "the official split rule (class-balanced on CIFAR); STL-10 a fold of 1000")
+    num_labeled: int | str = opt(4000, "labeled images (default 4000; all: every one), spread by the class "
+                                 "distribution (official rule); STL-10 a fold of 1000", type=labels_arg)
+    image_size: int | None = opt(None, "dataset folder: resize images to this side (default: their own size)")
+    val_size: int | None = opt(None, "hold out this many labeled training images for validation")
     expand_labels: bool = opt(False, "repeat labeled images to fill an epoch", action="store_true")
     arch: str = opt("wideresnet", "network (default wideresnet)", choices=ARCHS)
     depth: int | None = opt(None, "network depth (default: the reference's for the dataset)")
@@ -246,8 +249,10 @@ class RunConfig:
         return algorithm_class(self.algorithm).views(self.options)
 
     @property
-    def num_classes(self) -> int:
-        return DATASETS[self.dataset].num_classes
+    def num_classes(self) -> int:  # of the run's spec (a folder dataset's is made from its files)
+        return self.dataset_spec.num_classes
+
+    dataset_spec = property(lambda self: DATASETS[self.dataset].of_files(self.data_dir, self.image_size))
 
     @property
     def unlabeled_batch_size(self) -> int:
@@ -297,8 +302,7 @@ def _check_values(c: RunConfig) -> None:
     require(c.split_seed is None or c.split_seed >= 0, f"split_seed: must be >= 0, got {c.split_seed}")
     _check_ablation_values(c)
     spec = DATASETS[c.dataset]
-    problem = spec.check_num_labeled(c.num_labeled)
-    require(problem is None, f"num_labeled: {problem}")
+    check_data_keys(c, spec)
     problem = None if c.seed is None else spec.check_seed(c.seed)
     require(problem is None, f"seed: {problem}")
     scales = c.scales or spec.arch_defaults.get(c.arch, {}).get("scales", 3)
