@@ -50,6 +50,7 @@ def write_digits_folder(root: Path, fmt: str = "png", size: int | None = None, v
 def write_digits_csv(root: Path, fmt: str = "png", size: int | None = None, **counts: int) -> Path:
     """The CSV layout: every image in one flat folder, ``train.csv`` (unlabeled rows with an empty
     label), ``test.csv`` and ``val.csv``."""
+    root.mkdir(parents=True, exist_ok=True)
     for part, items in digits_parts(**counts).items():
         name = "train" if part == "unlabeled" else part
         path = root / f"{name}.csv"

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import DataError
+from ...errors import DataFileError as DataError
 from .layout import PARTS, Layout
 
 VERSION = 1  # of the entry format and the decoding rule: a change makes new keys

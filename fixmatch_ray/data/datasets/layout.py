@@ -21,7 +21,7 @@ import csv
 import os
 from dataclasses import dataclass
 
-from ...errors import DataError
+from ...errors import DataFileError as DataError
 
 PARTS = ("train", "unlabeled", "test", "val")  # the parts of a layout, in the cache's order
 
