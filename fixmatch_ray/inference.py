@@ -79,12 +79,12 @@ def load_trained(path: str | os.PathLike) -> TrainedModel:
 
 def image_files(inputs: Sequence[str]) -> list[str]:
     """The files named, and every file under the folders named (sorted, dot-names skipped)."""
-    from .data.datasets.layout import _walk
+    from .data.datasets.layout import walk_files
 
     out = []
     for item in inputs:
         if os.path.isdir(item):
-            out += _walk(item)
+            out += walk_files(item)
         elif os.path.isfile(item):
             out.append(item)
         else:

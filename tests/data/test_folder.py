@@ -191,3 +191,29 @@ def test_a_decode_error_leaves_no_cache(tmp_path):
     with pytest.raises(DataError):
         run_spec("folder", root)
     assert not (root / CACHE_DIR).exists()
+
+
+@pytest.mark.ray
+def test_two_seed_sweep_reports_the_validation_choice_and_confusion(ray_session, digits_dir, tmp_path):
+    """A 2-seed sweep on the folder dataset through Ray: both trials read the one cache entry, the
+    report has the validation-selected figure and a confusion matrix with the class names."""
+    import yaml
+
+    from fixmatch_ray import results
+    from fixmatch_ray.results.report import main as report
+    from fixmatch_ray.sweep import main as sweep
+
+    doc = {"name": "mine", "base": {"dataset": "folder", "data_dir": str(digits_dir), "depth": 10, "width": 1,
+                                    "batch_size": 8, "mu": 2, "total_steps": 4, "eval_step": 2, "num_workers": 0},
+           "grid": [{"num_labeled": [20]}], "seeds": [1, 2], "resources": {"workers": 1, "cpus_per_worker": 1},
+           "max_concurrent_trials": 1}
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(doc))
+    assert sweep([str(tmp_path / "mine.yaml"), "--storage", str(tmp_path / "store")]) == 0
+    exp = tmp_path / "store" / "mine"
+    assert report([str(exp)]) == 0
+    md = (exp / "results.md").read_text()
+    assert "test acc % at best validation eval" in md and (exp / "confusion_folder@20.png").is_file()
+    df = results.load(str(exp))
+    assert sorted(df.seed.unique()) == [1, 2] and df.val_acc.notna().all() and df.test_macro_f1.notna().all()
+    caches = {json.loads(p.read_text())["dataset"]["cache"] for p in (exp / "train").glob("*/metrics.json")}
+    assert len(caches) == 1

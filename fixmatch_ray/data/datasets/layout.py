@@ -49,7 +49,7 @@ def _visible(name: str) -> bool:
     return not name.startswith(".")
 
 
-def _walk(folder: str) -> list[str]:
+def walk_files(folder: str) -> list[str]:
     """Every file under ``folder`` (any depth, sorted, dot-names skipped)."""
     out = []
     for here, dirs, files in os.walk(folder):
@@ -67,7 +67,7 @@ def _class_dirs(root: str, part: str) -> dict[str, list[str]]:
                         f"per class ({part}/<class>/<image>)")
     out = {}
     for name in entries:
-        files = _walk(os.path.join(where, name))
+        files = walk_files(os.path.join(where, name))
         if not files:
             raise DataError(f"{os.path.join(where, name)}: empty class folder; put the class's images there or remove it")
         out[name] = files
@@ -90,7 +90,7 @@ def folder_layout(root: str) -> Layout:
     classes = tuple(train)
     files = {"train": [(f, i) for i, c in enumerate(classes) for f in train[c]]}
     unlabeled = os.path.join(root, "unlabeled")
-    files["unlabeled"] = [(f, -1) for f in _walk(unlabeled)] if os.path.isdir(unlabeled) else []
+    files["unlabeled"] = [(f, -1) for f in walk_files(unlabeled)] if os.path.isdir(unlabeled) else []
     files["test"] = _label_parts(root, classes, "test", _class_dirs(root, "test"))
     has_val = os.path.isdir(os.path.join(root, "val"))
     files["val"] = _label_parts(root, classes, "val", _class_dirs(root, "val")) if has_val else []
