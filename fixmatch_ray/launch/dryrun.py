@@ -101,12 +101,12 @@ def check_lease_readonly(store: Store) -> str:
 
 def check_data_readonly(spec: "SweepSpec") -> list[str]:
     """Each dataset the trials read is present, or will be downloaded; one note per download."""
-    from ..data.datasets import load_dataset
+    from ..data.datasets import check_dataset
 
     notes = []
     for name, root, download in sorted({(t.run.dataset, t.run.data_dir, t.run.download) for t in spec.trials}):
         try:
-            load_dataset(name, root, "train", download=False)
+            check_dataset(name, root, False, decode=False)  # a folder dataset: listed, not decoded
         except DataError as e:
             if not download:
                 raise ConfigError(str(e)) from None

@@ -38,12 +38,13 @@ def check_capacity(spec: SweepSpec, autoscaling: bool) -> int:
 def check_data(spec: SweepSpec) -> None:
     """Load each dataset the trials use once (downloading it if allowed): a missing dataset
     is one line here instead of failing every trial."""
-    from ..data.datasets import load_dataset
+    from ..data.datasets import check_dataset
     from ..errors import DataError
 
-    for name, root, download in sorted({(t.run.dataset, t.run.data_dir, t.run.download) for t in spec.trials}):
+    runs = {(t.run.dataset, t.run.data_dir, t.run.download, t.run.image_size) for t in spec.trials}
+    for name, root, download, image_size in sorted(runs, key=repr):
         try:
-            load_dataset(name, root, "train", download=download)
+            check_dataset(name, root, download, image_size)  # a folder dataset: decoded once, for every trial
         except DataError as e:
             raise ConfigError(str(e)) from None
 

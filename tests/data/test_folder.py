@@ -193,6 +193,19 @@ def test_a_decode_error_leaves_no_cache(tmp_path):
     assert not (root / CACHE_DIR).exists()
 
 
+def test_a_dry_run_lists_a_folder_dataset_without_decoding(tmp_path):
+    from fixmatch_ray.data.datasets import check_dataset
+
+    root = _small(tmp_path)
+    check_dataset("folder", root, False, decode=False)  # the sweep's --dry-run: writes nothing
+    assert not (root / CACHE_DIR).exists()
+    check_dataset("folder", root, False, image_size=8)  # the sweep driver: decoded at the trials' size
+    assert Path(run_spec("folder", root, 8).facts["cache"]).is_dir() and len(list((root / CACHE_DIR).iterdir())) == 1
+    (root / "train" / "digit0" / "x.txt").write_text("?")
+    with pytest.raises(DataError, match="x.txt: not an image"):
+        check_dataset("folder", root, False)
+
+
 @pytest.mark.ray
 def test_two_seed_sweep_reports_the_validation_choice_and_confusion(ray_session, digits_dir, tmp_path):
     """A 2-seed sweep on the folder dataset through Ray: both trials read the one cache entry, the

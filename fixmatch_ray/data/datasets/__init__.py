@@ -22,7 +22,7 @@ DATASETS: Registry[DatasetSpec] = Registry("dataset", _valid)
 for _builtin in (*cifar.SPECS, *svhn.SPECS, stl10.SPEC, digits.SPEC, folder.SPEC):
     DATASETS.add(_builtin.name, _builtin)
 
-__all__ = ["DATASETS", "SPLITS", "DatasetSpec", "ImageData", "get_spec", "load_dataset", "run_spec"]
+__all__ = ["DATASETS", "SPLITS", "DatasetSpec", "ImageData", "check_dataset", "get_spec", "load_dataset", "run_spec"]
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -42,3 +42,19 @@ def run_spec(name: str, root: str | os.PathLike, image_size: int | None = None) 
     """The spec a run of dataset ``name`` under ``root`` uses: the registry's, or for a dataset made
     from its files (``folder``) the one its files give (decoded into the cache on first use)."""
     return get_spec(name).of_files(os.fspath(root), image_size)
+
+
+def check_dataset(name: str, root: str | os.PathLike, download: bool, image_size: int | None = None,
+                  decode: bool = True) -> None:
+    """A :class:`DataError` when dataset ``name`` cannot be loaded under ``root``. A dataset made
+    from its files is decoded into its cache (at ``image_size``), or with ``decode`` off only
+    listed: nothing written (a dry run)."""
+    spec = get_spec(name)
+    if spec.from_files is None:
+        spec.load(os.fspath(root), "train", download)
+    elif decode:
+        spec.of_files(os.fspath(root), image_size)
+    else:
+        from .layout import read_layout
+
+        read_layout(os.fspath(root))
