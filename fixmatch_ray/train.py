@@ -20,6 +20,7 @@ from .config import ConfigError, RunConfig
 from .config.cli import add_config_flags, flag_of
 from .config.strict import keys_of
 from .config.tracking import TrackingSpec
+from .storage import is_uri, local_path
 from .tracking import TRACKERS, TrackedRun, check_tracking, trackers_for
 
 # Flags of the reference that only made sense for apex or torch.distributed.launch.
@@ -31,7 +32,8 @@ IGNORED_FLAGS = {
 # --tracking NAME turns a tracker on; its options' flags (--mlflow-uri: destination mlflow.tracking_uri) fill its block
 TRACKING_FLAGS = ("tracking", "tracking_config")
 # What a resumed run may change: how it runs, not what it computes.
-RESUME_OVERRIDABLE = {"num_workers", "device", "data_dir", "download", "eval_batch_size", "compile", "checkpoint_every"}
+RESUME_OVERRIDABLE = {"num_workers", "device", "data_dir", "download", "eval_batch_size", "compile", "checkpoint_every",
+                      "cuda_graphs"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,14 +143,14 @@ def tracking_from_options(options: dict[str, Any]) -> TrackingSpec:
 def tracked_run(out: str) -> TrackedRun:
     """What the trackers know of a single run: its key (its absolute directory or URI), its name (the
     last part) and, when local, its directory for their files."""
-    key = out if "://" in out else os.path.abspath(out)
-    return TrackedRun(key, os.path.basename(key.rstrip("/")), local_dir=None if "://" in out else out)
+    key = out if is_uri(out) else os.path.abspath(local_path(out))
+    return TrackedRun(key, os.path.basename(key.rstrip("/")), local_dir=None if is_uri(out) else local_path(out))
 
 
 def run_distributed(cfg: RunConfig, options: dict[str, Any], tracking: TrackingSpec) -> dict[str, Any]:
     """``--ddp-workers N``: the same run as a Ray Train job (see :mod:`.launch.worker`)."""
     from .config import Resources
-    from .launch.worker import run_ray
+    from .launch.train_job import run_ray
     from .training.loop import load_run_data
 
     resources = Resources(workers=options["ddp_workers"], gpus_per_worker=1.0 if options.get("ddp_gpu") else 0.0)
@@ -156,8 +158,6 @@ def run_distributed(cfg: RunConfig, options: dict[str, Any], tracking: TrackingS
     load_run_data(cfg)  # a missing dataset or an impossible split fails here, before Ray starts
     # workers run in other directories: give them absolute paths
     cfg = cfg.replace(data_dir=os.path.abspath(cfg.data_dir))
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    cfg.save(Path(cfg.out) / "config.yaml")
     return run_ray(cfg, resources, options.get("max_failures", 3), options.get("address"), tracking=tracking)
 
 

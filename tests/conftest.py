@@ -90,17 +90,19 @@ def plugin_site(tmp_path_factory):
 def ray_cluster(plugin_site):
     """One local Ray for every test that needs it (start-up costs ~10-30 s here).
 
-    A ``ray.cluster_utils.Cluster`` whose head has 4 logical CPUs and the trial-driver
-    resource, so fault tests can add and remove worker nodes (same machine, own raylets). Its
-    workers import packages that tests install into ``plugin_site``.
+    A ``ray.cluster_utils.Cluster`` whose head has 4 logical CPUs, the machine's GPUs (Ray's
+    ``Cluster`` would give it none: the GPU suite's Train runs would wait for a GPU forever) and
+    the trial-driver resource, so fault tests can add and remove worker nodes (same machine, own
+    raylets). Its workers import packages that tests install into ``plugin_site``.
     """
+    import torch
     from ray.cluster_utils import Cluster
 
     from fixmatch_ray.launch.cluster import DRIVER_RESOURCE, ensure_ray
 
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 4, "resources": {DRIVER_RESOURCE: 1000}, "include_dashboard": True,
-        "dashboard_host": "127.0.0.1"})
+        "num_cpus": 4, "num_gpus": torch.cuda.device_count(), "resources": {DRIVER_RESOURCE: 1000},
+        "include_dashboard": True, "dashboard_host": "127.0.0.1"})
     ensure_ray(address=cluster.address)
     yield cluster
     import ray

@@ -14,7 +14,7 @@ from fixmatch_ray.data.batched import CropStore
 from fixmatch_ray.data.policies.randaugment import OP_NAMES
 from fixmatch_ray.data.policies.randaugment_batched import apply_ops, cutout_batch
 from fixmatch_ray.data.policies.randaugment_policy import draw_ops, rand_augment_drawn
-from fixmatch_ray.training.engine import Trainer
+from fixmatch_ray.training.engine import Engine
 from fixmatch_ray.training.loop import load_run_data, step_batches
 
 CPU = torch.device("cpu")
@@ -124,7 +124,7 @@ def device_batches_are_keyed_and_sliced(device: torch.device, cfg: RunConfig = C
 
 def trainer_and_batches(device: torch.device, cfg: RunConfig = CFG):
     data = load_run_data(cfg)
-    trainer = Trainer(cfg, device, num_unlabeled=len(data.train))
+    trainer = Engine(cfg, device, num_unlabeled=len(data.train))
     return trainer, step_batches(cfg, data, 0, device=device), data
 
 
@@ -164,7 +164,7 @@ def checkpoint_round_trip(device: torch.device, tmp_path) -> dict:
         trainer.train_step(next(batches))
     save_checkpoint(tmp_path, trainer.state_dict())
     state, _ = load_checkpoint(tmp_path)
-    resumed = Trainer(CFG, device, num_unlabeled=len(data.train))
+    resumed = Engine(CFG, device, num_unlabeled=len(data.train))
     resumed.load_state_dict(state)
     for k, v in trainer.net.state_dict().items():
         assert torch.equal(resumed.net.state_dict()[k], v), k
@@ -209,3 +209,59 @@ def probed_run(cfg: RunConfig, resources: Resources, storage: Path, name: str) -
                                        failure_config=ray.train.FailureConfig(max_failures=0)),
     ).fit()
     return [json.loads(p.read_text()) for p in sorted(probe_dir.glob("rank*.json"))]
+
+
+class StandInCapture:
+    """A CPU stand-in for a CUDA graph capture (``data.graphs.cuda_capture``): captures ``fn`` on given
+    input tensors; a replay runs it again on those very tensors and copies the result into the
+    captured outputs, as a graph writes where it allocated at capture."""
+
+    def __init__(self):
+        self.captures = self.replays = 0
+
+    def __call__(self, fn, gen, *inputs):
+        from torch.utils._pytree import tree_flatten
+
+        self.captures += 1
+        out = fn(*inputs)
+
+        def replay():
+            self.replays += 1
+            for dst, src in zip(tree_flatten(out)[0], tree_flatten(fn(*inputs))[0]):
+                if isinstance(dst, torch.Tensor):
+                    dst.copy_(src)
+
+        return replay, out
+
+
+def graphed_batches_equal_eager(device: torch.device, policy: str, steps: int = 6, capture=None) -> bool:
+    """Batches of the captured-augmentation path equal the eager path's, step by step, with a
+    learning policy's state moving between steps (the same update on both). ``capture``: a stand-in
+    for the CPU (where ``cuda_graphs`` is off); on CUDA the real graph. Returns whether it captured."""
+    from torch.utils._pytree import tree_flatten
+
+    from fixmatch_ray.data.graphs import StepGraph
+    from fixmatch_ray.data.policies import build_policy
+
+    cfg = CFG.replace(policy=policy)
+    data = load_run_data(cfg)
+    pols = [build_policy(policy, device) for _ in range(2)]
+    eager = step_batches(cfg.replace(cuda_graphs=False), data, 0, device=device, policy=pols[0])
+    graphed = step_batches(cfg, data, 0, device=device, policy=pols[1])
+    if capture is not None:
+        graphed.graph = StepGraph(graphed._augment, graphed.gen, capture)
+    for step in range(steps):
+        a, b = next(eager), next(graphed)
+        assert a.keys() == b.keys()
+        for key in a:
+            for x, y in zip(tree_flatten(a[key])[0], tree_flatten(b[key])[0]):
+                assert torch.equal(x, y), (policy, step, key)
+        if pols[0].learns:  # the same update on both: the replay must draw from the moved rates
+            for p, batch in zip(pols, (a, b)):
+                n = len(batch["y_lb"])
+                probs = torch.full((n, 10), 0.05, device=device).index_fill(1, torch.tensor([step % 10], device=device), 0.55)
+                p.learn(batch["probe"], probs, batch["y_lb"])
+    if pols[0].learns:
+        assert torch.equal(pols[0].batched.rates, pols[1].batched.rates)
+        assert not torch.equal(pols[1].batched.rates, torch.ones_like(pols[1].batched.rates))
+    return graphed.graphed

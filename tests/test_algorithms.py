@@ -12,7 +12,7 @@ from fixmatch_ray.algorithms import (ALGORITHMS, LOCAL, Algorithm, Context, FixM
 from fixmatch_ray.algorithms.losses import fixmatch_loss
 from fixmatch_ray.config import RunConfig
 from fixmatch_ray.models import build_model
-from fixmatch_ray.training.engine import Trainer
+from fixmatch_ray.training.engine import Engine
 
 CPU = torch.device("cpu")
 
@@ -130,13 +130,13 @@ def test_fixmatch_is_bit_identical_to_fixmatch_loss_on_the_split_logits():
 
 
 def test_engine_step_equals_the_pre_interface_fixmatch_step_exactly():
-    """Trainer.train_step (through the algorithm interface) = the step as written before the
+    """Engine.train_step (through the algorithm interface) = the step as written before the
     interface existed: set lr, one forward over cat(lb, weak, strong), fixmatch_loss, backward,
     optimiser, EMA. Same weights and EMA after each step, bit for bit."""
     from fixmatch_ray.training.optim import lr_at, set_lr
 
     cfg = RunConfig.from_dict(dict(depth=10, width=1, seed=3, threshold=0.15, total_steps=10))
-    engine, mine = Trainer(cfg, CPU, num_unlabeled=50), Trainer(cfg, CPU, num_unlabeled=50)
+    engine, mine = Engine(cfg, CPU, num_unlabeled=50), Engine(cfg, CPU, num_unlabeled=50)
     for step in range(2):
         batch = _batch(seed=step)
         loss, metrics = engine.train_step(as_batch(batch))
@@ -212,12 +212,12 @@ def test_fixmatch_teacher_ema_takes_the_pseudo_labels_from_ema_forward():
 
 
 def test_engine_gives_the_ema_forward_and_leaves_the_ema_unchanged_by_it():
-    """Trainer with teacher ema: one step = student forward over cat(lb, weak, strong), the EMA
+    """Engine with teacher ema: one step = student forward over cat(lb, weak, strong), the EMA
     model (eval mode, before this step's update) labels the weak view. With ema_train the EMA's
     BatchNorm buffers move in its forward but the update copies the model's over them."""
     cfg = RunConfig.from_dict(dict(depth=10, width=1, seed=3, threshold=0.1, total_steps=10, teacher="ema",
                                    ema_decay=0.5))
-    engine = Trainer(cfg, CPU, num_unlabeled=50)
+    engine = Engine(cfg, CPU, num_unlabeled=50)
     engine.train_step(as_batch(_batch(seed=7)))  # the EMA now differs from the model
     ema_before = copy.deepcopy(engine.ema.module)
     mine = copy.deepcopy(engine)
@@ -233,7 +233,7 @@ def test_engine_gives_the_ema_forward_and_leaves_the_ema_unchanged_by_it():
     assert not engine.ema.module.training
 
     cfg_t = RunConfig.from_dict(dict(depth=10, width=1, seed=3, threshold=0.1, total_steps=10, teacher="ema_train"))
-    t = Trainer(cfg_t, CPU, num_unlabeled=50)
+    t = Engine(cfg_t, CPU, num_unlabeled=50)
     t.train_step(as_batch(batch))
     for a, b in zip(t.ema.module.buffers(), t.net.buffers(), strict=True):
         assert torch.equal(a, b)  # what the train-mode forward moved was overwritten by the update

@@ -1,4 +1,5 @@
-"""augment.py against hand-computed (numpy) or independently PIL-computed expectations."""
+"""RandAugment's PIL reference (data/policies/randaugment.py) against hand-computed (numpy) or
+independently PIL-computed expectations."""
 import copy
 
 import numpy as np

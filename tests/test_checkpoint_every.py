@@ -93,11 +93,12 @@ def test_sigkill_right_after_an_async_report_leaves_a_consistent_resumable_run(r
     worker from its last registered checkpoint, and the run ends with steps 10..40 once each, the
     record equal to the final checkpoint's history."""
     from fixmatch_ray.config import Resources
-    from fixmatch_ray.launch.worker import build_trainer
+    from fixmatch_ray.launch.worker import run_loop_config, torch_trainer, train_loop_per_worker
 
     marker = tmp_path / "killed.json"
-    result = build_trainer(CFG, Resources(), str(tmp_path), "crashed", max_failures=2, upload="async",
-                           fault={"kill_after_epoch": 2, "marker": str(marker)}).fit()
+    hooks = {"upload": "async", "fault": {"kill_after_epoch": 2, "marker": str(marker)}}
+    config = {**run_loop_config(CFG, str(tmp_path / "crashed")), **hooks}
+    result = torch_trainer(train_loop_per_worker, config, Resources(), str(tmp_path), "crashed", max_failures=2).fit()
     seen = json.loads(marker.read_text())  # written by the worker just before its SIGKILL
     assert seen["record_step"] in [0, *seen["checkpoints"]] and seen["record_step"] <= 20, seen
     assert result.error is None and result.metrics["step"] == 40
@@ -124,12 +125,11 @@ def test_async_uploads_run_one_at_a_time(tmp_path, monkeypatch):
         if checkpoint_upload_fn is not None:
             pending.append((checkpoint, checkpoint_upload_fn))
 
-    storage = SimpleNamespace(persist_current_checkpoint=lambda checkpoint, dir_name: checkpoint)
     monkeypatch.setattr(ray.train, "report", report)
-    monkeypatch.setattr(ray.train, "get_context", lambda: SimpleNamespace(get_storage=lambda: storage))
+    monkeypatch.setattr(ray.train, "get_context", lambda: SimpleNamespace())  # no storage: worker.persister's own copy
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    trainer = SimpleNamespace(cfg=CFG.replace(checkpoint_every=1), history=[], step=0,
+    trainer = SimpleNamespace(cfg=CFG.replace(checkpoint_every=1), history=[], step=0, precision="fp32 (CPU)",
                               state_dict=lambda: {"step": trainer.step, "model": {"w": torch.arange(3.0)}})
     sink = worker.RaySink(0, str(run_dir), upload="async")
 
@@ -150,3 +150,4 @@ def test_async_uploads_run_one_at_a_time(tmp_path, monkeypatch):
     assert not second.is_alive() and len(pending) == 2
     assert read_record(str(run_dir))["step"] == 10  # written by the first upload, after its checkpoint
     assert load_checkpoint(find_checkpoint(checkpoint.path))[0]["step"] == 10
+    assert load_checkpoint(run_dir / "checkpoint_000000")[0]["step"] == 10  # persisted where Ray keeps them

@@ -130,7 +130,7 @@ def test_eval_images_normalise_like_the_host_and_split_over_ranks():
     bit the old float32 copy. Two ranks' shares cover it exactly once: their summed loss and hits
     are the one-process evaluation's."""
     from fixmatch_ray.data.batched import EvalImages, normalized_tensor
-    from fixmatch_ray.training.engine import Trainer
+    from fixmatch_ray.training.engine import Engine
 
     data = load_run_data(CFG)
     test = EvalImages(data.test, data.spec, torch.device("cpu"))
@@ -146,10 +146,10 @@ def test_eval_images_normalise_like_the_host_and_split_over_ranks():
             self.sums = t.clone()
             return t
 
-    one = Trainer(CFG, torch.device("cpu"), num_unlabeled=100).evaluate(test)
+    one = Engine(CFG, torch.device("cpu"), num_unlabeled=100).evaluate(test)
     shares = []
     for rank in range(2):
-        trainer = Trainer(CFG, torch.device("cpu"), num_unlabeled=100, collective=Capture(rank, 2))
+        trainer = Engine(CFG, torch.device("cpu"), num_unlabeled=100, collective=Capture(rank, 2))
         trainer.evaluate(test)
         shares.append(trainer.collective.sums)
     loss, hits = (shares[0] + shares[1]).tolist()

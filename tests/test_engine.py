@@ -11,7 +11,7 @@ from evalset import Tensors
 from fixmatch_ray.config import RunConfig
 from fixmatch_ray.errors import CheckpointError, NonFiniteLossError
 from fixmatch_ray.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from fixmatch_ray.training.engine import StepSums, Trainer, fit, summarize
+from fixmatch_ray.training.engine import Engine, StepSums, fit, summarize
 from fixmatch_ray.training.loop import Ranks, sinks_for
 from fixmatch_ray.training.record import read_record, record_doc, write_record
 from fixmatch_ray.training.sinks import Sink
@@ -30,7 +30,7 @@ def batches(n: int = 100, seed: int = 0):
 
 
 def test_fit_evaluates_every_eval_step_and_at_the_end():
-    trainer = Trainer(CFG, CPU, num_unlabeled=50)
+    trainer = Engine(CFG, CPU, num_unlabeled=50)
     test = Tensors(torch.randn(11, 3, 16, 16), torch.randint(0, 10, (11,)))
     seen, progress = [], []
     fit(trainer, batches(), test, on_epoch=seen.append, progress=lambda s, m: progress.append((s, sorted(m))),
@@ -51,15 +51,15 @@ def test_fit_evaluates_every_eval_step_and_at_the_end():
 
 def test_epoch_means_are_the_means_of_the_steps():
     """The record's train_* values are the means of the algorithm's per-step metrics."""
-    trainer = Trainer(CFG.replace(total_steps=3), CPU, num_unlabeled=50)
-    twin = Trainer(CFG.replace(total_steps=3), CPU, num_unlabeled=50)
+    trainer = Engine(CFG.replace(total_steps=3), CPU, num_unlabeled=50)
+    twin = Engine(CFG.replace(total_steps=3), CPU, num_unlabeled=50)
     losses = [twin.train_step(b)[1]["loss"].item() for b in batches(3)]
     (rec,) = fit(trainer, batches(3), Tensors(torch.randn(5, 3, 16, 16), torch.randint(0, 10, (5,))))
     assert rec["train_loss"] == pytest.approx(sum(losses) / 3, rel=1e-6)
 
 
 def test_non_finite_loss_names_its_step():
-    trainer = Trainer(CFG.replace(lr=1e30), CPU, num_unlabeled=50)
+    trainer = Engine(CFG.replace(lr=1e30), CPU, num_unlabeled=50)
     with pytest.raises(NonFiniteLossError, match=r"loss became NaN/inf at step \d+"):
         fit(trainer, batches(), Tensors(torch.randn(5, 3, 16, 16), torch.randint(0, 10, (5,))), check_every=1)
 
@@ -79,7 +79,7 @@ def test_forward_without_batchnorm_update_keeps_the_running_statistics():
     moves them."""
     import copy
 
-    trainer = Trainer(CFG, CPU, num_unlabeled=50)
+    trainer = Engine(CFG, CPU, num_unlabeled=50)
     twin = copy.deepcopy(trainer)
     x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(4))
     trainer.model.train(), twin.model.train()
@@ -104,7 +104,7 @@ def test_summarize_is_the_median_of_the_last_twenty():
 
 
 def test_trainer_state_round_trip_is_exact():
-    a, b = Trainer(CFG, CPU, num_unlabeled=50), Trainer(CFG.replace(seed=9), CPU, num_unlabeled=50)
+    a, b = Engine(CFG, CPU, num_unlabeled=50), Engine(CFG.replace(seed=9), CPU, num_unlabeled=50)
     for batch in batches(2):
         a.train_step(batch)
     a.history.append({"step": 2, "test_acc": 1.0})
@@ -121,10 +121,10 @@ def test_trainer_state_round_trip_is_exact():
 
 def test_old_checkpoints_with_cuda_rng_states_still_load():
     """Checkpoints written before the CUDA states were dropped carry rng.cuda; they load anywhere."""
-    a = Trainer(CFG, CPU, num_unlabeled=50)
+    a = Engine(CFG, CPU, num_unlabeled=50)
     state = a.state_dict()
     state["rng"]["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 4  # saved on a 4-GPU node
-    Trainer(CFG, CPU, num_unlabeled=50).load_state_dict(state)
+    Engine(CFG, CPU, num_unlabeled=50).load_state_dict(state)
 
 
 def test_checkpoints_keep_the_previous_and_fall_back_to_it(tmp_path, capsys):
@@ -167,3 +167,25 @@ def test_sinks_for_rank_zero_only_where_marked():
     everyone, chief = Sink(), Chief()
     assert sinks_for([everyone, chief], Ranks(0, 2)) == [everyone, chief]
     assert sinks_for([everyone, chief], Ranks(1, 2)) == [everyone]
+
+
+def test_finished_is_judged_in_one_place():
+    """A run is finished at its last step: the record's flag says so from that step on, and no
+    module but ``run_finished`` compares a step with ``total_steps`` (the loop's end, the last
+    checkpoint, the trackers' summary and a restore at the end all ask it)."""
+    import ast
+    from pathlib import Path
+
+    import fixmatch_ray
+
+    rows = [{"step": s, "test_acc": 50.0} for s in (10, 20)]
+    assert record_doc({"total_steps": 20}, rows)["finished"]
+    assert not record_doc({"total_steps": 21}, rows)["finished"]
+    assert not record_doc({"total_steps": 20}, rows[:1])["finished"]
+    compares = []
+    for path in sorted(Path(fixmatch_ray.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare) and "total_steps" in ast.unparse(node):
+                compares.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+    assert compares == [c for c in compares if c.startswith("engine.py:") and c.endswith("step >= total_steps")]
+    assert len(compares) == 1

@@ -14,7 +14,6 @@ and the augmentation generator is a CPU one (a CUDA generator needs a driver).
 """
 from __future__ import annotations
 
-import sys
 
 import pytest
 import torch
@@ -25,8 +24,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from fixmatch_ray.config import RunConfig
 from fixmatch_ray.data import batched
 from fixmatch_ray.data.policies import build_policy
+from fixmatch_ray.perf.counts import clear_device_caches
 from fixmatch_ray.training import engine
-from fixmatch_ray.training.engine import StepSums, Trainer, run_steps
+from fixmatch_ray.training.engine import StepSums, Engine, run_steps
 from fixmatch_ray.training.loop import load_run_data, step_batches
 
 CUDA = torch.device("cuda", 0)
@@ -55,20 +55,11 @@ class Transfers(TorchDispatchMode):
         return out
 
 
-def _clear_device_caches() -> None:
-    """Tables cached per device (lru_cache) must not keep fake tensors for a later real CUDA run."""
-    for name, module in list(sys.modules.items()):
-        if name.startswith("fixmatch_ray"):
-            for obj in list(vars(module).values()):
-                if callable(getattr(obj, "cache_clear", None)):
-                    obj.cache_clear()
-
-
 @pytest.fixture
 def fake_cuda(monkeypatch):
     real_build = engine.build_model
 
-    def build_real(*args, **kwargs):  # real CPU weights, moved to the fake device by the Trainer
+    def build_real(*args, **kwargs):  # real CPU weights, moved to the fake device by the Engine
         with unset_fake_temporarily():
             return real_build(*args, **kwargs)
 
@@ -80,6 +71,8 @@ def fake_cuda(monkeypatch):
     # autocast("cuda") stays on (torch.cuda.is_available itself must stay False: fake tensors ask it)
     monkeypatch.setattr(torch.cuda.amp.common, "amp_definitely_not_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "fake CUDA")
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored after
     monkeypatch.setattr(engine, "build_model", build_real)
     monkeypatch.setattr(batched, "device_generator", lambda device: torch.Generator())
@@ -90,13 +83,16 @@ def fake_cuda(monkeypatch):
     lib = torch.library.Library("aten", "IMPL")
     lib.impl("_fused_sgd_.tensor_lr", lambda *args, **kwargs: None, "Meta")
     lib.impl("_fused_sgd_", lambda *args, **kwargs: None, "Meta")
-    _clear_device_caches()
+    clear_device_caches()
+    precision = [(b, b.fp32_precision) for b in (torch.backends.cudnn.conv, torch.backends.cuda.matmul)]
     try:
         with FakeTensorMode(allow_non_fake_inputs=True):
             yield trainer_params
     finally:
-        _clear_device_caches()
+        clear_device_caches()
         lib._destroy()
+        for backend, value in precision:  # the Engine sets TF32 for its (fake) CUDA device
+            backend.fp32_precision = value
 
 
 @pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor")  # deepcopy of the EMA model, in torch
@@ -109,7 +105,7 @@ def test_device_path_on_fake_cuda_has_no_host_sync_and_no_cpu_tensor(fake_cuda, 
     with unset_fake_temporarily():
         data = load_run_data(cfg)
     policy_obj = build_policy(cfg.policy, CUDA)
-    trainer = Trainer(cfg, CUDA, num_unlabeled=len(data.train), policy=policy_obj)
+    trainer = Engine(cfg, CUDA, num_unlabeled=len(data.train), policy=policy_obj)
     fake_cuda.extend(trainer.net.parameters())
     assert trainer.optimizer.defaults["fused"] and torch.backends.cudnn.benchmark
     batches = step_batches(cfg, data, 0, device=CUDA, policy=policy_obj)
@@ -157,3 +153,27 @@ def test_a_ranks_slice_on_fake_cuda_makes_no_copy(fake_cuda):
     with Transfers() as transfers:
         batch = next(batches)
     assert transfers.log == [] and batch["x_ulb"][1].shape == (8, 3, 16, 16) and batch["x_ulb"][1].device == CUDA
+
+
+@pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor")
+@pytest.mark.parametrize("policy", ["randaugment", "ctaugment"])
+def test_the_graphed_augmentation_on_fake_cuda_makes_no_copy(fake_cuda, monkeypatch, policy):
+    """The captured path (``cuda_graphs``, on for a CUDA device) with a stand-in for the graph: its
+    copies into the graph's inputs and of its outputs stay on the device, and nothing syncs."""
+    import gpucheck
+
+    capture = gpucheck.StandInCapture()
+    monkeypatch.setattr(batched, "graph_capture", capture)
+    cfg = CFG.replace(policy=policy)
+    with unset_fake_temporarily():
+        data = load_run_data(cfg)
+    policy_obj = build_policy(cfg.policy, CUDA)
+    batches = step_batches(cfg, data, 0, device=CUDA, policy=policy_obj)
+    for _ in range(3):  # eager warm-up steps, then the capture
+        next(batches)
+    assert batches.graphed and capture.captures == 1
+    with Transfers() as transfers:
+        batch = next(batches)
+    assert transfers.log == [] and capture.replays == 2
+    assert all(t.device == CUDA for v in batch.values() for t in (v if isinstance(v, tuple) else (v,))
+               if isinstance(t, torch.Tensor))

@@ -21,7 +21,7 @@ from fixmatch_ray.data.policies.randaugment_batched import OP, _cutout_table, ap
 from fixmatch_ray.data.policies.randaugment_policy import rand_augment_drawn
 from fixmatch_ray.config import RunConfig
 from fixmatch_ray.data.datasets import DATASETS
-from fixmatch_ray.training.engine import Trainer, fit, summarize
+from fixmatch_ray.training.engine import Engine, fit, summarize
 from fixmatch_ray.config import load_sweep
 from fixmatch_ray.models import build_model
 from fixmatch_ray.training.optim import build_optimizer
@@ -227,7 +227,7 @@ def batch(n_lb: int = 2, n_ulb: int = 4, seed: int = 0) -> dict[str, torch.Tenso
 
 
 def test_training_and_evaluation_logits_are_fp32_under_bf16_autocast():
-    trainer = Trainer(tiny_cfg(amp="bf16"), torch.device("cpu"))
+    trainer = Engine(tiny_cfg(amp="bf16"), torch.device("cpu"))
     dtypes = []
     for net in (trainer.net, trainer.ema.module):
         net.conv1.register_forward_hook(lambda m, i, o: dtypes.append(("body", o.dtype)))
@@ -301,7 +301,7 @@ def test_train_step_uses_the_configured_loss_and_pseudo_labels_from_the_weak_vie
                                                                                   loss_u, mask):
     """The engine passes λu, T and τ on, and the pseudo-labels come from the weak view (from the
     strong one the second sample would be confident, with CE(weak, 1) = ln(1 + e) ≠ ln 2)."""
-    trainer = Trainer(tiny_cfg(T=T, threshold=threshold, lambda_u=lambda_u), torch.device("cpu"))
+    trainer = Engine(tiny_cfg(T=T, threshold=threshold, lambda_u=lambda_u), torch.device("cpu"))
     trainer.model = FixedLogits(LOGITS)
     _, out = trainer.train_step(batch(1, 2))
     assert out["loss_x"].item() == pytest.approx(math.log(2))
@@ -311,7 +311,7 @@ def test_train_step_uses_the_configured_loss_and_pseudo_labels_from_the_weak_vie
 
 def test_one_forward_over_labeled_weak_and_strong():
     """ab_fixmatch_ra.py:84-85: one forward, so BatchNorm's batch statistics cover all B + 2μB."""
-    trainer = Trainer(tiny_cfg(), torch.device("cpu"))
+    trainer = Engine(tiny_cfg(), torch.device("cpu"))
     sizes = []
     trainer.net.block1[0].bn1.register_forward_hook(lambda m, i, o: sizes.append(len(i[0])))
     trainer.train_step(batch(2, 4))
@@ -321,7 +321,7 @@ def test_one_forward_over_labeled_weak_and_strong():
 def test_ema_starts_as_a_copy_and_uses_the_configured_decay():
     """ab_fixmatch_ra.py:110-113 (tf.train.ExponentialMovingAverage: shadows start at the values):
     after one step with decay 0.5, ema = (initial + updated) / 2."""
-    trainer = Trainer(tiny_cfg(), torch.device("cpu"))  # ema_decay 0.5
+    trainer = Engine(tiny_cfg(), torch.device("cpu"))  # ema_decay 0.5
     initial = copy.deepcopy(trainer.net.state_dict())
     trainer.train_step(batch())
     for name, p in trainer.net.named_parameters():
@@ -333,7 +333,7 @@ def test_ema_starts_as_a_copy_and_uses_the_configured_decay():
 
 def test_reported_accuracy_is_the_ema_model_in_eval_mode():
     """ab_fixmatch_ra.py:123: the reported classifier is the EMA one, inference-mode BatchNorm."""
-    trainer = Trainer(tiny_cfg(total_steps=2, eval_step=2), torch.device("cpu"))
+    trainer = Engine(tiny_cfg(total_steps=2, eval_step=2), torch.device("cpu"))
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(12, 3, 16, 16, generator=g), torch.arange(12) % 10
     steps = iter([batch(seed=s) for s in range(2)])
@@ -441,7 +441,7 @@ def test_labeled_images_get_the_weak_view(backend):
 
 def test_each_step_uses_the_cosine_rate_of_its_step():
     """ab_fixmatch_ra.py:77-78: lr · cos(7π·k / 16K) at step k (K = 4 here, no warmup)."""
-    trainer = Trainer(tiny_cfg(lr=0.1), torch.device("cpu"))
+    trainer = Engine(tiny_cfg(lr=0.1), torch.device("cpu"))
     for k in range(4):
         trainer.train_step(batch(seed=k))
         for group in trainer.optimizer.param_groups:

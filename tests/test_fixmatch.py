@@ -70,7 +70,7 @@ def test_hard_sharpened_mask_comes_from_the_sharpened_distribution():
 def test_soft_pseudo_label_masks_on_the_plain_softmax_and_targets_the_sharpened_one():
     """ab_fixmatch_sharpen_conditional_consistency: mask from p = softmax(logits) (0.75 here), the
     target softmax(logits/T) = (0.9, 0.1) for T = 0.5, soft cross-entropy against it."""
-    from fixmatch_ray.fixmatch import soft_pseudo_label
+    from fixmatch_ray.algorithms.losses import soft_pseudo_label
 
     w = torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]])
     targets, mask = soft_pseudo_label(w, T=0.5, threshold=0.7)

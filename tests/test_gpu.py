@@ -13,6 +13,7 @@ import torch
 
 import gpucheck
 from fixmatch_ray.data.batched import CropStore
+from fixmatch_ray.data.graphs import WARMUP_STEPS
 from fixmatch_ray.training.engine import StepSums, run_steps
 
 if not torch.cuda.is_available():
@@ -21,6 +22,7 @@ if not torch.cuda.is_available():
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
 TWO_GPUS = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
+WARMED = WARMUP_STEPS + 1  # steps until the augmentation replays its captured graph
 
 
 # -- augmentation: CUDA against the CPU, bit for bit --------------------------------------------
@@ -47,6 +49,13 @@ def test_device_batches_on_cuda_are_keyed_by_step_and_ranks_join():
     gpucheck.device_batches_are_keyed_and_sliced(CUDA)
 
 
+@pytest.mark.parametrize("policy", ["randaugment", "ctaugment"])
+def test_the_augmentation_replayed_as_a_cuda_graph_equals_eager_cuda(policy):
+    """The captured graph replays the eager kernels with the eager random stream (the generator
+    registered with the graph, re-seeded per step), CTAugment reading its moved rates."""
+    assert gpucheck.graphed_batches_equal_eager(CUDA, policy, steps=8), "the capture failed: the steps stayed eager"
+
+
 # -- the training step ---------------------------------------------------------------------------
 @pytest.mark.parametrize("amp, dtype", [("off", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)])
 def test_amp_dtypes_and_the_scaler_only_for_fp16(amp, dtype):
@@ -59,22 +68,23 @@ def test_channels_last_and_fused_sgd_on_cuda():
 
 @pytest.mark.parametrize("amp", ["off", "bf16", "fp16"])
 def test_a_training_step_makes_no_host_sync(amp):
-    """After a warm-up step (cuDNN benchmark, lazy tables, the first index block), steps run under
-    ``set_sync_debug_mode("error")``: any ``.item()``, ``nonzero``, host copy raises."""
+    """After warm-up steps (cuDNN benchmark, lazy tables, the first index block, the augmentation's
+    graph capture), steps run under ``set_sync_debug_mode("error")``: any ``.item()``, ``nonzero``,
+    host copy raises."""
     trainer, batches, _ = gpucheck.trainer_and_batches(CUDA, gpucheck.CFG.replace(amp=amp))
     acc = StepSums(CUDA)
-    run_steps(trainer, batches, 1, acc)
+    run_steps(trainer, batches, WARMED, acc)  # and the augmentation's graph captured
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         run_steps(trainer, batches, 3, acc)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert trainer.step == 4 and bool(acc.bad_step < 0)
+    assert trainer.step == WARMED + 3 and bool(acc.bad_step < 0) and batches.graphed
 
 
 # Budget of device kernels (and copies) per step, WRN-28-2, batch 64, mu 7: not measured yet. Its
-# basis: ~280 ATen ops of dense augmentation (issue 15), ~110 forward kernels of WRN-28-2 (25
+# basis: ~280 ATen ops of dense augmentation (perf/counts.json), ~110 forward kernels of WRN-28-2 (25
 # convolutions, their BatchNorms, ReLUs and adds) and ~2.5x that backward, ~60 for the losses,
 # a few for fused SGD and the foreach EMA: ~700. The guard is 2x that. CALIBRATE on the first GPU
 # run (the count is printed): set it to ~1.3x the measured count, so a change that adds a
@@ -94,7 +104,7 @@ def test_kernel_launches_per_step_stay_within_the_budget(cifar10_root):
     cfg = cifar_cfg(cifar10_root)
     trainer, batches, _ = gpucheck.trainer_and_batches(CUDA, cfg)
     acc = StepSums(CUDA)
-    run_steps(trainer, batches, 2, acc)  # warm-up: cuDNN benchmark, lazy tables
+    run_steps(trainer, batches, WARMED, acc)  # warm-up: cuDNN benchmark, lazy tables, the graph's capture
     torch.cuda.synchronize()
     steps = 3
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -139,10 +149,10 @@ def test_a_checkpoint_saved_on_gpu_1_restores_where_only_one_gpu_is_visible(tmp_
     names a device index (tensors load to the CPU, no per-device RNG states)."""
     gpucheck.checkpoint_round_trip(torch.device("cuda:1"), tmp_path)
     from fixmatch_ray.training.checkpoint import load_checkpoint
-    from fixmatch_ray.training.engine import Trainer
+    from fixmatch_ray.training.engine import Engine
 
     state, _ = load_checkpoint(tmp_path)
-    trainer = Trainer(gpucheck.CFG, torch.device("cuda:0"))
+    trainer = Engine(gpucheck.CFG, torch.device("cuda:0"))
     trainer.load_state_dict(state)
     assert next(trainer.net.parameters()).device == torch.device("cuda:0") and trainer.step == 3
 

@@ -19,7 +19,7 @@ CFG = RunConfig(dataset="digits", num_labeled=20, batch_size=8, mu=2, total_step
 
 
 def test_one_gpu_run_ray(ray_session, tmp_path):
-    from fixmatch_ray.launch.worker import run_ray
+    from fixmatch_ray.launch.train_job import run_ray
     from fixmatch_ray.training.record import read_record
 
     out = tmp_path / "run"

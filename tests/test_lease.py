@@ -205,3 +205,26 @@ def test_heartbeat_notices_a_deleted_lease(storage_root):
 def test_timing_arguments_are_checked(tmp_path):
     with pytest.raises(ValueError, match=r"stale_after_s \(1\) must be at least twice heartbeat_s \(1\)"):
         Lease(Store(tmp_path), heartbeat_s=1, stale_after_s=1)
+
+
+def test_peek_says_what_acquire_would_find_and_writes_nothing(storage_root):
+    """The dry run's lease check: the rule and the message are acquire's own, and nothing is written
+    (no lease, no lock file) whatever it finds."""
+    store = Store(storage_root)
+    assert Lease(store).peek() is None and not store.exists()  # not even the directory is made
+    first = Lease(store, heartbeat_s=0.2, stale_after_s=5)
+    first.acquire()
+    try:
+        with pytest.raises(LeaseHeld) as peeked:
+            Lease(store, heartbeat_s=0.2, stale_after_s=5).peek()
+        with pytest.raises(LeaseHeld) as acquired:
+            Lease(store, heartbeat_s=0.2, stale_after_s=5).acquire()
+        same = re.compile(r" \([0-9.]+ s ago\)")  # the heartbeat's age moves between the two calls
+        assert same.sub("", str(peeked.value)) == same.sub("", str(acquired.value))
+    finally:
+        first.release()
+    store.write_bytes("lease.json", _foreign(heartbeat_age_s=20).to_bytes())
+    local = not storage_root.startswith("s3://")
+    before = ({rel: store.read_bytes(rel) for rel in store.list()}, local and sorted(os.listdir(storage_root)))
+    assert re.fullmatch(r"sent no heartbeat for 2\d s \(over 10 s\)", Lease(store, heartbeat_s=1, stale_after_s=10).peek())
+    assert ({rel: store.read_bytes(rel) for rel in store.list()}, local and sorted(os.listdir(storage_root))) == before

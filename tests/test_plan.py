@@ -15,8 +15,11 @@ import yaml
 from fixmatch_ray.config import parse_sweep
 from fixmatch_ray.config.resources import Resources
 from fixmatch_ray.errors import ConfigError
-from fixmatch_ray.launch.plan import (DEFAULTS, load_step_times, make_plan, makespan, model_key, step_ms,
-                                      trials_at_once)
+from fixmatch_ray.launch.plan import DEFAULTS, load_step_times, make_plan, makespan, model_key, trials_at_once
+from fixmatch_ray.launch.preflight import check_capacity
+from fixmatch_ray.perf.cards import CARDS
+from fixmatch_ray.perf.estimate import ddp_speedup, memory_gib, step_estimate
+from fixmatch_ray.perf.steptimes import step_time
 from fixmatch_ray.sweep import main
 from rayhead import new_head, remove
 
@@ -46,6 +49,11 @@ def write(tmp_path: Path, doc: dict | str, name: str = "s.yaml") -> Path:
     return p
 
 
+def plan_on(spec, have, table=DEFAULTS):
+    """The plan as the sweep makes it: capacity from the cluster's resources (None: none reachable)."""
+    return make_plan(spec, check_capacity(spec, have, autoscaling=False), table, have=have)
+
+
 def step_file(tmp_path: Path, doc) -> Path:
     p = tmp_path / "steps.json"
     p.write_text(doc if isinstance(doc, str) else json.dumps(doc))
@@ -56,7 +64,7 @@ def test_plan_numbers_by_hand_with_a_step_time_file(tmp_path):
     spec = parse_sweep(small(tmp_path))
     table = load_step_times(step_file(tmp_path, {"card": "T", "step_ms": {"wideresnet-28-2": {"off": 36.0}}}))
     # 8 CPU / (2 + 0.01 driver) = 3 trials by CPU, 4 by GPU: 3 at once
-    plan = make_plan(spec, {"CPU": 8.0, "GPU": 4.0}, table)
+    plan = plan_on(spec, {"CPU": 8.0, "GPU": 4.0}, table)
     assert (plan.trials, plan.settings, plan.seeds, plan.at_once) == (6, 2, 3, 3)
     # 100,000 steps x 36 ms = 3,600 s = 1 GPU-hour a trial; 6 trials; two waves of 3
     assert plan.gpu_hours == pytest.approx(6.0)
@@ -68,24 +76,29 @@ def test_shared_gpus_and_ddp_by_hand(tmp_path):
     table = load_step_times(step_file(tmp_path, {"step_ms": {"wideresnet-28-2": {"off": 36.0}}}))
     # half a GPU a trial: 2 trials share the GPU, each at half speed (2 h), 3 rounds of 2 h
     half = parse_sweep(small(tmp_path, resources={"gpus_per_worker": 0.5, "cpus_per_worker": 2}))
-    plan = make_plan(half, {"CPU": 8.0, "GPU": 1.0}, table)
+    plan = plan_on(half, {"CPU": 8.0, "GPU": 1.0}, table)
     assert (plan.at_once, plan.gpu_hours, plan.wall_hours) == (2, pytest.approx(6.0), pytest.approx(6.0))
-    # 2 DDP workers of one GPU: 0.5 h a trial, 2 trials on 4 GPUs, 3 rounds
+    # 2 DDP workers of one GPU: the measured one-GPU time over the DDP model's speed-up (not 2x)
     ddp = parse_sweep(small(tmp_path, resources={"workers": 2, "gpus_per_worker": 1, "cpus_per_worker": 2}))
-    plan = make_plan(ddp, {"CPU": 16.0, "GPU": 4.0, "fixmatch_driver": 100}, table)
-    assert (plan.at_once, plan.gpu_hours, plan.wall_hours) == (2, pytest.approx(6.0), pytest.approx(1.5))
-    assert any("ideal scaling" in n for n in plan.notes)
+    plan = plan_on(ddp, {"CPU": 16.0, "GPU": 4.0, "fixmatch_driver": 100}, table)
+    speedup = ddp_speedup("wideresnet-28-2", "off", "randaugment", 960, 2)
+    assert 1 < speedup < 2
+    trial_h = 100_000 * 36.0 / speedup / 3.6e6
+    assert (plan.at_once, plan.gpu_hours, plan.wall_hours) == (2, pytest.approx(6 * 2 * trial_h),
+                                                               pytest.approx(3 * trial_h))
+    assert any(f"runs {speedup:.1f}x as fast as on one GPU by the DDP model" in n for n in plan.notes)
 
 
 def test_plan_numbers_by_hand_with_the_defaults(tmp_path):
     spec = parse_sweep(small(tmp_path))
-    plan = make_plan(spec, None, DEFAULTS)  # no cluster: max_concurrent_trials unset -> one at a time
-    # WRN-28-2 default 6 ms: 100,000 x 6 ms = 600 s = 1/6 h a trial, 6 trials in a row
+    plan = plan_on(spec, None, DEFAULTS)  # no cluster: max_concurrent_trials unset -> one at a time
+    ms = step_estimate("wideresnet-28-2", "off", "randaugment", 960).ms  # the model's H100 estimate
+    assert 9 < ms < 25  # between the memory floor (~9 ms) and three times the estimate's expected range
     assert plan.at_once == 1
-    assert plan.gpu_hours == pytest.approx(1.0) and plan.wall_hours == pytest.approx(1.0)
-    assert plan.rows[0][3] == "estimate"
-    plan = make_plan(parse_sweep(small(tmp_path, max_concurrent_trials=4)), None, DEFAULTS)
-    assert plan.at_once == 4 and plan.wall_hours == pytest.approx(2 / 6)  # 4 then 2: two trial lengths
+    assert plan.gpu_hours == pytest.approx(6 * 100_000 * ms / 3.6e6) and plan.wall_hours == pytest.approx(plan.gpu_hours)
+    assert plan.rows[0][3] == "estimate" and plan.card.name == "H100" and plan.card_from == "assumed"
+    plan = plan_on(parse_sweep(small(tmp_path, max_concurrent_trials=4)), None, DEFAULTS)
+    assert plan.at_once == 4 and plan.wall_hours == pytest.approx(2 * 100_000 * ms / 3.6e6)  # 4 then 2
 
 
 def test_cli_prints_the_plan_and_marks_estimates(tmp_path, capsys):
@@ -94,18 +107,28 @@ def test_cli_prints_the_plan_and_marks_estimates(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[plan] small: 6 trials = 2 settings x 3 seeds" in out
     assert "1 worker x (2 CPU, 1 GPU)" in out and "assuming the resources the file asks for" in out
-    assert "at 36 ms/step = 1 GPU-h/trial [measured on H100 (bench gpu)]" in out
-    assert "GPU-hours: 6.0; wall time: 6.0 h (0.2 days) with 1 trial at once" in out
-    assert "estimate:" not in out and "evaluation, checkpoints" in out
+    assert "cifar10 wideresnet-28-2 fp32 (TF32) randaugment, ~8.4 GiB a GPU: 6 trials x 100,000 steps at 36 " \
+           "ms/step = 1 GPU-h/trial [measured on H100 (bench gpu)]" in out
+    assert "GPU-hours: 6.0; wall time: 6.0 h (0.2 days) with 1 trial at once on H100" in out
+    assert "estimate for one" not in out and "evaluation, checkpoints" in out
     assert main([str(write(tmp_path, small(tmp_path))), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "at 6 ms/step = 0.167 GPU-h/trial [estimate]" in out and "GPU-hours: 1.0" in out
-    assert "[plan] estimate: issue 15's targets" in out
+    ms = step_estimate("wideresnet-28-2", "off", "randaugment", 960).ms
+    assert f"at {ms:.3g} ms/step = {100_000 * ms / 3.6e6:.3g} GPU-h/trial [estimate]" in out
+    assert "[plan] estimate for one H100 (H100 SXM5 80GB data sheet: 494.7 TFLOP/s TF32" in out
+    assert "the card is assumed (--card NAME for another)" in out and "issue" not in out
+    assert "IEEE fp32 throughout (tf32: false, the official code's arithmetic) would take" in out
+    assert main([str(write(tmp_path, small(tmp_path))), "--dry-run", "--card", "A10G"]) == 0
+    out = capsys.readouterr().out
+    slow = step_estimate("wideresnet-28-2", "off", "randaugment", 960, CARDS["A10G"]).ms
+    assert f"at {slow:.3g} ms/step" in out and "estimate for one A10G (A10 data sheet" in out and slow > 3 * ms
+    assert main([str(write(tmp_path, small(tmp_path))), "--dry-run", "--card", "K80"]) == 2
+    assert "--card K80: unknown GPU; expected one of H100, H200, A100, A10G, L4, V100, T4" in capsys.readouterr().err
 
 
 def test_cpu_trials_estimate_no_gpu_time(tmp_path, capsys):
     doc = small(tmp_path, resources={"workers": 1, "cpus_per_worker": 1})
-    plan = make_plan(parse_sweep(doc), None)
+    plan = plan_on(parse_sweep(doc), None)
     assert plan.gpu_hours == 0 and plan.wall_hours is None and not plan.rows
     assert main([str(write(tmp_path, doc)), "--dry-run"]) == 0
     assert "CPU training: 0 GPU-hours; wall time not estimated" in capsys.readouterr().out
@@ -204,13 +227,57 @@ def test_lookup_rules(tmp_path):
     assert model_key(runs["stl10"]) == "wideresnet-46-2-s5" and model_key(runs["cifar100"]) == "wideresnet-28-8"
     table = load_step_times(step_file(tmp_path, {"images_per_step": 960, "step_ms": {
         "wideresnet-28-8": {"fp16": 20.0, "bf16": 30.0, "bf16+compile": 10.0}}}))
-    # auto -> bf16 first; mu 3: 64 * 7 = 448 images, not 960
-    assert step_ms(runs["cifar100"], table)[0] == pytest.approx(30.0 * 448 / 960)
-    assert step_ms(runs["cifar100"].replace(compile=True), table)[0] == pytest.approx(10.0 * 448 / 960)
-    # not in the file: the default estimate, labelled so
-    ms, source = step_ms(runs["stl10"], table)
-    assert ms == 45.0 and not source.measured
-    assert step_ms(runs["stl10"].replace(depth=10, scales=3), table) is None
+    # auto -> bf16 on a card with native bf16 (an unnamed card: H100 assumed); mu 3: 448 images, not 960
+    assert step_time(runs["cifar100"], table).ms == pytest.approx(30.0 * 448 / 960)
+    assert step_time(runs["cifar100"].replace(compile=True), table).ms == pytest.approx(10.0 * 448 / 960)
+    # on a V100 (no native bf16) auto is fp16 + GradScaler
+    assert step_time(runs["cifar100"], table, card=CARDS["V100"]).ms == pytest.approx(20.0 * 448 / 960)
+    # not in the file: the model's estimate, labelled so
+    got = step_time(runs["stl10"], table)
+    assert got.source == "estimate" and got.ms == step_estimate("wideresnet-46-2-s5", "bf16", "randaugment", 960).ms
+    assert step_time(runs["stl10"].replace(depth=10, scales=3), table) is None  # no counts for this net
+    # tf32: false is IEEE fp32, its own key
+    ieee = load_step_times(step_file(tmp_path, {"step_ms": {"randaugment": {"wideresnet-28-8": {"off": 5, "ieee": 9}}}}))
+    off = runs["cifar100"].replace(amp="off")
+    assert step_time(off, ieee).ms == pytest.approx(5 * 448 / 960)
+    assert step_time(off.replace(tf32=False), ieee).ms == pytest.approx(9 * 448 / 960)
+
+
+def test_a_step_time_file_per_policy_and_the_earlier_format(tmp_path):
+    """``step_ms`` keyed by policy (what bench gpu writes now) or by model (earlier files: RandAugment)."""
+    old = load_step_times(step_file(tmp_path, {"step_ms": {"wideresnet-28-2": {"off": 14.0}}}))
+    assert old.step_ms == {"randaugment": {"wideresnet-28-2": {"off": 14.0}}}
+    new = load_step_times(step_file(tmp_path, {"card": "NVIDIA H100 80GB HBM3", "card_memory_gib": 79.1,
+                                               "notes": ["x: failed"], "step_ms": {
+        "randaugment": {"wideresnet-28-2": {"off": 14.0}}, "ctaugment": {"wideresnet-28-2": {"off": 16.0}}}}))
+    run = parse_sweep(small(tmp_path)).trials[0].run
+    assert step_time(run, new).ms == 14.0 and step_time(run.replace(policy="ctaugment"), new).ms == 16.0
+    assert new.card_memory_gib == 79.1 and new.notes == ("x: failed",)
+    with pytest.raises(ConfigError, match="step_ms.fixmatch: unknown policy; expected randaugment or ctaugment"):
+        load_step_times(step_file(tmp_path, {"step_ms": {"randaugment": {"wideresnet-28-2": {"off": 1}},
+                                                         "fixmatch": {}}}))
+
+
+def test_the_plan_refuses_a_trial_too_big_for_the_cards_memory(tmp_path, capsys):
+    """STL-10's 96 px WRN-46-2 in bf16 needs ~24 GiB by the memory model: refused on a 24 GB A10G
+    (22.4 GiB) named by --card, a step-time file's measured memory or the cluster's accelerator type."""
+    doc = small(tmp_path, base={"total_steps": 1000, "amp": "bf16", "data_dir": str(tmp_path / "d")},
+                grid=[{"dataset": "stl10", "num_labeled": [1000]}], seeds=[1])
+    need = memory_gib("wideresnet-46-2-s5", "bf16", "randaugment", 960, "stl10")
+    assert 22.4 < need < 30
+    assert main([str(write(tmp_path, doc)), "--dry-run"]) == 0  # the H100 assumed: only said
+    assert f"~{need:.1f} GiB a GPU" in capsys.readouterr().out
+    assert main([str(write(tmp_path, doc)), "--dry-run", "--card", "A10G"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: stl10@1000.s1: a trial needs ~{need:.1f} GiB of GPU memory (wideresnet-46-2-s5, bf16, "
+                   "by the memory model) but the A10G has 22.4 GiB; use a bigger GPU or more DDP workers")
+    small_card = step_file(tmp_path, {"card": "NVIDIA L4", "card_memory_gib": 22.0,
+                                      "step_ms": {"randaugment": {"wideresnet-28-2": {"off": 40.0}}}})
+    assert main([str(write(tmp_path, doc)), "--dry-run", "--step-times", str(small_card)]) == 2
+    assert "but the L4 has 22.0 GiB" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="but the A10G has 22.4 GiB"):
+        plan_on(parse_sweep(doc), {"CPU": 8, "GPU": 1, "accelerator_type:A10G": 1}, DEFAULTS)
+    assert plan_on(parse_sweep(doc), {"CPU": 8, "GPU": 1, "accelerator_type:A100": 1}, DEFAULTS).card.name == "A100"
 
 
 def test_capacity_and_makespan():
@@ -233,7 +300,7 @@ def test_barely_dry_run_shows_16_trials_over_4_labeled_sets(tmp_path, capsys):
     assert main([str(ROOT / "sweeps" / "barely.yaml"), "--dry-run", "--storage", str(tmp_path / "store")]) == 0
     out = capsys.readouterr().out
     assert "[plan] fixmatch-barely: 16 trials = 4 settings x 4 seeds, over 4 labeled sets (split_seed)" in out
-    plan = make_plan(parse_sweep(small(tmp_path)), None, DEFAULTS)
+    plan = plan_on(parse_sweep(small(tmp_path)), None, DEFAULTS)
     assert plan.labeled_sets is None  # no split_seed: each seed draws its own set, nothing to say
 
 
@@ -244,7 +311,8 @@ def test_the_dry_run_does_not_import_ray(tmp_path):
     env.pop("RAY_ADDRESS", None)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "GPU-hours: 179.1" in out.stdout  # 15 x 6 ms + 15 x 35 ms over 2^20 steps
+    ms = [step_estimate(m, "off", "randaugment", 960).ms for m in ("wideresnet-28-2", "wideresnet-28-8")]
+    assert f"GPU-hours: {15 * 2**20 * sum(ms) / 3.6e6:,.1f}" in out.stdout  # 15 trials each over 2^20 steps
 
 
 def test_a_dead_recorded_cluster_is_one_line(tmp_path, capsys):

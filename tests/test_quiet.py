@@ -11,14 +11,13 @@ import pytest
 from rayhead import new_head, remove
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 # What Ray prints that the sweep holds back (each seen on the quick demo before: Ray Train's INFO
 # lines from its controller and workers, the PreemptionWatcher error, the raylet warning, Tune's
 # configuration box and hints, Ray's token-authentication warning).
 RAY_NOISE = ("TrainController", "RayTrainWorker", "PreemptionWatcher", "(raylet)", "Configuration for experiment",
              "View detailed results", "tensorboard --logdir", "Token authentication", "Requesting resources")
-OURS = ("[sweep] ", "[plan] ", "  digits@20", "starting smoke:", "|", "mean ± sample std")  # plan, live table, final table
+OURS = ("[sweep] ", "[plan] ", "  digits@20", "starting smoke:", "|", "### ", "mean ± sample std")  # plan, live, tables
 
 
 @pytest.fixture
@@ -39,6 +38,8 @@ def sweep(own_ray, storage: Path, *args: str) -> list[str]:
     return [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_quiet_by_default_and_everything_with_verbose(own_ray, tmp_path):
     quiet = sweep(own_ray, tmp_path / "q")
     assert quiet[0].startswith("starting smoke: 2 trials, up to 1 at once")
@@ -64,11 +65,11 @@ def test_quiet_drops_ray_internal_actor_output_only(monkeypatch, stream):
     from ray._private import worker
     from ray._private.ray_logging import LogDeduplicator
 
-    from fixmatch_ray.launch import cluster
+    from fixmatch_ray.launch import quiet
 
     monkeypatch.setattr(worker, stream, LogDeduplicator(5, None, None))  # a fresh one, restored after
-    cluster._drop_internal_actor_output()
-    cluster._drop_internal_actor_output()  # idempotent: wrapped once
+    quiet._wrap_deduplicators(worker)
+    quiet._wrap_deduplicators(worker)  # idempotent: wrapped once
     dedup = getattr(worker, stream)
 
     def batch(actor: str, line: str) -> dict:
@@ -87,7 +88,7 @@ def test_quiet_drops_the_sigterm_shutdown_traceback_only():
     """A worker stopped at the end of the job while Python ran a finaliser prints Python's
     'Exception ignored in' traceback through Ray's SIGTERM handler; the quiet driver drops that
     block (seen once on a trial's driver), and keeps every other line and traceback."""
-    from fixmatch_ray.launch.cluster import _without_sigterm_tracebacks
+    from fixmatch_ray.launch.quiet import _without_sigterm_tracebacks
 
     ray_worker = "/site-packages/ray/_private/worker.py"
     shutdown = ["Exception ignored in: <function WeakSet.__init__.<locals>._remove at 0x7f33ef60>",

@@ -217,3 +217,29 @@ def test_split_last_keeps_the_query_on_the_parent():
     assert split_last("/data/results/run/") == ("/data/results", "run")
     parent, name = split_last("s3://bucket/exp/run?scheme=http")
     assert join(parent, name) == "s3://bucket/exp/run?scheme=http"
+
+
+def test_file_uris_are_local_everywhere(tmp_path, monkeypatch):
+    """One local-or-remote test (``is_uri``): a plain path and a file:// URI are local wherever a
+    location is judged (storage paths, TensorBoard, W&B's directory, a run's tracker key)."""
+    from fixmatch_ray.tracking.wandb import WandbOptions
+    from fixmatch_ray.errors import ConfigError
+    from fixmatch_ray.storage import is_uri, local_path, normalize_storage
+    from fixmatch_ray.tracking.tensorboard import TensorBoardTracker
+    from fixmatch_ray.train import tracked_run
+
+    assert [is_uri(p) for p in ("s3://b/x", "gs://b", "hdfs://h/x", "file:///tmp/x", "/tmp/x", "rel/x")] == [
+        True, True, True, False, False, False]
+    assert local_path("file:///tmp/a%20b") == "/tmp/a b" and local_path("rel/x") == "rel/x"
+    monkeypatch.chdir(tmp_path)
+    assert normalize_storage(f"file://{tmp_path}/s") == normalize_storage("s") == str(tmp_path.resolve() / "s")
+    assert normalize_storage("s3://b/x?region=eu") == "s3://b/x?region=eu"
+    tb = TensorBoardTracker(f"file://{tmp_path}/tb")
+    tb.log_metrics({"step": 1, "test_acc": 50.0}, 1)
+    tb.close()
+    assert tb.remote is None and any((tmp_path / "tb").iterdir())  # written in place, not copied
+    assert WandbOptions(project="p", dir=f"file://{tmp_path}/w").dir
+    with pytest.raises(ConfigError, match="must be a local directory"):
+        WandbOptions(project="p", dir="s3://bucket/w")
+    run = tracked_run(f"file://{tmp_path}/run")
+    assert (run.key, run.name, run.local_dir) == (f"{tmp_path}/run", "run", f"{tmp_path}/run")

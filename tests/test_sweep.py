@@ -79,7 +79,7 @@ def test_every_sweep_file_loads(path):
     assert load_sweep(path).trials
 
 
-# Table 2 of the paper as issue 14 lists it: "RA | CTA" error %, per dataset and label count
+# Table 2 of the paper (rows FixMatch (RA) and (CTA)): "RA | CTA" error %, per dataset and label count
 TABLE2 = """
 cifar10 40 13.81 3.37 11.39 3.35 | cifar10 250 5.07 0.65 5.07 0.33 | cifar10 4000 4.26 0.05 4.31 0.15
 cifar100 400 48.85 1.75 49.95 3.01 | cifar100 2500 28.29 0.11 28.64 0.24 | cifar100 10000 22.60 0.12 23.18 0.11
@@ -169,6 +169,10 @@ BAD = [
     ({**GOOD, "resources": {"gpus_per_worker": 1.5}}, "gpus_per_worker: expected 0, a fraction"),
     ({**GOOD, "max_concurrent_trials": 0}, "max_concurrent_trials: expected a positive integer"),
     ({**GOOD, "grid": [{"dataset": "digits", "num_labeled": [20], "seed": 3}]}, "'seed' belongs in the top-level"),
+    # Ray Train assigns devices: a device key would be ignored (cuda:7 on a CPU-only machine trained on the CPU)
+    ({**GOOD, "base": {"device": "cuda:7"}}, "base.device: a sweep's resources decide its trials' devices"),
+    ({**GOOD, "grid": [{"dataset": "digits", "num_labeled": [20], "device": "cpu"}]}, "grid[0].device: a sweep's resources"),
+    ({**GOOD, "axes": {"device": ["cpu", "cuda"]}}, "axes.device: a sweep's resources decide"),
 ]
 
 
@@ -224,7 +228,7 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path, capsys):
     assert row["n"] == 2 and row["seeds"] == [1, 2] and row["paper_error"] is None
     finals = [t.final["median20_acc"] for t in trials]
     assert row["median20_acc"]["mean"] == pytest.approx(sum(finals) / 2)
-    assert all((exp / f).is_file() for f in ("results.csv", "results.tex", "acc_vs_step.png", "mask_vs_step.png"))
+    assert all((exp / f).is_file() for f in ("results.csv", "results.tex", "acc_vs_step.png", "train_mask_vs_step.png"))
     # re-running a finished experiment resumes it and reruns nothing
     records = {p: p.read_text() for p in exp.glob("train/*/metrics.json")}
     assert len(records) == 2

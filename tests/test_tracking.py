@@ -113,12 +113,13 @@ def test_missing_package_is_one_line(tmp_path, capsys, monkeypatch, package):
 
 @pytest.mark.parametrize("package", ["mlflow", "wandb"])
 def test_sweep_missing_package_is_one_line_before_ray(tmp_path, capsys, monkeypatch, package):
+    import fixmatch_ray.launch.cluster as cluster
     import fixmatch_ray.launch.sweep as sweep
 
     def no_ray(*a, **k):
         raise AssertionError("Ray must not start")
 
-    monkeypatch.setattr(sweep, "ensure_ray", no_ray)
+    monkeypatch.setattr(cluster, "ensure_ray", no_ray)
     monkeypatch.setitem(sys.modules, package, None)
     block = {"mlflow": {}} if package == "mlflow" else {"wandb": {"project": "p", "mode": "offline"}}
     doc = {"name": "t", "grid": [{"dataset": "digits", "num_labeled": [20]}], "tracking": block}

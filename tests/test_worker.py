@@ -125,3 +125,50 @@ def test_tensor_backend_under_ddp(ray_session, tmp_path):
     result = build_trainer(cfg, Resources(workers=2), str(tmp_path), "tensor2", max_failures=0).fit()
     assert result.metrics["step"] == 8 and result.metrics["samples_per_step"] == 40
     assert result.metrics["world_size"] == 2 and 0 <= result.metrics["test_acc"] <= 100
+
+
+# -- nothing waits forever -------------------------------------------------------------------------
+def test_a_run_the_cluster_cannot_hold_is_one_line_before_anything_starts(ray_session, tmp_path, capsys):
+    """``--ddp-workers N --ddp-gpu`` with N above the cluster's GPUs: refused before fit() (Ray Train
+    would wait for the GPUs forever), exit 2, one line naming the request and what the cluster has."""
+    from fixmatch_ray.train import main
+
+    gpus = int(ray_session.cluster_resources().get("GPU", 0))
+    n = max(2, gpus + 1)
+    out = tmp_path / "ddp-gpu"
+    tic = time.monotonic()
+    rc = main(["--dataset", "digits", "--num-labeled", "20", "--batch-size", "8", "--mu", "2", "--total-steps", "4",
+               "--depth", "10", "--width", "1", "--num-workers", "0", "--seed", "1", "--out", str(out),
+               "--ddp-workers", str(n), "--ddp-gpu"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and time.monotonic() - tic < 30
+    assert err == (f"error: the run asks for {n} workers x (1 CPU, 1 GPU) but the cluster has {gpus} GPU in all; "
+                   "ask for fewer workers (--ddp-workers) or join a cluster that has them (--address)")
+    assert not out.exists()  # nothing half-written
+
+
+def test_a_run_whose_workers_are_never_placed_gives_up_in_one_line(ray_session, tmp_path, monkeypatch):
+    """The cluster has the CPUs in all but another job holds them (a placement group here): each try
+    waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, and after START_TRIES tries the run stops with one
+    line, instead of Ray Train's unlimited retries."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from fixmatch_ray.launch import train_job, worker
+    from fixmatch_ray.launch.cluster import ClusterError
+
+    monkeypatch.setenv(worker.START_TIMEOUT_ENV, "2")
+    cpus = ray_session.available_resources().get("CPU", 0)
+    holder = placement_group([{"CPU": cpus}])
+    ray_session.get(holder.ready(), timeout=60)
+    try:
+        tic = time.monotonic()
+        with pytest.raises(ClusterError) as e:
+            train_job.run_ray(CFG.replace(out=str(tmp_path / "never")), Resources(workers=1), max_failures=0)
+        waited = time.monotonic() - tic
+    finally:
+        remove_placement_group(holder)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(
+        f"the run's 1 worker x (1 CPU) could not be placed in {worker.START_TRIES} tries of 2 s each; the cluster has ")
+    assert "(0 free)" in msg
+    assert worker.START_TRIES * 2 <= waited < 120

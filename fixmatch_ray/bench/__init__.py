@@ -3,7 +3,12 @@
 ``aug``: CPU seconds of augmentation per FixMatch step (64 weak + 448 weak + 448 strong 32x32
 images), the per-image PIL reference against the batched tensor path, side by side in one run.
 ``gpu`` (:mod:`.gpu`, its own flags): ms/step of WRN-28-2 and WRN-28-8 through the real loop on a
-CUDA device, and the ``--step-times`` table of ``sweep --dry-run``.
+CUDA device, and the ``--step-times`` table of ``sweep --dry-run``. ``costs``: counts FLOPs, bytes
+and kernels of every network's step again (:mod:`..perf.counts`) and rewrites the kept file the
+plan's estimates read.
+
+``first-run`` (:mod:`.firstrun`): the GPU suite, ``bench gpu``, a short real run and a one-trial sweep
+on a new GPU, each stage bounded in time, with a summary.
 
 ``ray``: Ray Train's start-up cost and its cost per ``ray.train.report`` (each eval epoch),
 measured as the difference between a plain in-process run and the same run through a
@@ -22,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from .report import PAPER_EVAL, PAPER_STEPS, STATE_MB, measure_reports, paper_share
+from .report_cost import PAPER_EVAL, PAPER_STEPS, STATE_MB, measure_reports, paper_share
 
 
 def _local_seconds(cfg: RunConfig) -> float:
@@ -161,6 +166,16 @@ def _time_aug(steps: int, repeats: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["costs"]:  # the plan's kept counts (perf/counts.json), made again
+        from ..perf.counts import COUNTS_FILE, count_all
+
+        COUNTS_FILE.write_text(json.dumps(count_all(), indent=0) + "\n", encoding="utf-8")
+        print(f"wrote {COUNTS_FILE.name}: FLOPs, bytes and kernels per step of every model x precision x policy")
+        return 0
+    if argv[:1] == ["first-run"]:  # its own flags: see bench/firstrun.py
+        from .firstrun import main as first_run
+
+        return first_run(argv[1:])
     if argv[:1] == ["gpu"]:  # its own flags: see bench/gpu.py
         from . import gpu
 
@@ -168,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         gpu.add_arguments(g)
         return gpu.main(g.parse_args(argv[1:]))
     p = argparse.ArgumentParser(prog="python -m fixmatch_ray.bench")
-    p.add_argument("what", choices=["aug", "ray", "gpu"], help="which benchmark (gpu: see `bench gpu --help`)")
+    p.add_argument("what", choices=["aug", "ray", "gpu", "first-run", "costs"],
+                   help="which benchmark (gpu, first-run: see their --help)")
     p.add_argument("--json", default="bench_results.json", help="where to write the figures")
     p.add_argument("--repeats", type=int, default=1, help="ray: runs per figure; aug: alternating runs (at least 5)")
     args = p.parse_args(argv)

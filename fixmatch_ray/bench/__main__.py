@@ -1,4 +1,4 @@
-"""``python -m fixmatch_ray.bench {aug,step,ray}`` (the CLI is :func:`fixmatch_ray.bench.main`)."""
+"""``python -m fixmatch_ray.bench {aug,ray,gpu}`` (the CLI is :func:`fixmatch_ray.bench.main`)."""
 import sys
 
 from . import main

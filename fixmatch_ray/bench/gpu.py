@@ -1,18 +1,22 @@
 """``python -m fixmatch_ray.bench gpu``: what a FixMatch step costs on this GPU, and what a sweep would.
 
-Per model (WRN-28-2 on CIFAR-10's shape, WRN-28-8 on CIFAR-100's) and precision (fp32 ``off``,
-``bf16``, each eager and ``+compile``): ms per step through the real per-step path of a run
+Per policy (RandAugment, CTAugment), model (WRN-28-2 on CIFAR-10's shape, WRN-28-8 on CIFAR-100's)
+and precision (``off``: fp32 with TF32, ``bf16``, each eager and ``+compile``; ``ieee`` and ``fp16``
+on request): ms per step through the real per-step path of a run
 (:func:`.training.engine.run_steps`: the sampler's device tables, :class:`DeviceBatches`'
-augmentation, the step, EMA and the loop's bookkeeping), in repeated windows (min and median);
-the augmentation alone and the step alone on a fixed batch (the split); one evaluation and one
-checkpoint (amortised over ``eval_step`` steps, reported apart); peak memory. Then the step rate of
-1, 2, 4 trials packed on one GPU (separate processes, timed together) and the projected GPU-hours of
-a sweep file. The images are synthetic (uint8 noise of the dataset's shape): the cost does not
+augmentation, replayed as a CUDA graph unless ``--no-cuda-graphs``, the step, EMA and the loop's
+bookkeeping), in repeated windows (min and median); the augmentation alone and the step alone on a
+fixed batch (the split); one evaluation and one checkpoint (amortised over ``eval_step`` steps,
+reported apart); peak memory. Then the step rate of 1, 2, 4 trials packed on one GPU (separate
+processes, timed together) and the projected GPU-hours of a sweep file, by the sweep plan's own
+projection. The images are synthetic (uint8 noise of the dataset's shape): the cost does not
 depend on their content, and nothing is downloaded.
 
-``--out FILE`` writes the ``--step-times`` table of ``sweep --dry-run`` ({"card", "images_per_step",
-"step_ms": {model: {precision: median ms}}}), training steps only, as that plan counts them;
-``--details FILE`` everything measured. ``--device cpu --quick`` runs the same code tiny on the CPU.
+``--out FILE`` writes the ``--step-times`` table of ``sweep --dry-run`` ({"card", "card_memory_gib",
+"images_per_step", "step_ms": {policy: {model: {precision: median ms}}}, "notes"}), training steps
+only, as that plan counts them, after every measurement: a stage that fails (out of memory, a
+compile error) is noted and the others go on, and what was measured before is kept. ``--details
+FILE`` everything measured. ``--device cpu --quick`` runs the same code tiny on the CPU.
 """
 from __future__ import annotations
 
@@ -35,7 +39,8 @@ from ..errors import ConfigError
 
 MODELS = {"wideresnet-28-2": ("cifar10", 28, 2), "wideresnet-28-8": ("cifar100", 28, 8),
           "wideresnet-10-1": ("cifar10", 10, 1)}  # the last: --quick's tiny stand-in
-PRECISIONS = ("off", "bf16", "fp16")
+PRECISIONS = ("off", "ieee", "bf16", "fp16")
+POLICIES = ("randaugment", "ctaugment")
 PAPER_EVAL_STEP = 1024  # steps per evaluation (and checkpoint) in the paper's runs
 NO_CUDA = "bench gpu needs a CUDA device; none is visible (try --device cpu --quick to check the code path)"
 
@@ -44,17 +49,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu (with --quick)")
     p.add_argument("--quick", action="store_true", help="tiny: WRN-10-1, batch 8, mu 2, 256 images, few steps")
     p.add_argument("--models", help=f"comma-separated, of {', '.join(MODELS)} (default the first two)")
-    p.add_argument("--precisions", help="comma-separated: off, bf16, fp16, each optionally +compile "
-                   "(default off,bf16,off+compile,bf16+compile)")
+    p.add_argument("--policies", help=f"comma-separated, of {', '.join(POLICIES)} (default both)")
+    p.add_argument("--precisions", help="comma-separated: off (fp32, TF32), ieee (fp32, no TF32), bf16, fp16, each "
+                   "optionally +compile (default off,bf16,off+compile,bf16+compile)")
+    p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                   help="augment eagerly, op by op (default: each step's augmentation replayed as a CUDA graph)")
     p.add_argument("--steps", type=int, help="steps per timed window (default 50; quick 2)")
     p.add_argument("--windows", type=int, help="timed windows per figure (default 5; quick 2)")
     p.add_argument("--warmup", type=int, help="untimed steps first (default 20; quick 1)")
     p.add_argument("--images", type=int, help="training images resident on the device (default 50000; quick 256)")
-    p.add_argument("--pack", help="trial counts to pack on one GPU, comma-separated (default 1,2,4; quick 1)")
+    p.add_argument("--pack", help="trial counts to pack on one GPU, comma-separated (default 1,2,4; quick 1; "
+                   "0: none)")
     p.add_argument("--pack-model", default=None, help="model/precision packed, e.g. wideresnet-28-2:bf16 "
                    "(default the first model at bf16; quick: at off)")
     p.add_argument("--sweep", default="sweeps/paper.yaml", help="sweep file whose GPU-hours are projected")
-    p.add_argument("--out", help="write the --step-times JSON of `sweep --dry-run` here")
+    p.add_argument("--out", help="write the --step-times JSON of `sweep --dry-run` here (after every measurement)")
     p.add_argument("--details", help="write every figure (windows, split, memory, packing, projection) here")
     p.add_argument("--packed-worker", help=argparse.SUPPRESS)  # internal: one packed trial's process
 
@@ -64,24 +73,31 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     pick = lambda v, full, quick: v if v is not None else (quick if q else full)  # noqa: E731
     models = (args.models or ("wideresnet-10-1" if q else "wideresnet-28-2,wideresnet-28-8")).split(",")
     precs = (args.precisions or ("off,bf16" if q else "off,bf16,off+compile,bf16+compile")).split(",")
+    policies = (args.policies or ",".join(POLICIES)).split(",")
     for m in models:
         if m not in MODELS:
             raise ConfigError(f"--models: unknown {m!r}; expected some of {', '.join(MODELS)}")
     for pr in precs:
         if pr.removesuffix("+compile") not in PRECISIONS:
-            raise ConfigError(f"--precisions: unknown {pr!r}; expected off, bf16 or fp16, optionally +compile")
-    return {"models": models, "precisions": precs, "steps": pick(args.steps, 50, 2),
+            raise ConfigError(f"--precisions: unknown {pr!r}; expected off, ieee, bf16 or fp16, optionally +compile")
+    for pol in policies:
+        if pol not in POLICIES:
+            raise ConfigError(f"--policies: unknown {pol!r}; expected some of {', '.join(POLICIES)}")
+    pack = [int(k) for k in (args.pack or ("1" if q else "1,2,4")).split(",") if int(k) > 0]
+    return {"models": models, "precisions": precs, "policies": policies, "steps": pick(args.steps, 50, 2),
             "windows": pick(args.windows, 5, 2), "warmup": pick(args.warmup, 20, 1),
             "images": pick(args.images, 50_000, 256), "batch": 8 if q else 64, "mu": 2 if q else 7,
-            "pack": [int(k) for k in (args.pack or ("1" if q else "1,2,4")).split(",")],
-            "pack_model": args.pack_model or f"{models[0]}:{'off' if q else 'bf16'}"}
+            "pack": pack, "pack_model": args.pack_model or f"{models[0]}:{'off' if q else 'bf16'}",
+            "cuda_graphs": getattr(args, "cuda_graphs", True)}
 
 
-def run_config(model: str, precision: str, s: dict[str, Any]) -> RunConfig:
+def run_config(model: str, precision: str, s: dict[str, Any], policy: str = "randaugment") -> RunConfig:
     ds, depth, width = MODELS[model]
+    amp = precision.removesuffix("+compile")
     return RunConfig(dataset=ds, num_labeled=400 if ds == "cifar100" else 40, depth=depth, width=width, seed=0,
-                     batch_size=s["batch"], mu=s["mu"], total_steps=10**7, amp=precision.removesuffix("+compile"),
-                     compile=precision.endswith("+compile"), aug_backend="tensor", num_workers=0)
+                     batch_size=s["batch"], mu=s["mu"], total_steps=10**7, amp="off" if amp == "ieee" else amp,
+                     tf32=amp != "ieee", compile=precision.endswith("+compile"), aug_backend="tensor",
+                     num_workers=0, policy=policy, cuda_graphs=s["cuda_graphs"])
 
 
 def synthetic_data(cfg: RunConfig, n: int):
@@ -117,25 +133,34 @@ def _summary(ms: list[float]) -> dict[str, Any]:
     return {"min": min(ms), "median": statistics.median(ms), "windows": ms}
 
 
-def measure(model: str, precision: str, s: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """One model at one precision: the loop, the split, evaluation, checkpoint and peak memory."""
-    from ..data.batched import EvalImages
-    from ..training.checkpoint import save_checkpoint
-    from ..training.engine import StepSums, Trainer, run_steps
+def _trainer(cfg: RunConfig, s: dict[str, Any], device: torch.device):
+    """A trial's trainer and batches on synthetic data (a learning policy's state on the device)."""
+    from ..data.policies import build_policy
+    from ..training.engine import Engine
     from ..training.loop import step_batches
 
-    cfg = run_config(model, precision, s)
     data = synthetic_data(cfg, s["images"])
+    policy = build_policy(cfg.policy, device)
+    trainer = Engine(cfg, device, num_unlabeled=len(data.train), policy=policy)
+    return trainer, step_batches(cfg, data, 0, device=device, policy=policy), data
+
+
+def measure(model: str, precision: str, s: dict[str, Any], device: torch.device,
+            policy: str = "randaugment") -> dict[str, Any]:
+    """One model at one precision with one policy: the loop, the split, evaluation, checkpoint, peak memory."""
+    from ..data.batched import EvalImages
+    from ..training.checkpoint import save_checkpoint
+    from ..training.engine import StepSums, run_steps
+
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    trainer = Trainer(cfg, device, num_unlabeled=len(data.train))
-    batches = step_batches(cfg, data, 0, device=device)
+    trainer, batches, data = _trainer(run_config(model, precision, s, policy), s, device)
     acc = StepSums(device)
-    run_steps(trainer, batches, s["warmup"], acc)  # cuDNN autotuning, compilation, lazy tables
+    run_steps(trainer, batches, s["warmup"], acc)  # cuDNN autotuning, compilation, lazy tables, graph capture
     loop = _windows(lambda: run_steps(trainer, batches, 1, acc), s["steps"], s["windows"], device)
     aug = _windows(lambda: next(batches), s["steps"], s["windows"], device)
-    fixed = next(batches)
+    fixed = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in next(batches).items()}
     model_ms = _windows(lambda: trainer.train_step(fixed), s["steps"], s["windows"], device)
     test = EvalImages(data.test, data.spec, device)
     eval_ms = _windows(lambda: (trainer.evaluate(test), trainer.evaluate(test, use_ema=False)), 1, 2, device)
@@ -143,28 +168,26 @@ def measure(model: str, precision: str, s: dict[str, Any], device: torch.device)
         ckpt_ms = _windows(lambda: save_checkpoint(tmp, trainer.state_dict()), 1, 2, device)
     per_eval = min(eval_ms) + min(ckpt_ms)  # an eval epoch ends with both evaluations and a checkpoint
     return {"loop_ms": _summary(loop), "aug_ms": _summary(aug), "step_on_fixed_batch_ms": _summary(model_ms),
-            "eval_ms": min(eval_ms), "checkpoint_ms": min(ckpt_ms),
+            "eval_ms": min(eval_ms), "checkpoint_ms": min(ckpt_ms), "precision": trainer.precision,
+            "cuda_graphs": bool(getattr(batches, "graphed", False)),
             "amortised_eval_checkpoint_ms_per_step": per_eval / PAPER_EVAL_STEP,
             "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
 
 
 def packed_worker(args: argparse.Namespace) -> int:
     """One of k packed trials: warm up, wait for the others (a ready file each), time, write ms/step."""
-    from ..training.engine import StepSums, Trainer, run_steps
-    from ..training.loop import step_batches
+    from ..training.engine import StepSums, run_steps
 
     s, device = _settings(args), torch.device(args.device)
     model, precision = s["pack_model"].split(":")
     folder, k = Path(args.packed_worker), s["pack"][0]
-    cfg = run_config(model, precision, s)
-    data = synthetic_data(cfg, s["images"])
-    trainer, acc = Trainer(cfg, device, num_unlabeled=len(data.train)), StepSums(device)
-    batches = step_batches(cfg, data, 0, device=device)
+    trainer, batches, _ = _trainer(run_config(model, precision, s), s, device)
+    acc = StepSums(device)
     run_steps(trainer, batches, s["warmup"], acc)
     _sync(device)
     me = folder / f"ready-{os.getpid()}"
     me.touch()
-    deadline = time.time() + 600
+    deadline = time.time() + PACK_WAIT_S
     while len(list(folder.glob("ready-*"))) < k and time.time() < deadline:
         time.sleep(0.01)
     ms = _windows(lambda: run_steps(trainer, batches, 1, acc), s["steps"] * s["windows"], 1, device)[0]
@@ -172,57 +195,110 @@ def packed_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+PACK_WAIT_S = 300  # a packed trial waits this long for the others to be ready
+
+
 def pack(k: int, args: argparse.Namespace, s: dict[str, Any]) -> dict[str, Any]:
-    """``k`` trial processes on one device at once: each one's ms/step and the summed steps/s."""
+    """``k`` trial processes on one device at once: each one's ms/step and the summed steps/s. A
+    process that fails stops the others (they would wait for it), and that is a RuntimeError."""
     with tempfile.TemporaryDirectory() as folder:
         base = [sys.executable, "-m", "fixmatch_ray.bench", "gpu", "--packed-worker", folder, "--device", args.device,
                 "--pack", str(k), "--pack-model", s["pack_model"], "--steps", str(s["steps"]),
                 "--windows", str(s["windows"]), "--warmup", str(s["warmup"]), "--images", str(s["images"])]
-        procs = [subprocess.Popen(base + (["--quick"] if args.quick else [])) for _ in range(k)]
+        base += ["--quick"] * bool(args.quick) + ["--no-cuda-graphs"] * (not s["cuda_graphs"])
+        logs = [Path(folder) / f"stderr-{i}.txt" for i in range(k)]
+        procs = [subprocess.Popen(base, stderr=log.open("w")) for log in logs]
+        while any(p.poll() is None for p in procs) and not any(p.poll() for p in procs):
+            time.sleep(0.2)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
         codes = [p.wait() for p in procs]
         if any(codes):
-            raise RuntimeError(f"a packed trial exited with {codes}")
+            failed = next(log for log, p in zip(logs, procs) if p.returncode)
+            why = (failed.read_text(errors="replace").strip().splitlines() or ["?"])[-1]
+            raise RuntimeError(f"a packed trial exited with {codes}: {why}")
         ms = [json.loads(f.read_text())["ms_per_step"] for f in Path(folder).glob("*.json")]
     return {"trials": k, "ms_per_step": ms, "steps_per_s": sum(1000 / m for m in ms)}
 
 
-def model_key(run: RunConfig) -> str:
-    """The step-time table's key (as ``launch/plan.py``): ``arch-depth-width``, ``-s``/``-c`` where needed."""
-    key = f"{run.arch}-{run.depth}-{run.width}"
-    if run.arch == "wideresnet" and run.scales not in (None, 3):
-        key += f"-s{run.scales}"
-    return key + (f"-c{run.cardinality}" if run.arch == "resnext" else "")
+def _print_measure(policy: str, model: str, prec: str, m: dict[str, Any]) -> None:
+    mem = f", peak {m['peak_memory_gib']:.2f} GiB" if m["peak_memory_gib"] is not None else ""
+    print(f"  {policy:<11} {model:<16} {prec:<13} loop {m['loop_ms']['median']:8.2f} ms/step "
+          f"(min {m['loop_ms']['min']:.2f}); augmentation {m['aug_ms']['median']:.2f}"
+          f"{' (graph)' if m['cuda_graphs'] else ''} + step {m['step_on_fixed_batch_ms']['median']:.2f}; "
+          f"eval+checkpoint {m['amortised_eval_checkpoint_ms_per_step']:.3f} ms/step amortised{mem}", flush=True)
 
 
-def project(sweep: str, table: dict[str, dict[str, float]], images_per_step: int) -> dict[str, Any]:
-    """GPU-hours of a sweep file: Σ trials × total_steps × ms/step (scaled by images per step);
-    trials whose model or precision was not measured are counted apart."""
-    hours, unknown = 0.0, []
-    for t in load_sweep(sweep).trials:
-        r = t.run
-        amp = "bf16" if r.amp == "auto" else r.amp
-        times = table.get(model_key(r), {})
-        ms = times.get(f"{amp}+compile" if r.compile else amp, times.get(amp))
-        if ms is None:
-            unknown.append(t.name)
-            continue
-        hours += r.total_steps * ms * r.batch_size * (1 + 2 * r.mu) / images_per_step / 3.6e6
-    return {"sweep": sweep, "gpu_hours": hours, "not_measured": unknown}
+def project(sweep: str, table: dict[str, Any]):
+    """The sweep plan's own GPU-hours of ``sweep`` with the measured ``table`` (the --step-times
+    document): the plan's lines, its total, and how many trials it had to estimate."""
+    from ..launch.plan import format_plan, make_plan
+    from ..perf.steptimes import StepTimes
+
+    times = StepTimes(table["step_ms"], table["card"], table["images_per_step"], True, table.get("card_memory_gib"))
+    spec = load_sweep(sweep)
+    plan = make_plan(spec, spec.max_concurrent_trials or 1, times)  # no cluster: the file's own request
+    estimated = sum(count for _, count, _, src in plan.rows if not src.startswith("measured"))
+    return {"sweep": sweep, "gpu_hours": plan.gpu_hours, "estimated_trials": estimated, "plan": format_plan(plan)}
 
 
-def _print(res: dict[str, Any]) -> None:
-    for model, by_prec in res["measured"].items():
-        for prec, m in by_prec.items():
-            mem = f", peak {m['peak_memory_gib']:.2f} GiB" if m["peak_memory_gib"] is not None else ""
-            print(f"  {model:<16} {prec:<13} loop {m['loop_ms']['median']:8.2f} ms/step (min {m['loop_ms']['min']:.2f}); "
-                  f"augmentation {m['aug_ms']['median']:.2f} + step {m['step_on_fixed_batch_ms']['median']:.2f}; "
-                  f"eval+checkpoint {m['amortised_eval_checkpoint_ms_per_step']:.3f} ms/step amortised{mem}")
-    for p in res["packing"]:
-        print(f"  {p['trials']} packed trial(s) of {res['settings']['pack_model']}: {p['steps_per_s']:.1f} steps/s in all")
-    pr = res["projection"]
-    if pr:
-        print(f"  {pr['sweep']}: {pr['gpu_hours']:.1f} GPU-hours of training steps"
-              + (f" ({len(pr['not_measured'])} trials not measured here)" if pr["not_measured"] else ""))
+def _one_line(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}".strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
+
+
+class Results:
+    """What the run has measured so far, written to ``--out`` / ``--details`` after every stage."""
+
+    def __init__(self, args: argparse.Namespace, s: dict[str, Any], card: str, memory: float | None):
+        self.args, self.s = args, s
+        self.table = {"card": card, "card_memory_gib": memory, "images_per_step": s["batch"] * (1 + 2 * s["mu"]),
+                      "step_ms": {}, "notes": []}
+        self.details = {"card": card, "settings": s, "measured": {}, "packing": [], "projection": None}
+
+    def note(self, what: str, e: BaseException) -> None:
+        line = f"{what}: failed ({_one_line(e)})"
+        self.table["notes"].append(line)
+        print(f"  {line}", file=sys.stderr, flush=True)
+
+    def add(self, policy: str, model: str, prec: str, m: dict[str, Any]) -> None:
+        self.details["measured"].setdefault(policy, {}).setdefault(model, {})[prec] = m
+        self.table["step_ms"].setdefault(policy, {}).setdefault(model, {})[prec] = m["loop_ms"]["median"]
+
+    def write(self) -> None:
+        from ..storage import atomic_write_bytes
+
+        self.details["notes"] = self.table["notes"]
+        if self.args.out and self.table["step_ms"]:
+            atomic_write_bytes(Path(self.args.out), json.dumps(self.table, indent=1).encode())
+        if self.args.details:
+            atomic_write_bytes(Path(self.args.details), json.dumps(self.details, indent=1).encode())
+
+
+def _stages(res: Results, args: argparse.Namespace, s: dict[str, Any], device: torch.device) -> None:
+    for policy in s["policies"]:
+        for model in s["models"]:
+            for prec in s["precisions"]:
+                try:
+                    m = measure(model, prec, s, device, policy)
+                except Exception as e:  # out of memory, a compile failure: noted, the rest goes on
+                    res.note(f"{policy} {model} {prec}", e)
+                else:
+                    res.add(policy, model, prec, m)
+                    _print_measure(policy, model, prec, m)
+                res.write()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the packed processes need the memory this one's allocator keeps
+    for k in s["pack"]:
+        try:
+            p = pack(k, args, s)
+        except Exception as e:
+            res.note(f"{k} packed trial(s) of {s['pack_model']}", e)
+            break  # more trials will not fit better
+        res.details["packing"].append(p)
+        print(f"  {k} packed trial(s) of {s['pack_model']}: {p['steps_per_s']:.1f} steps/s in all", flush=True)
+        res.write()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -241,16 +317,20 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"FixMatch step on {card}: batch {s['batch']} + {s['mu'] * s['batch']} x 2, {s['images']} images resident")
-    measured = {m: {p: measure(m, p, s, device) for p in s["precisions"]} for m in s["models"]}
-    images = s["batch"] * (1 + 2 * s["mu"])
-    table = {m: {p: r["loop_ms"]["median"] for p, r in by.items()} for m, by in measured.items()}
-    packing = [pack(k, args, s) for k in s["pack"]]
-    projection = project(args.sweep, table, images) if args.sweep and Path(args.sweep).is_file() else None
-    res = {"card": card, "settings": s, "measured": measured, "packing": packing, "projection": projection}
-    _print(res)
-    if args.out:
-        Path(args.out).write_text(json.dumps({"card": card, "images_per_step": images, "step_ms": table}, indent=1))
-    if args.details:
-        Path(args.details).write_text(json.dumps(res, indent=1))
-    return 0
+    memory = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
+    print(f"FixMatch step on {card}: batch {s['batch']} + {s['mu'] * s['batch']} x 2, {s['images']} images resident",
+          flush=True)
+    res = Results(args, s, card, memory)
+    _stages(res, args, s, device)
+    if args.sweep and Path(args.sweep).is_file() and res.table["step_ms"]:
+        try:
+            pr = project(args.sweep, res.table)
+        except ConfigError as e:  # e.g. a trial that does not fit this card's memory
+            res.note(f"projection of {args.sweep}", e)
+        else:
+            res.details["projection"] = pr
+            total = "unknown" if pr["gpu_hours"] is None else f"{pr['gpu_hours']:,.1f}"
+            print(f"  {pr['sweep']}: {total} GPU-hours of training steps by the sweep plan"
+                  + (f" ({pr['estimated_trials']} trials estimated, not measured here)" if pr["estimated_trials"] else ""))
+    res.write()
+    return 0 if res.table["step_ms"] else 1

@@ -5,7 +5,7 @@ from ..errors import ConfigError
 from .resources import Resources
 from .run import AMP_MODES, RunConfig
 from .strict import load_yaml
-from .sweep import SweepSpec, Trial, load_sweep, parse_sweep
+from .sweep import SweepSpec, TrialSpec, load_sweep, parse_sweep
 
-__all__ = ["AMP_MODES", "ConfigError", "Resources", "RunConfig", "SweepSpec", "Trial", "load_sweep", "load_yaml",
-           "parse_sweep"]
+__all__ = ["AMP_MODES", "ConfigError", "Resources", "RunConfig", "SweepSpec", "TrialSpec", "load_sweep",
+           "load_yaml", "parse_sweep"]

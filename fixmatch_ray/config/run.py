@@ -6,10 +6,9 @@ what would be right. The resolved config (seed drawn, dataset defaults filled) i
 run and checkpoint, so a run can always be re-created from its own files. Each field carries its
 ``train`` CLI flag and help (:mod:`.cli` builds the parser from them).
 
-The selected algorithm's own options (its ``Options`` dataclass: FixMatch's τ, λu, T...) are
-keys of the same flat mapping: :meth:`RunConfig.from_dict` gives the run config's keys to the
-run config and the algorithm's to its options, a key neither knows is an error listing both, and
-:meth:`RunConfig.to_dict` writes both back, so the record's resolved config holds every option.
+The selected algorithm's own options (its ``Options``: FixMatch's τ, λu, T...) are keys of the
+same flat mapping: :meth:`RunConfig.from_dict` gives each key to the config or the options (a key
+neither knows is an error listing both); :meth:`RunConfig.to_dict` writes both back.
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ import yaml
 from ..data.datasets import DATASETS
 from ..errors import ConfigError
 from .cli import opt
-from .datakeys import ALL_LABELS, check_data_keys, labels_arg
+from .datakeys import check_data_keys, labels_arg
 from .strict import check_types, from_mapping, keys_of, load_yaml, require
 
 ARCHS = ("wideresnet", "resnext")
@@ -105,10 +104,9 @@ class RunConfig:
     dataset: str = opt("cifar10", "dataset (default cifar10)", choices=dataset_names)
     data_dir: str = opt("data", "where datasets live / are downloaded (default ./data)")
     download: bool = opt(True, "never download datasets", flag="--no-download", action="store_false")
-    num_labeled: int | str = opt(4000, "labeled images (default 4000; all: every one), spread by the class "
-                                 "distribution (official rule); STL-10 a fold of 1000", type=labels_arg)
-    image_size: int | None = opt(None, "dataset folder: resize images to this side (default: their own size)")
-    val_size: int | None = opt(None, "hold out this many labeled training images for validation")
+    num_labeled: int | str = opt(4000, "labeled images (default 4000; all: every one); STL-10: 1000", type=labels_arg)
+    image_size: int | None = opt(None, "dataset folder: resize images to this side (default: their own)")
+    val_size: int | None = opt(None, "labeled training images held out for validation (default none)")
     expand_labels: bool = opt(False, "repeat labeled images to fill an epoch", action="store_true")
     arch: str = opt("wideresnet", "network (default wideresnet)", choices=ARCHS)
     depth: int | None = opt(None, "network depth (default: the reference's for the dataset)")
@@ -152,6 +150,12 @@ class RunConfig:
     aug_backend: str = opt("auto", "auto (default): tensor on a GPU, pil on the CPU; pil: per-image PIL on "
                            "data-loader processes (reference); tensor: batched on the device", choices=AUG_BACKENDS)
     compile: bool = opt(False, "torch.compile the model", action="store_true")
+    tf32: bool = opt(True, "CUDA: fp32 convolutions and matmuls on TF32 tensor cores (default on, PyTorch's own "
+                     "default for convolutions); --no-tf32: IEEE fp32, the official arithmetic, several times "
+                     "slower per convolution", action="bool")
+    cuda_graphs: bool = opt(True, "CUDA, aug_backend tensor: replay each step's augmentation as one captured "
+                            "CUDA graph (the same kernels and random stream as eager, without ~300-1,800 "
+                            "launches a step); off on the CPU", action="bool")
     num_workers: int = opt(4, "data-loading processes (default 4)")
     eval_batch_size: int = opt(512, "evaluation batch size (default 512)")
     device: str = opt("auto", "auto (default), cpu, cuda or cuda:N")
@@ -248,11 +252,8 @@ class RunConfig:
         """The views the algorithm's step needs of each image (:class:`~fixmatch_ray.algorithms.Views`)."""
         return algorithm_class(self.algorithm).views(self.options)
 
-    @property
-    def num_classes(self) -> int:  # of the run's spec (a folder dataset's is made from its files)
-        return self.dataset_spec.num_classes
-
     dataset_spec = property(lambda self: DATASETS[self.dataset].of_files(self.data_dir, self.image_size))
+    num_classes = property(lambda self: self.dataset_spec.num_classes)  # a folder dataset's: from its files
 
     @property
     def unlabeled_batch_size(self) -> int:

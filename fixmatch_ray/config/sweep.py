@@ -32,7 +32,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@=-]*$")
 
 
 @dataclass(frozen=True)
-class Trial:
+class TrialSpec:
+    """One trial as the sweep file defines it (a setting and a seed); Ray Tune's ``Trial`` runs it."""
+
     label: str  # the setting, e.g. "cifar10@40" or "digits@20 lambda_u=0.0"
     seed: int
     setting: dict[str, Any]  # the axis values that define the setting (seed excluded)
@@ -56,7 +58,7 @@ class SweepSpec:
     trial_retries: int = 2  # Tune: a trial whose Train run failed for good is started again
     worker_retries: int = 3  # Train: worker failures recovered inside one trial
     tracking: TrackingSpec = field(default_factory=TrackingSpec)  # MLflow / W&B besides TensorBoard
-    trials: tuple[Trial, ...] = field(default=(), metadata={"internal": True})  # expanded, not a file key
+    trials: tuple[TrialSpec, ...] = field(default=(), metadata={"internal": True})  # expanded, not a file key
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -104,14 +106,25 @@ def parse_sweep(doc: Any, where: str = "sweep", overrides: Mapping[str, Any] | N
     except ConfigError as e:
         msg = str(e)
         raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+    _refuse_device(spec, where)
     return dataclasses.replace(spec, trials=tuple(_expand(spec, where)))
+
+
+def _refuse_device(spec: SweepSpec, where: str) -> None:
+    """A run config's ``device`` has no meaning in a sweep: Ray Train gives each worker its device
+    (a GPU per ``resources.gpus_per_worker``, else the CPU), so the key would be silently ignored."""
+    places = [("base", spec.base), *((f"grid[{i}]", b) for i, b in enumerate(spec.grid)), ("axes", spec.axes)]
+    for name, block in places:
+        if "device" in block:
+            _fail(f"{where}: {name}.device", "a sweep's resources decide its trials' devices (Ray Train gives each "
+                  "worker a GPU when resources.gpus_per_worker > 0, else the CPU); remove 'device'")
 
 
 def _file_keys() -> list[str]:
     return [f.name for f in dataclasses.fields(SweepSpec) if not f.metadata.get("internal")]
 
 
-def _expand(spec: SweepSpec, where: str) -> list[Trial]:
+def _expand(spec: SweepSpec, where: str) -> list[TrialSpec]:
     trials, seen = [], set()
     for i, block in enumerate(spec.grid):
         bw = f"{where}: grid[{i}]"
@@ -133,7 +146,7 @@ def _expand(spec: SweepSpec, where: str) -> list[Trial]:
                 except ConfigError as e:
                     msg = str(e)
                     raise ConfigError(msg if msg.startswith(bw) else f"{bw}: {msg}") from None
-                trial = Trial(_label(setting), seed, setting, run)
+                trial = TrialSpec(_label(setting), seed, setting, run)
                 if trial.name in seen:
                     _fail(bw, f"setting {trial.label} seed {seed} appears twice in the grid")
                 seen.add(trial.name)
@@ -149,7 +162,7 @@ def _label(setting: dict[str, Any]) -> str:
 
 
 
-def _check_workers(spec: SweepSpec, trials: list[Trial], where: str) -> None:
+def _check_workers(spec: SweepSpec, trials: list[TrialSpec], where: str) -> None:
     for t in trials:
         try:
             spec.resources.check(t.run)

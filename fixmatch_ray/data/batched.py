@@ -14,6 +14,7 @@ import torch
 import numpy as np
 
 from .datasets import DatasetSpec, ImageData
+from .graphs import StepGraph, cuda_capture
 from .normalize import normalize
 from .policies.base import Policy, Rows, check_views
 from .policies.randaugment import MAGNITUDE
@@ -188,6 +189,11 @@ def device_generator(device: torch.device) -> torch.Generator:
     return torch.Generator(device=device)
 
 
+def graph_capture(fn, gen, *inputs):
+    """How a step's augmentation is captured (:func:`.graphs.cuda_capture`; tests swap it)."""
+    return cuda_capture(fn, gen, *inputs)
+
+
 def step_seed(seed: int, step: int) -> int:
     """The augmentation generator's seed at ``step`` (a resumed run continues the same stream)."""
     return int(np.random.SeedSequence([seed, 0xA06, step]).generate_state(1)[0])
@@ -202,11 +208,13 @@ class DeviceBatches:
     ``(seed, step)``, so a resumed run continues the same stream. Each rank augments only its
     slice of the global batch, drawing every random parameter for the whole batch from the same
     stream, so the samples do not depend on the number of workers and a rank does 1/G of the work.
-    Per step, no host list, no ``torch.tensor`` copy and no host sync.
+    Per step, no host list, no ``torch.tensor`` copy and no host sync. With ``cuda_graphs`` on a
+    CUDA device, the augmentation of a step is replayed as one captured graph (:mod:`.graphs`):
+    the same values; the batch's tensors are then fresh copies, as eager ones are.
     """
 
     def __init__(self, data: ImageData, sampler: StepBatchSampler, augmenter: BatchAugmenter, seed: int,
-                 device: torch.device, rank: int = 0, world_size: int = 1):
+                 device: torch.device, rank: int = 0, world_size: int = 1, cuda_graphs: bool = False):
         if sampler.b % world_size or sampler.ub % world_size:
             raise ValueError(f"batches of {sampler.b}/{sampler.ub} do not divide over {world_size} workers")
         self.sampler, self.augment, self.seed, self.device = sampler, augmenter, seed, device
@@ -220,6 +228,13 @@ class DeviceBatches:
         self.tables = (StreamTable(seed, LABELED, sampler.labeled_idx, device),
                        StreamTable(seed, UNLABELED, np.arange(sampler.num_unlabeled), device))
         self.rows = tuple(Rows(rank * b // world_size, (rank + 1) * b // world_size, b) for b in (sampler.b, sampler.ub))
+        # on CUDA, each step's augmentation replayed as one graph (same kernels, same draws: .graphs)
+        self.graph = StepGraph(self._augment, self.gen, graph_capture) if cuda_graphs and device.type == "cuda" else None
+
+    @property
+    def graphed(self) -> bool:
+        """Whether steps replay a captured CUDA graph (so far)."""
+        return self.graph is not None and self.graph.captured
 
     def __iter__(self) -> "DeviceBatches":
         return self
@@ -233,9 +248,16 @@ class DeviceBatches:
         if self.step >= self.total:
             raise StopIteration
         lb, ulb = self.indices(self.step)
-        rows_lb, rows_ulb = self.rows
-        self.gen.manual_seed(step_seed(self.seed, self.step))
+        seed = step_seed(self.seed, self.step)
         self.step += 1
+        if self.graph is not None:
+            return self.graph(seed, lb, ulb)
+        self.gen.manual_seed(seed)
+        return self._augment(lb, ulb)
+
+    def _augment(self, lb: torch.Tensor, ulb: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The step's views of items ``lb`` and ``ulb``, drawn from the (seeded) generator."""
+        rows_lb, rows_ulb = self.rows
         aug, store, gen = self.augment, self.store, self.gen
         labeled = aug.views(store, lb, gen, rows_lb, "labeled")  # labeled views first, then unlabeled
         unlabeled = aug.views(store, ulb, gen, rows_ulb, "unlabeled")

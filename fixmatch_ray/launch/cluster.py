@@ -1,22 +1,19 @@
-"""Cluster-side helpers of the driver: join or start Ray, the job's environment, storage paths,
-and the user-facing error behind a failed Train run.
+"""Cluster-side helpers of the driver: join or start Ray, the job's environment, and the
+user-facing error behind a failed Train run.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import signal
 import sys
+import tempfile
 from pathlib import Path
+from typing import Mapping
 
 from ..errors import UserError
-from ..storage import is_uri
-
-
-def normalize_storage(path: str | os.PathLike) -> str:
-    """URIs stay as they are; local paths become absolute (Ray requires it)."""
-    path = os.fspath(path)
-    return path if is_uri(path) else str(Path(path).expanduser().resolve())
+from .quiet import TRAIN_LOG_LEVEL_ENV, quiet_forwarded_output
 
 
 # Ray Train's controller polls workers every 2 s by default and each ray.train.report waits for
@@ -34,106 +31,13 @@ LOCAL_DRIVER_SLOTS = 1000
 TRIAL_DRIVER_CPU = 0.01  # what a trial's driver takes instead on a cluster without DRIVER_RESOURCE
 
 
+def trial_driver_request(have: Mapping[str, float]) -> dict[str, float]:
+    """What a sweep trial's driver holds on a cluster with resources ``have`` (no GPU): the driver
+    resource where the cluster has it, else a sliver of CPU."""
+    return {DRIVER_RESOURCE: 1} if have.get(DRIVER_RESOURCE, 0) > 0 else {"CPU": TRIAL_DRIVER_CPU}
+
+
 HEALTH_CHECK_DEFAULT_S = "0.2"
-
-
-# Ray Train's console level in the sweep's Train runs (controller and workers): WARNING unless
-# --verbose. Its session log files (logs/train/ray-train-sys-*.log) keep every level.
-TRAIN_LOG_LEVEL_ENV = "FIXMATCH_RAY_TRAIN_LOG_LEVEL"
-
-# Lines Ray's processes print that the driver would forward (``log_to_driver``) and that say nothing
-# a sweep's user can act on; they stay in the session's log files. Ray matches these against each
-# forwarded line (RAY_DEDUP_LOGS_SKIP_REGEX, read when ray is imported).
-KNOWN_NOISE = (
-    r"has constructor arguments in the object store",  # Train's PreemptionWatcher actor (core_worker.cc)
-    r"PYTHON worker processes have been started",  # raylet: start-up concurrency on small machines
-)
-
-
-def quiet_output(verbose: bool = False) -> None:
-    """Make a driver print only what matters; call before ``ray`` is imported.
-
-    Unless ``verbose`` (or the variable is already set): Ray Train logs warnings and errors only
-    (``ray.train.LoggingConfig`` of each Train run), forwarded lines matching :data:`KNOWN_NOISE`
-    are dropped, and Tune uses its classic console output, which prints nothing at ``verbose=0``
-    (the newer one prints its configuration box and a TensorBoard hint whatever the verbosity).
-    """
-    if verbose:
-        os.environ.setdefault(TRAIN_LOG_LEVEL_ENV, "INFO")
-        return
-    os.environ.setdefault(TRAIN_LOG_LEVEL_ENV, "WARNING")
-    os.environ.setdefault("RAY_DEDUP_LOGS_SKIP_REGEX", "|".join(KNOWN_NOISE))
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Ray 2.60 turns token authentication on for a local cluster and warns that it did, on every
-    # start. (Setting RAY_AUTH_MODE here instead would not do: a driver that has imported ray
-    # keeps the mode it read then, and its own new cluster would refuse it.)
-    logging.getLogger(AUTH_LOGGER).addFilter(_DropMessage(AUTH_ENABLED_NOTICE))
-    global _QUIET
-    _QUIET = True
-
-
-# Ray's own internal actors whose forwarded output a quiet driver drops (it stays in the session's
-# logs): Train's placement-group janitor, whose monitor thread dies with a traceback when the state
-# API is slow to answer (loaded machines); the sweep reaps orphaned placement groups itself.
-QUIET_ACTORS = frozenset({"PlacementGroupCleaner"})
-_QUIET = False
-
-
-def _drop_internal_actor_output() -> None:
-    """Drop forwarded lines of :data:`QUIET_ACTORS`. Ray has no public switch for one actor's
-    output, so this wraps the driver's two log deduplicators (they see each batch's actor name);
-    if a Ray version moves them, nothing is dropped."""
-    from ray._private import worker
-
-    for name in ("stdout_deduplicator", "stderr_deduplicator"):
-        dedup = getattr(worker, name, None)
-        inner = getattr(dedup, "deduplicate", None)
-        if inner is None or getattr(inner, "quiet_actors", False):
-            continue
-
-        def deduplicate(batch, inner=inner):
-            if batch.get("actor_name") in QUIET_ACTORS:
-                return []
-            lines = _without_sigterm_tracebacks(batch.get("lines", []))
-            return inner({**batch, "lines": lines}) if lines else []
-
-        deduplicate.quiet_actors = True  # type: ignore[attr-defined]
-        dedup.deduplicate = deduplicate
-
-
-def _without_sigterm_tracebacks(lines: list[str]) -> list[str]:
-    """``lines`` less each "Exception ignored in" traceback raised by Ray's worker SIGTERM handler:
-    a worker that Ray stops at the end of the job while Python runs a finaliser (a shutdown race
-    in a process whose work is done; seen in test runs here). Other tracebacks stay."""
-    out: list[str] = []
-    i = 0
-    while i < len(lines):
-        if lines[i].startswith("Exception ignored in"):
-            end = i + 1
-            while end < len(lines) and (lines[end].startswith(("Traceback", " ")) or not lines[end].strip()):
-                end += 1
-            end = min(end + 1, len(lines))  # and the exception's own line (SystemExit: 1)
-            if any(line.rstrip().endswith(", in sigterm_handler") for line in lines[i:end]):
-                i = end
-                continue
-        out.append(lines[i])
-        i += 1
-    return out
-
-
-AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
-AUTH_ENABLED_NOTICE = "Token authentication is enabled for this Ray cluster"
-
-
-class _DropMessage(logging.Filter):
-    """Drops log records whose message starts with ``prefix``."""
-
-    def __init__(self, prefix: str):
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.prefix)
 
 
 def job_env() -> dict[str, str]:
@@ -156,21 +60,35 @@ def ensure_ray(address: str | None = None, min_cpus: float = 1) -> None:
 
     if ray.is_initialized():
         return
-    if _QUIET:
-        _drop_internal_actor_output()
+    quiet_forwarded_output(ray._private.worker)  # private: the driver's log deduplicators (see .quiet)
     quiet = {"logging_level": logging.WARNING}  # Ray's start-up chatter would bury our output
     runtime_env = {"env_vars": job_env()}
     address = address or os.environ.get("RAY_ADDRESS") or recorded_cluster()
     if address:
         check_joinable(address)
         try:
-            ray.init(address=address, runtime_env=runtime_env, **quiet)
+            with _keep_sigterm_handler():
+                ray.init(address=address, runtime_env=runtime_env, **quiet)
         except ConnectionError as e:  # Ray's own, a traceback chained to its GCS client's
             raise ClusterError(f"could not join the Ray cluster at {address}: {e}") from None
         return
     cpus = max(os.cpu_count() or 1, int(min_cpus + 1.999))
-    ray.init(num_cpus=cpus, resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS}, dashboard_host="127.0.0.1",
-             include_dashboard=True, runtime_env=runtime_env, **quiet)
+    with _keep_sigterm_handler():
+        ray.init(num_cpus=cpus, resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS}, dashboard_host="127.0.0.1",
+                 include_dashboard=True, runtime_env=runtime_env, **quiet)
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler():
+    """A SIGTERM handler of the caller's own (the sweep's graceful stop) survives ``ray.init``, which
+    replaces it with ``sys.exit`` while its core worker's crash handler answers SIGTERM with a stack
+    dump and an abort (the driver died of SIGABRT instead of stopping its trials)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(previous):
+            signal.signal(signal.SIGTERM, previous)
 
 
 class ClusterError(UserError, RuntimeError):
@@ -236,28 +154,51 @@ def check_joinable(address: str) -> None:
         raise ClusterError(f"{address} is not a Ray head's GCS port (it accepts connections but not gRPC; the "
                            "dashboard's port 8265 is for `ray job submit`); give host:port of the GCS, 6379 unless "
                            "`ray start --head --port` chose another")
-    from ray._raylet import GcsClient  # private: the client ray.init itself builds first
-    from ray.exceptions import AuthenticationError
-
-    try:
-        with _stderr_to_devnull():  # its C++ logger would add a warning line of its own
-            GcsClient(address=address)
-    except AuthenticationError:
+    if _token_refused(address):
         raise ClusterError(
             f"the Ray cluster at {address} requires token authentication and refused this process's token "
             "(missing or not the cluster's); set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or "
             "RAY_AUTH_TOKEN_PATH) to the cluster's token"
-        ) from None
+        )
+
+
+def _token_refused(address: str) -> bool:
+    """Whether the GCS at ``address`` refuses this process's auth token, asked the way ``ray.init``
+    first does: through Ray's private ``ray._raylet.GcsClient`` (``tests/launch/test_ray_internals.py``
+    pins it). Anything else, a Ray without it included, is left for ``ray.init`` to report."""
+    try:
+        from ray._raylet import GcsClient
+        from ray.exceptions import AuthenticationError
+    except ImportError:
+        return False
+    try:
+        with _stderr_to_devnull():  # its C++ logger would add a warning line of its own
+            GcsClient(address=address)
+    except AuthenticationError:
+        return True
     except Exception:  # anything else: ray.init reports it
-        return
+        return False
+    return False
+
+
+def recorded_address_file() -> Path:
+    """Where ``ray start`` records a live cluster: Ray's own rule (its private
+    ``ray._common.utils.get_ray_address_file``), written here so that a dry run can look without
+    importing Ray; ``tests/launch/test_ray_internals.py`` checks it against the installed Ray's."""
+    env, linux = os.environ, sys.platform.startswith("linux")
+    if "RAY_TMPDIR" in env:
+        tmp = env["RAY_TMPDIR"]
+    elif linux and "TMPDIR" in env:
+        tmp = env["TMPDIR"]
+    else:
+        tmp = "/tmp" if linux or sys.platform.startswith("darwin") else tempfile.gettempdir()
+    return Path(tmp, "ray", "ray_current_cluster")
 
 
 def recorded_cluster() -> str | None:
     """The address of the cluster ``ray start`` recorded in Ray's temp dir, if it is running
     (with a one-line notice on stderr); None when none is recorded; ClusterError when it is dead."""
-    from ray._common.utils import get_ray_address_file  # where `ray start` records it (private, stable since 2.x)
-
-    path = get_ray_address_file(None)  # under $RAY_TMPDIR when set, else /tmp/ray
+    path = recorded_address_file()
     try:
         address = Path(path).read_text().strip()
     except OSError:
@@ -318,3 +259,10 @@ def cluster_resources() -> dict[str, float]:
     import ray
 
     return ray.cluster_resources()
+
+
+def free_resources() -> dict[str, float]:
+    """The joined cluster's resources that nothing holds now."""
+    import ray
+
+    return ray.available_resources()

@@ -49,6 +49,15 @@ class Interrupts:
         name = signal.Signals(signum).name
         print(f"\n{name} received: stopping the trials (records and checkpoints stay consistent); "
               "send it again to stop at once", file=sys.stderr, flush=True)
-        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        if not stop_tune():
             raise KeyboardInterrupt  # Tune is not running yet: nothing to stop gracefully
-        signal.raise_signal(signal.SIGUSR1)  # Tune's own graceful stop
+
+
+def stop_tune() -> bool:
+    """Ask a running ``Tuner.fit`` to stop gracefully, as its own SIGINT handler would: Tune installs
+    that handler on SIGUSR1 as well while it runs (undocumented; ``tests/launch/test_ray_internals.py``
+    pins it). False when no handler is installed: Tune is not running."""
+    if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        return False
+    signal.raise_signal(signal.SIGUSR1)
+    return True

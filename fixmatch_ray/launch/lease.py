@@ -29,8 +29,7 @@ from typing import Callable
 
 from ..errors import UserError
 from ..storage import Store
-
-LEASE_FILE = "lease.json"
+from ..storage.layout import LEASE_FILE
 HEARTBEAT_S = 15.0
 STALE_AFTER_S = 90.0
 
@@ -181,6 +180,24 @@ class Lease:
             return f"sent no heartbeat for {_secs(age)} (over {self.stale_after_s:g} s)"
         return None
 
+    def peek(self) -> str | None:
+        """What :meth:`acquire` would find, reading only (``sweep --dry-run``): None when the lease
+        is free, why its holder counts as dead when it would be taken over, :class:`LeaseHeld`
+        while a live driver holds it. Reads through pyarrow alone (no conditional-write backend)."""
+        data = self.store.read_bytes(self.name)
+        if data is None:
+            return None
+        rec = Holder.parse(data)
+        reason = self._dead(rec)
+        if reason is None:
+            raise self._held(rec)
+        return reason
+
+    def _held(self, rec: Holder) -> LeaseHeld:
+        return LeaseHeld(f"{self.store.uri()} is in use by another driver ({rec.describe()}); wait for it to "
+                         f"finish or stop it: its lease is taken over once its process is gone (same host) "
+                         f"or after {self.stale_after_s:g} s without a heartbeat")
+
     def acquire(self) -> str | None:
         """Take the lease; returns the takeover notice, or None if the lease was free.
         Raises :class:`LeaseHeld` while another driver holds it."""
@@ -197,10 +214,7 @@ class Lease:
             rec = Holder.parse(data)
             reason = self._dead(rec)
             if reason is None:
-                raise LeaseHeld(
-                    f"{self.store.uri()} is in use by another driver ({rec.describe()}); wait for it to "
-                    f"finish or stop it: its lease is taken over once its process is gone (same host) "
-                    f"or after {self.stale_after_s:g} s without a heartbeat")
+                raise self._held(rec)
             if self.store.replace_if_unchanged(self.name, mine.to_bytes(), token):
                 before = f" ({rec.describe()})" if rec else ""
                 return self._won(mine, f"taking over the lease on {self.store.uri()}: "

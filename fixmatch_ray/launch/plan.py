@@ -1,146 +1,40 @@
-"""A sweep's plan before the spend: trials, resources, how many run at once, GPU-hours, wall time.
+"""A sweep's plan before the spend: trials, resources, how many run at once, GPU-hours, wall time,
+the precision and GPU memory of each trial.
 
 ``python -m fixmatch_ray.sweep FILE --dry-run`` prints it after every check the sweep makes
 (nothing started, nothing written); every real sweep prints it at its head. No Ray here: the
 cluster's resources come through :mod:`.cluster`, only when one is reachable.
 
-Step times (ms per optimisation step of one trial on one whole GPU) come from ``--step-times FILE``
-(what ``bench gpu`` writes) or else :data:`DEFAULT_STEP_MS`, which are estimates, never
-measurements, and are printed as such. The step-time file::
-
-    {"card": "NVIDIA H100 80GB HBM3",        # the GPU the times were measured on (printed)
-     "images_per_step": 960,                 # optional: B*(1+2*mu) the times were measured at (960)
-     "step_ms": {"wideresnet-28-2": {"off": 5.8, "bf16": 4.9, "bf16+compile": 3.9},
-                 "wideresnet-28-8": {"off": 52.0, "bf16": 31.0}}}
-
-Model keys are ``arch-depth-width``, plus ``-s<scales>`` for a wideresnet that is not 3-stage and
-``-c<cardinality>`` for resnext (:func:`model_key`). Precision keys are ``off``, ``bf16``,
-``fp16``, optionally with ``+compile``; ``amp: auto`` looks up bf16 then fp16 (bf16 where the card
-has it), fp16 falls back to bf16. A model or precision the file lacks falls back to the defaults.
+Step times (ms per optimisation step of one trial) come from ``--step-times FILE`` (what ``bench
+gpu`` writes, :mod:`..perf.steptimes`) or else from the stated model of :mod:`..perf.estimate`,
+printed as an estimate with its basis. The card is the one measured, else the cluster's
+(``accelerator_type:`` resources), else ``--card``, else an H100 (said so). Where the card's memory
+is known (the step-time file's ``card_memory_gib``, a cluster's or ``--card``'s card), a trial that
+would not fit on it is refused.
 """
 from __future__ import annotations
 
 import heapq
-import json
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 from ..errors import ConfigError
-from .cluster import DRIVER_RESOURCE, TRIAL_DRIVER_CPU
+from ..perf.cards import CARDS, DEFAULT_CARD, Card, accelerator_card, find_card
+from ..perf.steptimes import (DEFAULTS, ESTIMATE, PRECISION_LABEL, StepTimes, load_step_times, model_key,  # noqa: F401
+                              step_time)
+from .cluster import trial_driver_request
 
 if TYPE_CHECKING:
     from ..config import SweepSpec
     from ..config.resources import Resources
-    from ..config.run import RunConfig
-
-REFERENCE_IMAGES = 64 * (1 + 2 * 7)  # B=64, mu=7: 64 labeled + 448 weak + 448 strong per step
-PRECISIONS = ("off", "bf16", "fp16")
-
-# Default ms/step on one H100, device augmentation (aug_backend: tensor), at REFERENCE_IMAGES:
-# ESTIMATES. The WRN figures are issue 15's targets, not measurements; bf16 is given no speed-up
-# over fp32 (cuDNN convolutions already run in TF32) until `bench gpu` says otherwise.
-DEFAULT_STEP_MS: dict[str, dict[str, float]] = {
-    "wideresnet-28-2": {"off": 6.0, "bf16": 6.0},
-    "wideresnet-28-8": {"off": 35.0, "bf16": 35.0},
-    # STL-10's net (96 px): 6.4 GFLOP/image forward, 0.96x WRN-28-8's 6.7, but its thin
-    # high-resolution layers are memory-bound: guessed 1.3x slower than WRN-28-8
-    "wideresnet-46-2-s5": {"off": 45.0, "bf16": 45.0},
-    # ResNeXt-29 4x4 (CIFAR-10/SVHN): 0.34 GFLOP/image, below WRN-28-2's 0.43: the same overhead-bound 6 ms
-    "resnext-29-4-c4": {"off": 6.0, "bf16": 6.0},
-    # ResNeXt-29 8x64 (CIFAR-100): 10.8 GFLOP/image, 1.6x WRN-28-8, in grouped convolutions that run
-    # below dense ones' rate: guessed 2x WRN-28-8
-    "resnext-29-64-c8": {"off": 70.0, "bf16": 70.0},
-}
-ESTIMATE = "estimate"
-ESTIMATE_LEGEND = ("estimate: issue 15's targets for one H100 (WRN-28-2 6 ms, WRN-28-8 35 ms) or labelled guesses, "
-                   "not measurements; measure with `python -m fixmatch_ray.bench gpu`, pass --step-times")
-
-
-@dataclass(frozen=True)
-class StepTimes:
-    """A step-time table: ms per step by model key and precision key."""
-
-    step_ms: Mapping[str, Mapping[str, float]]
-    card: str = "H100"
-    images_per_step: int = REFERENCE_IMAGES
-    measured: bool = False
-
-    @property
-    def source(self) -> str:
-        return f"measured on {self.card}" if self.measured else ESTIMATE
-
-
-DEFAULTS = StepTimes(DEFAULT_STEP_MS)
-
-
-def load_step_times(path: str | os.PathLike) -> StepTimes:
-    """Read a ``--step-times`` file (format above); any problem is one :class:`ConfigError` line."""
-    where = f"--step-times {os.fspath(path)}"
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"{where}: cannot read it ({e.strerror or e})") from None
-    except ValueError as e:
-        raise ConfigError(f"{where}: not JSON ({e}); expected {{\"card\": ..., \"step_ms\": {{model: {{amp: ms}}}}}}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("step_ms"), dict) or not doc["step_ms"]:
-        raise ConfigError(f"{where}: expected an object with a non-empty \"step_ms\": {{model: {{amp: ms}}}}, "
-                          "e.g. {\"card\": \"H100\", \"step_ms\": {\"wideresnet-28-2\": {\"off\": 6.0}}}")
-    unknown = set(doc) - {"card", "images_per_step", "step_ms"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected card, images_per_step, step_ms")
-    for model, times in doc["step_ms"].items():
-        if not isinstance(times, dict) or not times:
-            raise ConfigError(f"{where}: step_ms.{model}: expected {{amp: ms}}, e.g. {{\"off\": 6.0, \"bf16\": 4.5}}, got {times!r}")
-        for amp, ms in times.items():
-            if amp.removesuffix("+compile") not in PRECISIONS:
-                raise ConfigError(f"{where}: step_ms.{model}.{amp}: unknown precision; expected one of "
-                                  f"{', '.join(PRECISIONS)}, optionally with +compile")
-            if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not ms > 0 or not math.isfinite(ms):
-                raise ConfigError(f"{where}: step_ms.{model}.{amp}: expected milliseconds > 0, got {ms!r}")
-    images = doc.get("images_per_step", REFERENCE_IMAGES)
-    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
-        raise ConfigError(f"{where}: images_per_step: expected a positive integer, got {images!r}")
-    card = doc.get("card", "an unnamed card")
-    return StepTimes(doc["step_ms"], str(card), images, measured=True)
-
-
-def model_key(run: "RunConfig") -> str:
-    """The step-time table's key of a (resolved) run's network, e.g. ``wideresnet-28-2``."""
-    key = f"{run.arch}-{run.depth}-{run.width}"
-    if run.arch == "wideresnet" and run.scales not in (None, 3):
-        key += f"-s{run.scales}"
-    if run.arch == "resnext":
-        key += f"-c{run.cardinality}"
-    return key
-
-
-def _precisions(run: "RunConfig") -> list[str]:
-    amp = {"auto": ["bf16", "fp16"], "fp16": ["fp16", "bf16"]}.get(run.amp, [run.amp])
-    return [f"{a}+compile" for a in amp] * bool(run.compile) + amp
-
-
-def step_ms(run: "RunConfig", table: StepTimes) -> tuple[float, StepTimes] | None:
-    """ms per step of ``run`` on one whole GPU at its own batch (images per step scaled linearly
-    from the table's), with the table it came from: ``table``, else the defaults; None if neither has it."""
-    images = run.batch_size * (1 + 2 * run.mu)
-    for t in (table, DEFAULTS) if table is not DEFAULTS else (DEFAULTS,):
-        times = t.step_ms.get(model_key(run), {})
-        for amp in _precisions(run):
-            if amp in times:
-                return times[amp] * images / t.images_per_step, t
-    return None
-
 
 def trials_at_once(resources: "Resources", have: Mapping[str, float], autoscaling: bool = False) -> int:
     """How many trials fit the cluster's resources ``have`` at once; a request it cannot meet is a
     ConfigError (unless ``autoscaling``: nodes will come)."""
     r = resources
     per_worker = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker, **r.custom_per_worker}
-    # a trial's driver holds the driver resource where the cluster has it, else a sliver of CPU
-    driver_cpu = 0.0 if have.get(DRIVER_RESOURCE, 0) > 0 else TRIAL_DRIVER_CPU
+    driver_cpu = trial_driver_request(have).get("CPU", 0.0)
     fits = []
     for res, each in per_worker.items():
         amount = r.workers * each + (driver_cpu if res == "CPU" else 0.0)
@@ -182,20 +76,22 @@ class Plan:
     cluster: str  # where at_once comes from, one line
     per_trial: str
     gpu: bool
-    rows: list[tuple[str, int, float | None, str]] = field(default_factory=list)  # model, trials, h/trial, source
+    rows: list[tuple[str, int, float | None, str]] = field(default_factory=list)  # text, trials, h/trial, source
     gpu_hours: float | None = 0.0
     wall_hours: float | None = None
     notes: list[str] = field(default_factory=list)
+    card: Card = CARDS[DEFAULT_CARD]
+    card_from: str = "assumed"  # "measured", "cluster", "--card" or "assumed"
     labeled_sets: int | None = None  # distinct labeled sets where split_seed fixes them apart from the seed
 
 
-def make_plan(spec: "SweepSpec", have: Mapping[str, float] | None, table: StepTimes = DEFAULTS,
-              autoscaling: bool = False, cluster: str = "") -> Plan:
-    """The plan of ``spec`` on a cluster with resources ``have`` (None: none reachable, so the
-    file's own request is assumed: ``max_concurrent_trials`` trials at once, else one)."""
+def make_plan(spec: "SweepSpec", fits: int, table: StepTimes = DEFAULTS, cluster: str = "",
+              have: Mapping[str, float] | None = None, card: str | None = None) -> Plan:
+    """The plan of ``spec`` where ``fits`` trials fit at once (:func:`.preflight.check_capacity`,
+    from the cluster's resources ``have`` that ``cluster`` names; None: none reachable), with step
+    times from ``table`` and ``card`` (a name, e.g. ``A10G``) where nothing better says which GPU."""
     r = spec.resources
     n = len(spec.trials)
-    fits = trials_at_once(r, have, autoscaling) if have is not None else (spec.max_concurrent_trials or 1)
     at_once = min(spec.max_concurrent_trials or fits, n)
     ask = [f"{r.cpus_per_worker:g} CPU"] + [f"{r.gpus_per_worker:g} GPU"] * r.use_gpu
     ask += [f"{v:g} {k}" for k, v in r.custom_per_worker.items()]
@@ -206,34 +102,109 @@ def make_plan(spec: "SweepSpec", have: Mapping[str, float] | None, table: StepTi
     if not r.use_gpu:
         plan.notes.append("CPU training: 0 GPU-hours; wall time not estimated (no step-time table for CPUs)")
         return plan
+    plan.card, plan.card_from = _card(table, have, card)
     _estimate(plan, spec, table)
     return plan
 
 
+def _card(table: StepTimes, have: Mapping[str, float] | None, name: str | None) -> tuple[Card, str]:
+    """The GPU the plan is for, and where that came from."""
+    measured = find_card(table.card) if table.measured else None
+    if measured is not None:
+        return measured, "measured"
+    on_cluster = accelerator_card(dict(have)) if have else None
+    if on_cluster is not None:
+        return on_cluster, "cluster"
+    if name:
+        found = find_card(name)
+        if found is None:
+            raise ConfigError(f"--card {name}: unknown GPU; expected one of {', '.join(CARDS)}")
+        return found, "--card"
+    return CARDS[DEFAULT_CARD], "assumed"
+
+
+def _memory_limit(plan: Plan, table: StepTimes) -> float | None:
+    """GiB of one GPU when it is known (measured, a cluster's or --card's card), else None."""
+    if plan.card_from == "measured":
+        return table.card_memory_gib
+    return plan.card.memory_gib if plan.card_from in ("cluster", "--card") else None
+
+
 def _estimate(plan: Plan, spec: "SweepSpec", table: StepTimes) -> None:
+    from ..perf.estimate import basis, ddp_speedup, known, memory_gib
+
     r = spec.resources
-    share = r.workers * r.gpus_per_worker  # GPUs a trial holds; its speed is assumed proportional
+    per_gpu = max(1, math.floor(1 / r.gpus_per_worker + 1e-9)) if r.gpus_per_worker < 1 else 1  # trials sharing one
+    limit = _memory_limit(plan, table)
     rows: dict[tuple[str, float, str, int], list] = {}
     hours: list[float | None] = []
     for t in spec.trials:
-        found = step_ms(t.run, table)
-        label = f"{model_key(t.run)} amp {t.run.amp}{' compiled' if t.run.compile else ''}"
-        ms, source = (found[0], found[1].source) if found else (None, "no estimate: not in the table")
-        gpu_h = None if ms is None else t.run.total_steps * ms / 3.6e6
-        hours.append(None if gpu_h is None else gpu_h / share)
-        rows.setdefault((label, ms or 0.0, source, t.run.total_steps), [0, gpu_h])[0] += 1
-    plan.rows = [(f"{label}: {c} trials x {steps:,} steps at {f'{ms:.3g}' if ms else '?'} ms/step", c, h, src)
-                 for (label, ms, src, steps), (c, h) in rows.items()]
-    known = [h for h in hours if h is not None]
-    plan.gpu_hours = sum(h * share for h in known) if len(known) == len(hours) else None
-    plan.wall_hours = makespan(known, plan.at_once) if len(known) == len(hours) else None
+        run = t.run
+        found = step_time(run, table, r.workers, plan.card)
+        key = model_key(run)
+        prec = found.precision if found else "?"
+        label = f"{run.dataset} {key} {PRECISION_LABEL.get(prec.removesuffix('+compile'), run.amp)}"
+        label += f"{' compiled' if run.compile else ''} {run.policy}"
+        gpu_h = wall_h = None
+        if found is not None:
+            wall_h = run.total_steps * found.ms / 3.6e6 / r.gpus_per_worker
+            gpu_h = wall_h * r.workers * r.gpus_per_worker
+        hours.append(wall_h)
+        need = None
+        if known(key, run.policy):
+            need = memory_gib(key, prec, run.policy, run.batch_size * (1 + 2 * run.mu), run.dataset, r.workers) * per_gpu
+            if limit is not None and need > limit:
+                raise ConfigError(
+                    f"{t.name}: a trial needs ~{need:.1f} GiB of GPU memory ({key}, {PRECISION_LABEL.get(prec, prec)}, "
+                    f"{'%d trials a GPU, ' % per_gpu if per_gpu > 1 else ''}by the memory model) but the "
+                    f"{plan.card.name} has {limit:.1f} GiB; use a bigger GPU"
+                    f"{', amp: bf16' if prec.startswith(('off', 'ieee')) else ''}"
+                    f"{', fewer trials a GPU' if per_gpu > 1 else ''} or more DDP workers")
+        text = label + (f", ~{need:.1f} GiB a GPU" if need is not None else "")
+        source = found.source if found else "no estimate: no counts for this model"
+        rows.setdefault((text, found.ms if found else 0.0, source, run.total_steps), [0, gpu_h])[0] += 1
+    plan.rows = [(f"{text}: {c} trials x {steps:,} steps at {f'{ms:.3g}' if ms else '?'} ms/step", c, h, src)
+                 for (text, ms, src, steps), (c, h) in rows.items()]
+    complete = all(h is not None for h in hours)
+    plan.gpu_hours = sum(h * r.workers * r.gpus_per_worker for h in hours) if complete else None
+    plan.wall_hours = makespan(hours, plan.at_once) if complete else None
+    if any(src == ESTIMATE for *_, src in plan.rows):
+        plan.notes.append(basis(plan.card, spec.trials[0].run.cuda_graphs)
+                          + ("" if plan.card_from != "assumed" else "; the card is assumed (--card NAME for another)"))
     if r.workers > 1:
-        plan.notes.append(f"{r.workers} DDP workers a trial: assumed {r.workers}x faster than one GPU (ideal scaling)")
-    if share < 1:
-        plan.notes.append(f"a trial holds {share:g} GPU: assumed to run at {share:g} of a whole GPU's speed")
+        run = spec.trials[0].run
+        if known(model_key(run), run.policy):
+            speed = ddp_speedup(model_key(run), "off", run.policy, run.batch_size * (1 + 2 * run.mu), r.workers,
+                                plan.card, run.cuda_graphs)
+            plan.notes.append(f"{r.workers} DDP workers a trial: {model_key(run)} runs {speed:.1f}x as fast as on one "
+                              f"GPU by the DDP model (each rank launches every kernel), not {r.workers}x")
+    if r.gpus_per_worker < 1:
+        plan.notes.append(f"a trial holds {r.gpus_per_worker:g} GPU: assumed to run at {r.gpus_per_worker:g} of a "
+                          "whole GPU's speed")
     if pil := sum(t.run.aug_backend == "pil" for t in spec.trials):
         plan.notes.append(f"{pil} trials use aug_backend pil: the step times assume augmentation on the GPU "
-                          "(aug_backend: tensor); issue 15 puts the PIL path at ~45-50 ms/step with 7 loader processes")
+                          "(aug_backend: tensor); the PIL path caps a GPU at ~20-25 steps/s")
+    plan.notes += [f"measurement note: {n}" for n in table.notes]
+    _ieee_cost(plan, spec, table)
+
+
+def _ieee_cost(plan: Plan, spec: "SweepSpec", table: StepTimes) -> None:
+    """For trials in fp32 with TF32: what IEEE fp32 (``tf32: false``) would cost instead."""
+    tf32 = [t for t in spec.trials if t.run.amp == "off" and t.run.tf32]
+    if not tf32 or plan.gpu_hours is None:
+        return
+    r = spec.resources
+    now = alt = 0.0
+    for t in tf32:
+        a, b = step_time(t.run, table, r.workers, plan.card), step_time(t.run.replace(tf32=False), table, r.workers,
+                                                                       plan.card)
+        if a is None or b is None:
+            return
+        now += t.run.total_steps * a.ms * r.workers / 3.6e6
+        alt += t.run.total_steps * b.ms * r.workers / 3.6e6
+    plan.notes.append(f"precision: amp off runs fp32 with TF32 convolutions and matmuls (tf32: true, PyTorch's default "
+                      f"for convolutions); IEEE fp32 throughout (tf32: false, the official code's arithmetic) would "
+                      f"take {plan.gpu_hours - now + alt:,.1f} GPU-hours instead of {plan.gpu_hours:,.1f}")
 
 
 def format_plan(plan: Plan) -> list[str]:
@@ -248,10 +219,9 @@ def format_plan(plan: Plan) -> list[str]:
     if plan.gpu:
         total = "unknown (a model has no step time)" if plan.gpu_hours is None else f"{plan.gpu_hours:,.1f}"
         wall = "unknown" if plan.wall_hours is None else f"{plan.wall_hours:,.1f} h ({plan.wall_hours / 24:.1f} days)"
-        lines.append(f"GPU-hours: {total}; wall time: {wall} with {plan.at_once} trial{'s' * (plan.at_once > 1)} at once")
+        lines.append(f"GPU-hours: {total}; wall time: {wall} with {plan.at_once} trial{'s' * (plan.at_once > 1)} at once"
+                     f" on {plan.card.name}")
         lines.append("(training steps only: evaluation, checkpoints, start-up and retries not counted)")
-    if any(src == ESTIMATE for *_, src in plan.rows):
-        lines.append(ESTIMATE_LEGEND)
     lines += plan.notes
     return [f"[plan] {line}" for line in lines]
 

@@ -11,48 +11,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import logging
 import os
 import time
-from typing import Any
+from typing import Any, Mapping
 
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
-from ..config import Resources, RunConfig, SweepSpec, Trial
+from ..config import Resources, RunConfig, SweepSpec, TrialSpec
 from ..config.tracking import TrackingSpec
-from ..results.read import STATUS_FILE, TRAIN_DIR
-from ..storage import Store, is_uri, join, split_last
+from ..storage import Store, is_uri, join, local_path, split_last
+from ..storage.layout import STATUS_FILE, run_name, train_runs, trial_dirname, trial_id_of
 from ..tracking import TrackedRun
-from .cluster import (DRIVER_RESOURCE, TRAIN_LOG_LEVEL_ENV, TRIAL_DRIVER_CPU, cluster_resources,
-                      reap_orphan_placement_groups)
+from .cluster import reap_orphan_placement_groups, trial_driver_request
+from .quiet import TRAIN_LOG_LEVEL_ENV, drop_tune_notices
 from . import live
 from .worker import build_trainer, tracking_env
 
 
-class _DropTuneHints(logging.Filter):
-    """Tune's restore hint (``Tuner.restore(path=..., trainable=...)``) is wrong for this tool (the
-    same command resumes), and its interrupt lines repeat what the driver says itself."""
-
-    NOISE = ("Tuner.restore(", "Stop signal received", "Trials did not complete")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not any(n in record.getMessage() for n in self.NOISE)
-
-
-logging.getLogger("ray.tune.tune").addFilter(_DropTuneHints())
-
-
-class _DropMissingResultFiles(logging.Filter):
-    """Tune's closing warning that it found no ``result.json``/``progress.csv`` for any trial (13 lines
-    on the quick demo): those loggers are off on purpose (:func:`build_tuner`); the results are the
-    run records."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Failed to fetch metrics for")
-
-
-logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_DropMissingResultFiles())
+drop_tune_notices()  # in the driver, whatever --verbose says
 
 
 def run_trial(param: dict[str, Any], env: dict[str, str] | None = None) -> None:
@@ -65,10 +42,10 @@ def run_trial(param: dict[str, Any], env: dict[str, str] | None = None) -> None:
     ctx = tune.get_context()
     cfg = RunConfig.from_dict(config["run"])
     experiment = config["experiment"]
-    name = f"{config['name']}-{ctx.get_trial_id()}"  # deterministic: retries/restores resume
-    storage = join(experiment, TRAIN_DIR)
+    name = run_name(config["name"], ctx.get_trial_id())  # deterministic: retries/restores resume
+    storage = train_runs(experiment)
     tracked = TrackedRun(key=join(storage, name), name=config["name"], group=split_last(experiment)[1],
-                         local_dir=None if is_uri(experiment) else experiment)
+                         local_dir=None if is_uri(experiment) else local_path(experiment))
     trainer = build_trainer(
         cfg, Resources(**config["resources"]), storage, name,
         max_failures=config["worker_retries"], callbacks=[TuneReportCallback()],
@@ -79,7 +56,7 @@ def run_trial(param: dict[str, Any], env: dict[str, str] | None = None) -> None:
     trainer.fit()
 
 
-def trial_config(spec: SweepSpec, trial: Trial, experiment: str) -> dict[str, Any]:
+def trial_config(spec: SweepSpec, trial: TrialSpec, experiment: str) -> dict[str, Any]:
     r = spec.resources
     return {
         "name": trial.name, "label": trial.label, "seed": trial.seed, "setting": trial.setting,
@@ -139,7 +116,7 @@ class LiveProgress(tune.Callback):
 
 def trial_name(trial) -> str:
     """Readable, unique trial directory names: ``<setting>.s<seed>_<trial id>``."""
-    return f"{trial.config['trial']['name']}_{trial.trial_id}"
+    return trial_dirname(trial.config["trial"]["name"], trial.trial_id)
 
 
 def experiment_exists(experiment: str) -> bool:
@@ -147,17 +124,15 @@ def experiment_exists(experiment: str) -> bool:
     return tune.Tuner.can_restore(experiment)
 
 
-def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool):
-    """A new or restored Tuner over the sweep's trials."""
+def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool, have: Mapping[str, float]):
+    """A new or restored Tuner over the sweep's trials, on a cluster with resources ``have``."""
     # The run records are the results and each Train run writes its own TensorBoard events: Tune's
     # CSV and TensorBoard copies per trial (indexed by iteration, not step) would only add a second,
     # misleading run per trial to TensorBoard. Its JSON log stays: Tune's own result objects read it.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     experiment = spec.experiment_path()
-    # the trial driver holds no GPU: the driver resource where the cluster has it, else a sliver of CPU
-    has_driver_slots = cluster_resources().get(DRIVER_RESOURCE, 0) > 0
     trainable = tune.with_parameters(run_trial, env=tracking_env() if spec.tracking.enabled else {})
-    trainable = tune.with_resources(trainable, {DRIVER_RESOURCE: 1} if has_driver_slots else {"CPU": TRIAL_DRIVER_CPU})
+    trainable = tune.with_resources(trainable, trial_driver_request(have))
     if restore:
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
     param_space = {"trial": tune.grid_search([trial_config(spec, t, experiment) for t in spec.trials])}
@@ -176,14 +151,11 @@ def build_tuner(spec: SweepSpec, max_concurrent: int, restore: bool):
 
 
 def write_status(experiment: str, results) -> None:
-    """The driver's view of each trial after Tune's run, for ``report``: failed for good or not.
-
-    A trial's Train run is ``<trial name>-<trial id>`` (see :func:`run_trial`); its directory
-    under Tune is ``<trial name>_<trial id>``."""
+    """The driver's view of each trial after Tune's run, for ``report``: failed for good or not,
+    by Train run name (:mod:`fixmatch_ray.storage.layout`)."""
     runs = {}
     for r in results:
         name = r.config["trial"]["name"]
-        trial_id = r.path.rstrip("/").rsplit("_", 1)[-1]
-        runs[f"{name}-{trial_id}"] = "failed" if r.error is not None else "ended"
+        runs[run_name(name, trial_id_of(r.path, name))] = "failed" if r.error is not None else "ended"
     Store(experiment).write_bytes(STATUS_FILE, json.dumps({"runs": runs}, indent=1).encode())
 

@@ -7,14 +7,15 @@ Ray sink: each rank takes 1/G of every step's global batch, reports once per eva
 serialised and uploaded by Ray's upload thread (``CheckpointUploadMode.ASYNC``, one upload at a
 time, in report order) while training goes on; the run record is written by that upload, after
 the checkpoint is in storage (the guarantee is in :mod:`..training.record`). A restarted worker
-group resumes from ``ray.train.get_checkpoint()``.
+group resumes from ``ray.train.get_checkpoint()``. This module runs on the workers (and builds the
+``TorchTrainer``); the driver's side of ``train --ddp-workers`` is :mod:`.train_job`.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
+import posixpath
 import signal
 import tempfile
 import threading
@@ -24,32 +25,28 @@ from typing import Any, Callable
 import torch
 
 from ..config import Resources, RunConfig
-from ..storage import is_uri, join, split_last
+from ..storage import Store, is_uri, join, local_path, split_last
+from ..storage.layout import TB_DIR
+from ..config.strict import from_mapping
 from ..config.tracking import TrackingSpec
 from ..tracking import TrackedRun, tensorboard, trackers_for
 from ..training.checkpoint import candidates, load_checkpoint, load_state, save_checkpoint, snapshot_to_cpu
-from ..training.engine import Trainer, summarize
+from ..training.engine import Engine, run_finished, summarize
 from ..training.loop import Ranks, run_training
 from ..training.record import read_record, record_doc, save_record, write_record
 from ..training.sinks import Sink, TrackerSink, checkpoint_due
-from .cluster import ensure_ray, normalize_storage, user_error
+from .quiet import quiet_train_logs
 
-TB_DIR = "tensorboard"
 CHECKPOINTS_KEPT = 3  # a corrupt latest one still leaves older ones to resume from
 
-
-def _quiet_train_logs() -> None:
-    """Ray Train logs two INFO lines per report from every rank (the metrics dict, the checkpoint
-    path); the sweep's progress table says it better. Private module paths: best effort."""
-    names = ["ray.train.v2._internal.execution.storage"]
-    try:
-        import ray.train.v2._internal.execution.context as train_context  # logs under its file path
-
-        names.append(train_context.__file__)
-    except ImportError:
-        pass
-    for name in names:
-        logging.getLogger(name).setLevel(logging.WARNING)
+# Nothing waits forever. Ray Train's controller waits 60 s for a run's workers to be placed, then
+# retries without limit (FailureConfig.controller_failure_limit = -1): a run that asks for more
+# than the cluster has would hang. Here each try waits START_TIMEOUT_S (long enough for an
+# autoscaler to add a GPU node) and a run gives up after START_TRIES tries; a user's own
+# RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S wins (Ray passes it on from the process that calls fit()).
+START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+START_TIMEOUT_S = 300
+START_TRIES = 3
 
 
 UPLOAD_MODES = ("async", "sync")
@@ -72,15 +69,15 @@ class RaySink(Sink):
         self.uploaded = threading.Event()
         self.uploaded.set()
 
-    def start(self, trainer: Trainer) -> None:
+    def start(self, trainer: Engine) -> None:
         if self.rank == 0:
-            write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial)
-        if trainer.step >= trainer.cfg.total_steps and trainer.history:
+            write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial, trainer.precision)
+        if run_finished(trainer.step, trainer.cfg.total_steps) and trainer.history:
             # Restored at its very end (the driver died between the last checkpoint and Tune seeing
             # the report): report the final result again, or Tune's last row would stay one behind.
             self.epoch(trainer.history[-1], trainer)
 
-    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+    def epoch(self, record: dict[str, Any], trainer: Engine) -> None:
         import ray.train
 
         metrics = {**record, **summarize(trainer.history)}
@@ -90,7 +87,7 @@ class RaySink(Sink):
         checkpoint = upload_fn = None
         if self.rank == 0:
             self.uploaded.wait()
-            doc = record_doc(trainer.cfg.to_dict(), list(trainer.history), self.trial)
+            doc = record_doc(trainer.cfg.to_dict(), list(trainer.history), self.trial, trainer.precision)
             state = trainer.state_dict()  # sync: serialised before training goes on; async: copied
             checkpoint = ray.train.Checkpoint.from_directory(tempfile.mkdtemp(prefix="fixmatch-checkpoint-"))
             upload_fn = self._upload(snapshot_to_cpu(state) if self.upload == "async" else state, doc)
@@ -105,15 +102,13 @@ class RaySink(Sink):
             raise
 
     def _upload(self, state: dict[str, Any], doc: dict[str, Any]) -> Callable:
-        import ray.train
-
-        storage, run_dir, done = ray.train.get_context().get_storage(), self.run_dir, self.uploaded
+        persist, run_dir, done = persister(self.run_dir), self.run_dir, self.uploaded
 
         def upload(checkpoint, dir_name: str):
             """In Ray's upload thread (or within a sync report): write, upload, then the record."""
             try:
                 save_checkpoint(checkpoint.path, state)
-                persisted = storage.persist_current_checkpoint(checkpoint, dir_name)
+                persisted = persist(checkpoint, dir_name)
                 save_record(run_dir, doc)
                 return persisted
             finally:
@@ -122,9 +117,29 @@ class RaySink(Sink):
         return upload
 
 
+def persister(run_dir: str) -> Callable[[Any, str], Any]:
+    """How an upload function persists a checkpoint folder as ``<run_dir>/<dir_name>``, called in
+    the training thread: Ray Train's own copy, ``get_context().get_storage().persist_current_checkpoint``
+    (a DeveloperAPI, "may change without notice between minor versions"; ``tests/launch/test_ray_internals.py``
+    pins it), else the same copy through :class:`~fixmatch_ray.storage.Store`."""
+    import ray.train
+
+    storage = getattr(ray.train.get_context(), "get_storage", lambda: None)()
+    persist = getattr(storage, "persist_current_checkpoint", None)
+    if persist is not None:
+        return persist
+
+    def copy(checkpoint, dir_name: str):
+        store = Store(run_dir)
+        store.upload_dir(checkpoint.path, dir_name)
+        return ray.train.Checkpoint(posixpath.join(store.path, dir_name), filesystem=store.fs)
+
+    return copy
+
+
 class KillAfterReport(Sink):
-    """Fault injection for tests (``fault={"kill_after_epoch": E, "marker": path}`` of
-    :func:`build_trainer`): rank 0 SIGKILLs its own process the instant the report of evaluation E
+    """Fault injection for tests (``fault={"kill_after_epoch": E, "marker": path}`` in the loop's
+    config, :func:`run_loop_config`): rank 0 SIGKILLs its own process the instant the report of evaluation E
     returns, once (the marker file says it happened). Just before, it writes what storage held:
     the record's step and the steps of the complete checkpoints."""
 
@@ -133,7 +148,7 @@ class KillAfterReport(Sink):
     def __init__(self, epoch: int, marker: str, run_dir: str):
         self.kill_epoch, self.marker, self.run_dir = epoch, Path(marker), run_dir
 
-    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+    def epoch(self, record: dict[str, Any], trainer: Engine) -> None:
         if record["epoch"] != self.kill_epoch or self.marker.exists():
             return
         rec = read_record(self.run_dir)
@@ -155,7 +170,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from ..algorithms import LOCAL, TorchCollective
 
-    _quiet_train_logs()
+    quiet_train_logs()
     cfg = RunConfig.from_dict(config["run"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -205,10 +220,6 @@ def build_trainer(
     tracked: TrackedRun | None = None,
     env: dict[str, str] | None = None,
     log_level: str = "INFO",
-    upload: str = "async",
-    fault: dict[str, Any] | None = None,
-    loop: Callable[[dict[str, Any]], None] | None = None,
-    loop_config: dict[str, Any] | None = None,
 ):
     """A ``TorchTrainer`` for one run, stored under ``storage_path/name``.
 
@@ -218,59 +229,48 @@ def build_trainer(
     its last part), with the tracker settings ``env`` (default this process's
     :func:`tracking_env`). ``log_level`` is Ray Train's console level (its controller and
     workers); its session log files keep all.
-    ``upload``: how checkpoints are uploaded (``async`` or ``sync``, :class:`RaySink`); ``fault``:
-    tests' fault injection (:class:`KillAfterReport`); ``loop`` with ``loop_config``: another
-    loop function, given ``run_dir`` and ``loop_config`` (``bench ray``).
     """
+    resources.check(cfg)
+    config = run_loop_config(cfg, join(storage_path, name), trial, tracking, tracked, env)
+    return torch_trainer(train_loop_per_worker, config, resources, storage_path, name, max_failures, callbacks,
+                         log_level)
+
+
+def run_loop_config(cfg: RunConfig, run_dir: str, trial: dict[str, Any] | None = None,
+                    tracking: TrackingSpec | None = None, tracked: TrackedRun | None = None,
+                    env: dict[str, str] | None = None) -> dict[str, Any]:
+    """:func:`train_loop_per_worker`'s config for one run (:func:`build_trainer`'s arguments). Tests
+    and benchmarks add their hooks: ``upload`` (``async`` or ``sync``, :class:`RaySink`), ``fault``
+    (:class:`KillAfterReport`)."""
+    tracked = tracked or TrackedRun(run_dir, split_last(run_dir)[1],
+                                    local_dir=None if is_uri(run_dir) else local_path(run_dir))
+    tracking = tracking if tracking is not None and tracking.enabled else None
+    return {"run": cfg.to_dict(), "run_dir": run_dir, "trial": trial,
+            "tracking": tracking.to_dict() if tracking else None, "tracked": dataclasses.asdict(tracked),
+            "tracking_env": (tracking_env() if env is None else env) if tracking else None}
+
+
+def torch_trainer(loop: Callable[[dict[str, Any]], None], config: dict[str, Any], resources: Resources,
+                  storage_path: str, name: str, max_failures: int = 3, callbacks: list | None = None,
+                  log_level: str = "INFO"):
+    """The ``TorchTrainer`` of :func:`build_trainer` over any loop function (``bench``'s own, or
+    :func:`train_loop_per_worker` with a test's hooks in ``config``)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    resources.check(cfg)
-    run_dir = join(storage_path, name)
-    tracked = tracked or TrackedRun(run_dir, name, local_dir=None if is_uri(run_dir) else run_dir)
-    tracking = tracking if tracking is not None and tracking.enabled else None
-    config = {"run": cfg.to_dict(), "run_dir": run_dir, "trial": trial, "upload": upload, "fault": fault,
-              "tracking": tracking.to_dict() if tracking else None, "tracked": dataclasses.asdict(tracked),
-              "tracking_env": (tracking_env() if env is None else env) if tracking else None}
+    os.environ.setdefault(START_TIMEOUT_ENV, str(START_TIMEOUT_S))
     return TorchTrainer(
-        loop or train_loop_per_worker,
-        train_loop_config={**config, **(loop_config or {})},
+        loop,
+        train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers, use_gpu=resources.use_gpu,
             resources_per_worker=resources.per_worker(),
         ),
         run_config=ray.train.RunConfig(
             name=name, storage_path=storage_path,
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures,
+                                                   controller_failure_limit=START_TRIES - 1),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
             callbacks=callbacks, logging_config=ray.train.LoggingConfig(log_level=log_level),
         ),
     )
-
-
-def run_ray(cfg: RunConfig, resources: Resources, max_failures: int = 3,
-            address: str | None = None, tracking: TrackingSpec | None = None) -> dict[str, Any]:
-    """Run ``cfg`` as a Ray Train job stored at ``cfg.out`` (a directory or URI); its summary.
-
-    Re-running with the same ``out`` continues from the run's latest checkpoint.
-    """
-    import ray.train
-
-    resources.check(cfg)
-    out = normalize_storage(cfg.out)
-    storage, name = split_last(out)
-    ensure_ray(address, min_cpus=resources.workers * resources.cpus_per_worker)
-    trainer = build_trainer(cfg.replace(out=out), resources, storage, name, max_failures, tracking=tracking)
-    try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as err:
-        cause = user_error(err)
-        if cause is not None:
-            raise cause from None
-        raise
-    record = read_record(out)
-    if record is None:  # the record follows the checkpoint; rebuild it if the run ended in between
-        with result.checkpoint.as_directory() as d:
-            state, _ = load_checkpoint(d)
-        record = write_record(out, cfg.to_dict(), state["history"])
-    return record["summary"]

@@ -5,10 +5,9 @@ import tempfile
 from typing import Any
 
 from ..storage import Store
+from ..storage.layout import HPARAMS_DIR
 from .aggregate import algorithm_options
 from .read import TrialResult
-
-HPARAMS_DIR = "hparams"
 
 
 # the run-config keys shown (a key whose value is None, e.g. beta1 under SGD, is left out), then

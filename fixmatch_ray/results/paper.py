@@ -2,7 +2,7 @@
 (algorithm, augmentation policy, dataset, labels): no paper number where the paper has none.
 
 Source: Table 2 of "FixMatch: Simplifying Semi-Supervised Learning with Consistency and Confidence"
-(arXiv 2001.07685, NeurIPS 2020), rows "FixMatch (RA)" and "FixMatch (CTA)", as issue 14 lists them.
+(arXiv 2001.07685, NeurIPS 2020), rows "FixMatch (RA)" and "FixMatch (CTA)".
 The paper's own text could not be opened from here; every cell was checked against secondary
 sources that quote the table (public summaries of the paper giving all 20 cells, and the STL-10
 accuracies 94.83 % CTA / 92.02 % RA on Papers with Code, i.e. 5.17 / 7.98 % error): all agree.

@@ -8,9 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ..storage.layout import ACC_PLOT, CURVE_PLOT
 from .read import TrialResult
-
-ACC_PLOT = "acc_vs_step.png"  # EMA test accuracy; each training metric gets <record name>_vs_step.png
 
 
 def curve_plots(trials: list[TrialResult]) -> dict[str, tuple[str, str]]:
@@ -18,7 +17,7 @@ def curve_plots(trials: list[TrialResult]) -> dict[str, tuple[str, str]]:
     algorithms report, under its record name (``train_mask_vs_step.png``...)."""
     plots = {ACC_PLOT: ("test_acc", "EMA test accuracy (%)")}
     for key in train_metrics(trials):
-        plots[f"{key}_vs_step.png"] = (key, key)
+        plots[CURVE_PLOT.format(metric=key)] = (key, key)
     return plots
 
 

@@ -12,10 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..storage import Store, join
+from ..storage.layout import STATUS_FILE, train_runs
 from ..training.record import read_record
-
-TRAIN_DIR = "train"  # Train runs (checkpoints, TensorBoard, records) live under <experiment>/train/
-STATUS_FILE = "trials.json"  # the sweep driver's view of each trial: {run name: status}
 
 
 @dataclass
@@ -45,7 +43,7 @@ def read_status(experiment: str) -> dict[str, str]:
 
 def read_trials(experiment: str) -> list[TrialResult]:
     """Every trial of an experiment (directory or URI) that has a run record, sorted by setting and seed."""
-    runs = join(experiment, TRAIN_DIR)
+    runs = train_runs(experiment)
     status = read_status(experiment)
     out = []
     for run in Store(runs).subdirs():

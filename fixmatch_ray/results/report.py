@@ -21,14 +21,13 @@ from typing import Any, Sequence
 
 from ..storage import Store
 from ..storage import split_last
+from ..storage.layout import ABLATION_PLOT, results_file
 from .aggregate import METRICS, ablation, aggregate, pooled, train_metrics_table
 from .figures import confusion_by_setting, confusion_file, figures_markdown, figures_table, plot_confusion
 from .hparams import write_hparams
 from .plots import plot_ablation, plot_curves
 from .read import read_trials
 from .render import ablation_markdown, latex, markdown, to_csv, train_metrics_markdown
-
-ABLATION_PLOT = "ablation.png"  # error vs the axis the settings differ in (one per sweep file)
 
 
 def report_experiment(experiment: str, include_unfinished: bool = False, plots: bool = True,
@@ -50,8 +49,8 @@ def report_experiment(experiment: str, include_unfinished: bool = False, plots: 
            "settings": rows, "pooled": sets, "ablation": view, "train_metrics": train, "figures": figures,
            "trials": [{"name": t.name, "setting": t.label, "seed": t.seed, "status": t.status,
                        "step": t.final.get("step", 0), **{m: t.final.get(m) for m in METRICS}} for t in trials]}
-    outputs = {"results.md": md, "results.csv": to_csv(rows, sets), "results.json": json.dumps(doc, indent=1, allow_nan=True),
-               "results.tex": latex(rows)}
+    outputs = {results_file("md"): md, results_file("csv"): to_csv(rows, sets),
+               results_file("json"): json.dumps(doc, indent=1, allow_nan=True), results_file("tex"): latex(rows)}
     for name, text in outputs.items():
         store.write_bytes(name, text.encode())
     if plots and trials:

@@ -29,13 +29,30 @@ class StorageError(UserError, ValueError):
 
 
 def is_uri(path: str | os.PathLike) -> bool:
-    return bool(_SCHEME.match(os.fspath(path)))
+    """Whether ``path`` names remote storage (``s3://``, ``gs://``, any scheme pyarrow opens) rather
+    than this machine's files. The one local-or-remote test: a plain path and a ``file://`` URI
+    are local (False)."""
+    path = os.fspath(path)
+    return bool(_SCHEME.match(path)) and not path.startswith("file://")
+
+
+def local_path(path: str | os.PathLike) -> str:
+    """The filesystem path of a local location: a plain path as it is, a ``file://`` URI without
+    its scheme (percent-decoded). Call it only where :func:`is_uri` is False."""
+    path = os.fspath(path)
+    return unquote(path[len("file://"):]) if path.startswith("file://") else path
+
+
+def normalize_storage(path: str | os.PathLike) -> str:
+    """Remote URIs stay as they are; local locations (``file://`` too) become absolute plain paths
+    (Ray requires it, and trials run in other working directories)."""
+    return os.fspath(path) if is_uri(path) else str(Path(local_path(path)).expanduser().resolve())
 
 
 def join(root: str | os.PathLike, *parts: str) -> str:
     """``root`` with path parts appended; a URI's query string stays at the end."""
     root = os.fspath(root)
-    base, sep, query = root.partition("?") if is_uri(root) else (root, "", "")
+    base, sep, query = root.partition("?") if _SCHEME.match(root) else (root, "", "")
     tail = [p.strip("/") for p in parts if p.strip("/")]
     if not tail:
         return root
@@ -48,7 +65,7 @@ def split_last(root: str | os.PathLike) -> tuple[str, str]:
     """``(parent, name)`` of a local path or a URI, the query string kept on the parent:
     ``s3://b/x/run?scheme=http`` -> ``("s3://b/x?scheme=http", "run")``."""
     root = os.fspath(root)
-    base, sep, query = root.partition("?") if is_uri(root) else (root, "", "")
+    base, sep, query = root.partition("?") if _SCHEME.match(root) else (root, "", "")
     parent, _, name = base.rstrip("/").rpartition("/")
     return parent + sep + query, name
 
@@ -109,14 +126,13 @@ class Store:
 
     def __init__(self, root: str | os.PathLike):
         self.root = os.fspath(root).rstrip("/") or os.fspath(root)
-        self.remote = is_uri(self.root) and not self.root.startswith("file://")
+        self.remote = is_uri(self.root)
         if self.remote:
             self.fs, self.path = open_filesystem(self.root)
         else:
             import pyarrow.fs
 
-            local = self.root[len("file://"):] if self.root.startswith("file://") else self.root
-            self.fs, self.path = pyarrow.fs.LocalFileSystem(), os.path.abspath(unquote(local) or ".")
+            self.fs, self.path = pyarrow.fs.LocalFileSystem(), os.path.abspath(local_path(self.root) or ".")
         self._cond = None
 
     def uri(self, rel: str = "") -> str:

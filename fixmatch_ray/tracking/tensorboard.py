@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
+from ..storage import is_uri, local_path
 from .base import Tracker, record_scalars
 
 
@@ -25,11 +26,11 @@ class TensorBoardTracker(Tracker):
         from torch.utils.tensorboard import SummaryWriter
 
         logdir = os.fspath(logdir)
-        if "://" in logdir:
+        if is_uri(logdir):
             import tempfile
 
             self.remote, logdir = logdir, tempfile.mkdtemp(prefix="fixmatch_tb_")
-        self.writer = SummaryWriter(log_dir=logdir)
+        self.writer = SummaryWriter(log_dir=local_path(logdir))
 
     def log_metrics(self, record: Mapping[str, Any], step: int) -> None:
         if self.writer is None:

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from ..config.cli import opt
 from ..config.strict import Options, require
 from ..errors import ConfigError
+from ..storage import is_uri, local_path
 from .base import TrackedRun, Tracker, metrics_of, summary_of
 
 WANDB_MODES = ("offline", "online")
@@ -37,7 +38,7 @@ class WandbOptions(Options):
     def check(self) -> None:
         require(bool(self.project and self.project.strip()), "project: required: the W&B project the runs go to")
         require(self.mode in WANDB_MODES, f"mode: expected one of {', '.join(WANDB_MODES)}, got {self.mode!r}")
-        require(self.dir is None or "://" not in self.dir,
+        require(self.dir is None or not is_uri(self.dir),
                 f"dir: {self.dir!r} must be a local directory (W&B writes its files there)")
 
 
@@ -85,7 +86,7 @@ class WandbTracker(Tracker):
         super().__init__(options, run)
         o, where = options, options.dir or run.local_dir
         self.init_args = {"project": o.project, "mode": o.mode, "entity": o.entity, "group": o.group or run.group,
-                          "tags": list(o.tags), "dir": os.path.abspath(where) if where else None, "name": run.name,
+                          "tags": list(o.tags), "dir": os.path.abspath(local_path(where)) if where else None, "name": run.name,
                           "id": run_id(run.key)}
         self.wandb_run = None
 

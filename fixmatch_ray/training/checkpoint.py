@@ -16,9 +16,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..storage import atomic_write_bytes
-
-LATEST = "checkpoint.pt"
-PREVIOUS = "checkpoint.prev.pt"
+from ..storage.layout import CHECKPOINT, PREVIOUS_CHECKPOINT, RAY_CHECKPOINTS
 
 
 def snapshot_to_cpu(obj: Any) -> Any:
@@ -38,9 +36,9 @@ def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any]) -> Path
     directory = Path(directory)
     buf = io.BytesIO()
     torch.save(state, buf)
-    latest = directory / LATEST
+    latest = directory / CHECKPOINT
     if latest.exists():
-        os.replace(latest, directory / PREVIOUS)
+        os.replace(latest, directory / PREVIOUS_CHECKPOINT)
     atomic_write_bytes(latest, buf.getvalue())
     return latest
 
@@ -66,8 +64,8 @@ def candidates(directory: str | os.PathLike) -> list[Path]:
     ``checkpoint_<timestamp>/checkpoint.pt`` folders (names sort by time).
     """
     directory = Path(directory)
-    files = [directory / LATEST, directory / PREVIOUS]
-    files += sorted(directory.glob(f"checkpoint_*/{LATEST}"), key=lambda p: p.parent.name, reverse=True)
+    files = [directory / CHECKPOINT, directory / PREVIOUS_CHECKPOINT]
+    files += sorted(directory.glob(f"{RAY_CHECKPOINTS}/{CHECKPOINT}"), key=lambda p: p.parent.name, reverse=True)
     return [f for f in files if f.is_file()]
 
 

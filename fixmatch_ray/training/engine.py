@@ -22,6 +22,7 @@ from ..errors import NonFiniteLossError
 from ..models import build_model
 from .evaluation import evaluate_model, record_figures, strip_last_only
 from .optim import ModelEMA, build_optimizer, lr_at, set_lr
+from .precision import amp_dtype, precision_name, set_precision  # noqa: F401  (amp_dtype: the engine's API)
 
 STEP_KEYS = ("x_lb", "y_lb", "x_ulb", "idx_ulb")  # what a step's batch must carry (x_*: one tensor per view)
 MEDIAN_OF_LAST = 20  # the paper's number: median test accuracy of the last 20 evaluations
@@ -39,18 +40,7 @@ def schedule_lr(cfg: RunConfig, step: int) -> float:
     return lr_at(step, cfg.lr, cfg.total_steps, int(cfg.warmup), schedule=cfg.lr_schedule, lr_end=lr_end)
 
 
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``mode``: ``auto`` is bf16 where supported, fp16 on older GPUs."""
-    if mode == "off":
-        return None
-    if mode == "auto":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            return torch.float16
-        return torch.bfloat16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
-
-
-class Trainer:
+class Engine:
     """Model, EMA, optimiser, grad scaler, the algorithm (and the augmentation policy, when it
     learns) of one run, and the step counter."""
 
@@ -71,6 +61,7 @@ class Trainer:
             net = build_model(cfg.arch, cfg.num_classes, cfg.depth, cfg.width, cfg.cardinality,
                               bn_momentum=cfg.bn_momentum, scales=cfg.scales)
         self.net = net.to(device, memory_format=torch.channels_last)
+        set_precision(cfg, device)
         if device.type == "cuda":  # fixed shapes every step: let cuDNN pick its fastest kernels once
             torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
         self.model = wrap(self.net) if wrap else self.net  # e.g. DistributedDataParallel
@@ -84,6 +75,7 @@ class Trainer:
         context = Context(cfg.num_classes, num_unlabeled, device, cfg.total_steps, labeled_distribution)
         self.algorithm = build_algorithm(cfg.algorithm, cfg.options, context)
         self.dtype = amp_dtype(cfg.amp, device)
+        self.precision = precision_name(cfg, device, self.dtype)  # the run record's "precision"
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.step = 0
         self.history: list[dict[str, Any]] = []
@@ -181,13 +173,20 @@ class Trainer:
             # the CPU state is kept: restoring per-device states breaks on a node with fewer GPUs.
             "rng": {"torch": torch.get_rng_state()},
             "config": self.cfg.to_dict(),
+            "precision": self.precision,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["model"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
+        # load_state_dict takes every hyper-parameter of the saved groups, the saved device's
+        # fused/foreach kernels included (a CPU checkpoint would run foreach SGD on a GPU, which fails
+        # under fp16's GradScaler): keep the ones build_optimizer chose for this device.
+        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, chosen in zip(self.optimizer.param_groups, kernels):
+            group.update(chosen)
         # A scaler's state exists only under fp16; a run resumed on a card with another precision
         # (bf16 <-> fp16) starts a fresh scale instead of failing on an empty state.
         if self.scaler.is_enabled() and state.get("scaler"):
@@ -197,7 +196,16 @@ class Trainer:
             self.policy.load_state_dict(state.get("policy", {}))
         self.step = int(state["step"])
         self.history = list(state["history"])
+        before = state.get("precision")
+        if before and before != self.precision and self.step > 0:  # resumed on another device or card
+            self.precision = f"{self.precision} (steps before {self.step}: {before})"
         torch.set_rng_state(state["rng"]["torch"])
+
+
+def run_finished(step: int, total_steps: int) -> bool:
+    """Whether a run at ``step`` has trained to its end: the one test of "finished" (the loop's
+    end, the last checkpoint, the record's flag, the trackers' summary, a restore at the end)."""
+    return step >= total_steps
 
 
 def _to(x: torch.Tensor | list[torch.Tensor], device: torch.device) -> Any:
@@ -224,7 +232,7 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def fit(
-    trainer: Trainer,
+    trainer: Engine,
     batches: Iterator[dict[str, torch.Tensor]],
     test: Any,
     on_epoch: Callable[[dict[str, Any]], None] = lambda record: None,
@@ -241,7 +249,7 @@ def fit(
     collective combines the ranks' epoch sums and NaN flags, so every rank reports and stops alike.
     """
     cfg = trainer.cfg
-    while trainer.step < cfg.total_steps:
+    while not run_finished(trainer.step, cfg.total_steps):
         start = trainer.step
         end = min((start // cfg.eval_step + 1) * cfg.eval_step, cfg.total_steps)
         tic = time.perf_counter()
@@ -284,7 +292,7 @@ class StepSums:
         self.bad_step = torch.where(first_bad, torch.full_like(self.bad_step, step), self.bad_step)
 
 
-def run_steps(trainer: Trainer, batches: Iterator[dict[str, torch.Tensor]], n: int, acc: StepSums) -> None:
+def run_steps(trainer: Engine, batches: Iterator[dict[str, torch.Tensor]], n: int, acc: StepSums) -> None:
     """``n`` steps: the per-step path (batch, step, EMA, bookkeeping). It never reads a value
     back to the host; ``tests/test_fake_cuda.py`` runs it on a fake CUDA device to keep it so."""
     for _ in range(n):
@@ -295,7 +303,7 @@ def run_steps(trainer: Trainer, batches: Iterator[dict[str, torch.Tensor]], n: i
         acc.add(step, loss, metrics)
 
 
-def _train_epoch(trainer: Trainer, batches: Iterator[dict[str, torch.Tensor]], end: int,
+def _train_epoch(trainer: Engine, batches: Iterator[dict[str, torch.Tensor]], end: int,
                  progress: Callable[[int, dict[str, float]], None] | None,
                  check_every: int) -> tuple[list[str], torch.Tensor, int]:
     """Steps up to ``end``, read back every ``check_every`` steps and at the end; the metric names,
@@ -309,7 +317,7 @@ def _train_epoch(trainer: Trainer, batches: Iterator[dict[str, torch.Tensor]], e
     return acc.names, acc.sums, acc.images
 
 
-def _epoch_record(trainer: Trainer, names: list[str], sums: torch.Tensor, local_images: int, steps: int,
+def _epoch_record(trainer: Engine, names: list[str], sums: torch.Tensor, local_images: int, steps: int,
                   seconds: float) -> dict[str, Any]:
     """The epoch's means over all ranks and steps, and its throughput."""
     cfg, collective = trainer.cfg, trainer.collective

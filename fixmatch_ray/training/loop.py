@@ -25,8 +25,9 @@ from ..data.sampling import StepBatchSampler, train_loader
 from ..data.splits import expand_labeled
 from ..data.validation import hold_out
 from ..errors import ConfigError
+from ..storage.layout import CONFIG_FILE
 from ..tracking import Tracker, tensorboard
-from .engine import Trainer, fit, resolve_device, summarize
+from .engine import Engine, fit, resolve_device, summarize
 from .sinks import CheckpointSink, ProgressSink, RecordSink, Sink, TrackerSink
 
 
@@ -109,7 +110,8 @@ def step_batches(
                                    cfg.seed, start_step, cfg.total_steps)
         augmenter = BatchAugmenter(data.spec.mean, data.spec.std, flip=data.spec.flip, policy=policy,
                                    labeled=views.labeled, unlabeled=views.unlabeled)
-        return DeviceBatches(data.train, sampler, augmenter, cfg.seed, device or torch.device("cpu"), rank, world_size)
+        return DeviceBatches(data.train, sampler, augmenter, cfg.seed, device or torch.device("cpu"), rank, world_size,
+                             cuda_graphs=cfg.cuda_graphs)
     loader = train_loader(
         data.train, data.spec, data.labeled_idx,
         batch_size=cfg.batch_size, ulb_batch_size=cfg.unlabeled_batch_size, seed=cfg.seed,
@@ -140,7 +142,7 @@ def sinks_for(sinks: Sequence[Sink], ranks: Ranks) -> list[Sink]:
 
 def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ranks: Ranks = Ranks(),
                  state: dict[str, Any] | None = None, data: RunData | None = None,
-                 wrap: Callable[[nn.Module], nn.Module] | None = None) -> Trainer:
+                 wrap: Callable[[nn.Module], nn.Module] | None = None) -> Engine:
     """Train ``cfg`` (from ``state`` when given) to its last step, feeding ``sinks``.
 
     ``aug_backend: auto`` is resolved for ``device`` here: the trainer, its checkpoints and the run
@@ -148,8 +150,8 @@ def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ra
     cfg = cfg.replace(aug_backend=cfg.aug_backend_for(device.type))
     data = data or load_run_data(cfg)
     policy = build_policy(cfg.policy, device, cfg.strong_aug)
-    trainer = Trainer(cfg, device, wrap, num_unlabeled=len(data.train), collective=ranks.collective, policy=policy,
-                      labeled_distribution=labeled_distribution(data, cfg.num_classes))
+    trainer = Engine(cfg, device, wrap, num_unlabeled=len(data.train), collective=ranks.collective, policy=policy,
+                     labeled_distribution=labeled_distribution(data, cfg.num_classes))
     if state is not None:
         trainer.load_state_dict(state)
     sinks = sinks_for(sinks, ranks)
@@ -186,7 +188,7 @@ def run_local(cfg: RunConfig, state: dict[str, Any] | None = None, progress: boo
     cfg = cfg.replace(aug_backend=cfg.aug_backend_for(device.type))
     data = load_run_data(cfg)  # before anything is written: a bad dataset leaves no directory
     out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
+    cfg.save(out / CONFIG_FILE)
     sinks = [CheckpointSink(out), RecordSink(str(out)), TrackerSink(lambda: tensorboard(str(out))),
              *(TrackerSink(lambda t=t: t) for t in trackers), ProgressSink(progress)]
     trainer = run_training(cfg, device, sinks, state=state, data=data)

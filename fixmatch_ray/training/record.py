@@ -1,8 +1,8 @@
 """The project's own record of a run: its whole evaluation history, next to its checkpoints.
 
 One JSON document (``metrics.json`` in the run's directory, a local path or a URI): the resolved
-config (with every option of its algorithm), the dataset (classes, size, normalisation), every
-evaluation's row (step, accuracies, the
+config (with every option of its algorithm), the precision its math ran in (and on which device),
+the dataset (classes, size, normalisation), every evaluation's row (step, accuracies, the
 algorithm's metrics as ``train_<name>``, lr, images/s, wall time),
 the summary (median of the last 20 evaluations...) and whether the run finished. Results are read
 from here, never from logs or Tune's files.
@@ -23,18 +23,21 @@ import json
 from typing import Any
 
 from ..storage import Store
-from .engine import summarize
-
-RECORD_FILE = "metrics.json"
+from ..storage.layout import RECORD_FILE
+from .engine import run_finished, summarize
 
 
 def record_doc(config: dict[str, Any], history: list[dict[str, Any]],
-               trial: dict[str, Any] | None = None) -> dict[str, Any]:
+               trial: dict[str, Any] | None = None, precision: str | None = None) -> dict[str, Any]:
     """The record of a run with this config and evaluation history; ``trial`` says which sweep
-    trial the run is (name, label, seed, setting), None for a single run."""
+    trial the run is (name, label, seed, setting), None for a single run; ``precision`` what its
+    math ran in, on which device (:func:`.engine.precision_name`, e.g. ``fp32 (TF32 convolutions
+    and matmuls) on cuda (NVIDIA H100 80GB HBM3)``, ``bf16 autocast on ...``, ``fp32 (CPU)``; a
+    run resumed elsewhere adds what the steps before ran in)."""
     step = history[-1]["step"] if history else 0
-    return {"config": config, "trial": trial, "dataset": describe_dataset(config), "summary": summarize(history),
-            "step": step, "finished": step >= config["total_steps"], "history": history}
+    return {"config": config, "trial": trial, "precision": precision, "dataset": describe_dataset(config),
+            "summary": summarize(history), "step": step, "finished": run_finished(step, config["total_steps"]),
+            "history": history}
 
 
 def describe_dataset(config: dict[str, Any]) -> dict[str, Any]:
@@ -47,9 +50,9 @@ def describe_dataset(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_record(run_dir: str, config: dict[str, Any], history: list[dict[str, Any]],
-                 trial: dict[str, Any] | None = None) -> dict[str, Any]:
+                 trial: dict[str, Any] | None = None, precision: str | None = None) -> dict[str, Any]:
     """Write the record atomically (temp file + rename locally, one PUT on object stores)."""
-    return save_record(run_dir, record_doc(config, history, trial))
+    return save_record(run_dir, record_doc(config, history, trial, precision))
 
 
 def save_record(run_dir: str, doc: dict[str, Any]) -> dict[str, Any]:

@@ -15,29 +15,29 @@ from ..algorithms import metric_key
 from ..progress.eta import Eta, duration
 from ..tracking import Tracker
 from .checkpoint import save_checkpoint
-from .engine import Trainer, summarize
+from .engine import Engine, run_finished, summarize
 from .record import write_record
 
 
 class Sink:
     chief_only = False
 
-    def start(self, trainer: Trainer) -> None:
+    def start(self, trainer: Engine) -> None:
         """Before the first step (``trainer.step`` > 0 when restored)."""
 
     def progress(self, step: int, means: dict[str, float]) -> None:
         """Every few steps: the epoch's running means of the algorithm's metrics."""
 
-    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+    def epoch(self, record: dict[str, Any], trainer: Engine) -> None:
         """After each evaluation, in the order the sinks were given."""
 
     def close(self) -> None:
         """The run ended, failed or was interrupted."""
 
 
-def checkpoint_due(trainer: Trainer) -> bool:
+def checkpoint_due(trainer: Engine) -> bool:
     """Whether this evaluation saves a checkpoint: every ``checkpoint_every`` evaluations, and the last."""
-    return len(trainer.history) % trainer.cfg.checkpoint_every == 0 or trainer.step >= trainer.cfg.total_steps
+    return len(trainer.history) % trainer.cfg.checkpoint_every == 0 or run_finished(trainer.step, trainer.cfg.total_steps)
 
 
 class CheckpointSink(Sink):
@@ -48,7 +48,7 @@ class CheckpointSink(Sink):
     def __init__(self, out: str | Path):
         self.out = out
 
-    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+    def epoch(self, record: dict[str, Any], trainer: Engine) -> None:
         if checkpoint_due(trainer):
             save_checkpoint(self.out, trainer.state_dict())
 
@@ -62,12 +62,12 @@ class RecordSink(Sink):
     def __init__(self, run_dir: str, trial: dict[str, Any] | None = None):
         self.run_dir, self.trial = run_dir, trial
 
-    def start(self, trainer: Trainer) -> None:
-        write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial)
+    def start(self, trainer: Engine) -> None:
+        write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial, trainer.precision)
 
-    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+    def epoch(self, record: dict[str, Any], trainer: Engine) -> None:
         if checkpoint_due(trainer):
-            write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial)
+            write_record(self.run_dir, trainer.cfg.to_dict(), trainer.history, self.trial, trainer.precision)
 
 
 class TrackerSink(Sink):
@@ -81,20 +81,20 @@ class TrackerSink(Sink):
     def __init__(self, make: Callable[[], Tracker], params: dict[str, Any] | None = None):
         self.make, self.params, self.tracker, self.trainer = make, dict(params or {}), None, None
 
-    def start(self, trainer: Trainer) -> None:
+    def start(self, trainer: Engine) -> None:
         self.trainer, self.tracker = trainer, self.make()
         self.tracker.log_config({**trainer.cfg.to_dict(), **self.params})
         if trainer.history:  # resumed: a crash between saving the checkpoint and logging its own
             last = trainer.history[-1]  # evaluation lost that point; log it again (same step, same values)
             self.tracker.log_metrics(last, last["step"])
 
-    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+    def epoch(self, record: dict[str, Any], trainer: Engine) -> None:
         self.tracker.log_metrics(record, record["step"])
 
     def close(self) -> None:
         if self.tracker is None:
             return
-        if self.trainer.step >= self.trainer.cfg.total_steps:
+        if run_finished(self.trainer.step, self.trainer.cfg.total_steps):
             self.tracker.log_summary(summarize(self.trainer.history))
         self.tracker.close()
 
@@ -135,7 +135,7 @@ class ProgressSink(Sink):
     def __init__(self, enabled: bool = True, clock: Callable[[], float] = time.time):
         self.enabled, self.bar, self.clock, self.eta = enabled, None, clock, None
 
-    def start(self, trainer: Trainer) -> None:
+    def start(self, trainer: Engine) -> None:
         self.eta = Eta(slots=1)
         self.eta.add(self.RUN, trainer.cfg.total_steps, done_steps=trainer.step)  # restored steps: not throughput
         self.eta.start(self.RUN, self.clock())
@@ -148,7 +148,7 @@ class ProgressSink(Sink):
         self.bar.update(step - self.bar.n)
         self.bar.set_postfix({metric_key(k): f"{v:.3f}" for k, v in means.items()})
 
-    def epoch(self, record: dict[str, Any], trainer: Trainer) -> None:
+    def epoch(self, record: dict[str, Any], trainer: Engine) -> None:
         self.bar.write(format_record(record, trainer.cfg.total_steps), file=sys.stderr)
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ for STL-10 (0.4467, 0.4398, 0.4066) / (0.2603, 0.2566, 0.2713), widely used in P
 cannot be recomputed offline here (``svhn.channel_mean_std`` does it from the real files). The
 official code does not whiten (see ``svhn``), so they only fix the scale of the input.
 
-Memory of the batched path's resident crop store (``batch_augment.CropStore``) for the 105,000
+Memory of the batched path's resident crop store (:class:`fixmatch_ray.data.batched.CropStore`) for the 105,000
 training images: 105,000 × 96 × 96 × 3 = 2,903,040,000 bytes (2.70 GiB) as they are; tabulated,
 its 2·(2·12+1) = 50 column variants would take 145,152,000,000 bytes (135.2 GiB). The 6 GiB limit
 keeps the untabulated store (2.70 GiB; crops gather columns).

@@ -56,7 +56,7 @@ def rate_offsets() -> dict[str, list[int]]:
 
 
 N_RATES = sum(sum(b) for b in OPS.values())
-Policy = list[tuple[str, tuple[float, ...]]]  # [(op name, parameter values in [0, 1)), ...]
+ChosenOps = list[tuple[str, tuple[float, ...]]]  # [(op name, parameter values in [0, 1)), ...]
 
 
 # ---- the 19 ops: PIL in, PIL out, parameters in [0, 1) ------------------------------------------
@@ -146,7 +146,7 @@ OP_FUNCS = {
 }
 
 
-def apply(img: Image.Image, policy: Policy, rng: np.random.Generator) -> Image.Image:
+def apply(img: Image.Image, policy: ChosenOps, rng: np.random.Generator) -> Image.Image:
     """Apply ``policy`` in order; ``rng`` only feeds cutout's centre (the other ops are deterministic)."""
     for name, params in policy:
         if name not in OPS or len(params) != len(OPS[name]):
@@ -173,7 +173,7 @@ class CTAugment:
         p[p < self.threshold] = 0
         return p
 
-    def policy(self, rng: np.random.Generator, probe: bool) -> Policy:
+    def policy(self, rng: np.random.Generator, probe: bool) -> ChosenOps:
         """``depth`` ops, each uniform over the 19 (with replacement), with their parameters.
 
         Draw order per op, as the official code: the op, then one U[0, 1) per parameter, then (not
@@ -183,7 +183,7 @@ class CTAugment:
         (zeroed bins have empty intervals and are never drawn). ``Generator.choice`` does the same
         with one ``rng.random()``.
         """
-        out: Policy = []
+        out: ChosenOps = []
         for _ in range(self.depth):
             name = OP_NAMES[int(rng.integers(len(OP_NAMES)))]
             r = rng.random(len(OPS[name]))
@@ -198,7 +198,7 @@ class CTAugment:
             out.append((name, tuple(values)))
         return out
 
-    def update(self, policy: Policy, proximity: float) -> None:
+    def update(self, policy: ChosenOps, proximity: float) -> None:
         """For every (op, value) of a probe's policy, in order: bin = int(v·nbins·0.999),
         rate = decay·rate + (1 − decay)·proximity (repeated bins compound, in order)."""
         for name, params in policy:
@@ -234,7 +234,7 @@ def strong_augment(img: Image.Image, cta: CTAugment, rng: np.random.Generator, f
     return cutout(img, 1.0, rng)
 
 
-def probe(img: Image.Image, cta: CTAugment, rng: np.random.Generator) -> tuple[Image.Image, Policy]:
+def probe(img: Image.Image, cta: CTAugment, rng: np.random.Generator) -> tuple[Image.Image, ChosenOps]:
     """A probe of an (already weakly augmented) labeled image: uniform ops and parameters, no cutout."""
     policy = cta.policy(rng, probe=True)
     return apply(img, policy, rng), policy

@@ -1,9 +1,9 @@
 """CTAugment on the training device: the rates as one flat tensor, per-sample policy draws, batched
 ops (:mod:`.ctaugment_ops`) and the rate update as one pure tensor function.
 
-The flat layout is the reference's (:func:`fixmatch_ray.ctaugment.rate_offsets`: ops in the
+The flat layout is the reference's (:func:`.ctaugment.rate_offsets`: ops in the
 official registration order, each parameter's bins in turn, 303 rates), so a state dict moves
-between :class:`fixmatch_ray.ctaugment.CTAugment` and :class:`BatchedCTAugment` unchanged.
+between :class:`.ctaugment.CTAugment` and :class:`BatchedCTAugment` unchanged.
 Everything here keeps static shapes and never reads a value back to the host (no ``.item()``,
 ``.tolist()``), except the CPU path of :func:`ctaugment_ops.apply_round`, which sorts by op.
 
@@ -187,8 +187,9 @@ class BatchedCTAugment:
         return apply_policy_batch(x_weak, rows.of(ops), rows.of(values), gen, rows=rows), ops, values
 
     def update(self, ops: torch.Tensor, values: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> None:
-        """Move the rates by the probes' proximity (``probs``: the EMA model's softmax on the probes)."""
-        self.rates = update_rates(self.rates, ops, values, proximity_batch(probs, labels), self.decay)
+        """Move the rates by the probes' proximity (``probs``: the EMA model's softmax on the probes),
+        in place: a captured augmentation graph reads them where it found them."""
+        self.rates.copy_(update_rates(self.rates, ops, values, proximity_batch(probs, labels), self.decay))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"rates": self.rates.detach().to("cpu", copy=True)}
@@ -197,7 +198,7 @@ class BatchedCTAugment:
         rates = torch.as_tensor(state["rates"]).reshape(-1)
         if rates.numel() != N_RATES:
             raise ValueError(f"CTAugment rates have {rates.numel()} entries, expected {N_RATES}")
-        self.rates = rates.to(self.rates.device, torch.float64, copy=True)
+        self.rates.copy_(rates.to(self.rates.device, torch.float64))  # in place, as update
 
 
 class CTAugmentPolicy(Policy):

@@ -1,7 +1,7 @@
 """CTAugment's 19 ops on a uint8 batch (N, C, H, W), every sample its own op and parameter values.
 
 The arithmetic is PIL's own (Pillow's C code, read for this), so the ops equal the per-image
-reference :mod:`fixmatch_ray.ctaugment` bit for bit (tested op by op):
+reference :mod:`.ctaugment` bit for bit (tested op by op):
 
 - lookup tables (autocontrast, brightness, contrast, equalize, invert, posterize, solarize; identity
   and translate are the identity table): a per-sample, per-channel 256-entry table, one gather.
@@ -227,7 +227,7 @@ def _blends_dense(x: torch.Tensor, op: torch.Tensor, v: torch.Tensor) -> torch.T
 
 def cutout_batch(x: torch.Tensor, size: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor) -> torch.Tensor:
     """Gray box [c − size//2, c + size//2) per sample (clipped; ``size`` ≤ 1 paints nothing), as
-    :func:`fixmatch_ray.ctaugment.cutout` for integer centres ``cx``, ``cy``."""
+    :func:`.ctaugment.cutout` for integer centres ``cx``, ``cy``."""
     n, _, h, w = x.shape
     half = (size // 2).view(n, 1)
     cols, rows = torch.arange(w, device=x.device).view(1, w), torch.arange(h, device=x.device).view(1, h)

@@ -15,7 +15,7 @@ measured with ``python -m fixmatch_ray.bench aug``):
 - Color and Sharpness blend in float on their own samples.
 - no bool masks or ``where`` over whole images on the CPU, where they are slow; Cutout's masks
   come from a table and it is uint8 arithmetic.
-- the official ops run on an RGBA image (see :mod:`fixmatch_ray.augment`): here geometric ops
+- the official ops run on an RGBA image (see :mod:`.randaugment`): here geometric ops
   fill black and a per-pixel ``hole`` map (uint8, N × H·W) stands for the alpha channel. It is
   moved by later geometric ops, cleared by the ops that convert to RGB, and turned grey with
   the Cutout box in one uint8 multiply-add at the end.
@@ -31,10 +31,10 @@ import itertools
 
 import torch
 
-from .randaugment import CONVERTING_OPS, CUTOUT_FILL, FILL, MAX_LEVEL, OP_NAMES, magnitude
+from .randaugment import CONVERTING_OPS, CUTOUT_FILL, FILL, GEOMETRIC_OPS, MAX_LEVEL, OP_NAMES, magnitude
 
 OP = {name: i for i, name in enumerate(OP_NAMES)}
-GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
+GEOMETRIC = tuple(n for n in OP_NAMES if n in GEOMETRIC_OPS)  # the reference's set, in OP_NAMES order
 LUT_OPS = ("AutoContrast", "Brightness", "Contrast", "Equalize", "Posterize", "Solarize")
 # Which part of a round handles each op: 0 geometric, 1 lookup table, 2 Color, 3 Sharpness, 4 none.
 PART = tuple(0 if n in GEOMETRIC else 1 if n in LUT_OPS else 2 if n == "Color" else 3 if n == "Sharpness" else 4
@@ -306,7 +306,7 @@ def _words(x: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=None)
 def _cutout_table(h: int, w: int, size: int, device: torch.device) -> torch.Tensor:
-    """(H·W, H·W) uint8, row cy·W + cx: 1 inside :func:`augment.cutout_box` centred at (cy, cx)."""
+    """(H·W, H·W) uint8, row cy·W + cx: 1 inside :func:`.randaugment.cutout_box` centred at (cy, cx)."""
     half = size // 2
     cy, cx = torch.arange(h).view(h, 1, 1, 1), torch.arange(w).view(1, w, 1, 1)
     rows, cols = torch.arange(h).view(1, 1, h, 1), torch.arange(w).view(1, 1, 1, w)

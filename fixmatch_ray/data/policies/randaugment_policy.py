@@ -26,7 +26,7 @@ def rand_augment_drawn(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, s
                        active: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: int,
                        dense: bool | None = None) -> torch.Tensor:
     """The drawn rounds ((n, N) each), then grey on uncovered pixels and on the Cutout box at
-    (cy, cx): per image what :func:`augment.apply_draws` and :func:`augment.cutout` do."""
+    (cy, cx): per image what :func:`.randaugment.apply_draws` and :func:`.randaugment.cutout` do."""
     op, level, mag, code = _prepare(op, level, sign, active)
     hole = None
     for r in range(len(op)):

@@ -2,7 +2,7 @@
 training loop, synchronous against asynchronous upload, for a state the size of a paper run's.
 
 One 1-worker Ray Train run (:func:`report_cost_loop`) drives the real :class:`RaySink` (the
-sink every Ray run reports through) with a synthetic trainer whose state is ``state_mb`` of
+sink every Ray run reports through) with a synthetic engine whose state is ``state_mb`` of
 float32 tensors (WRN-28-8 with its EMA and SGD momentum: 3 x 23.4 M parameters = 280 MB;
 WRN-28-2: 18 MB). Between reports the training thread computes (matrix products, a fixed amount
 of work), so a background upload competes for the CPU as it would in a run. A report's cost is
@@ -28,8 +28,8 @@ STATE_MB = {"wrn-28-2": 18, "wrn-28-8": 280}  # model + EMA + momentum, float32
 
 
 @dataclass
-class FakeTrainer:
-    """What :class:`RaySink` reads of a trainer: config, step, history and the state."""
+class FakeEngine:
+    """What :class:`RaySink` reads of an :class:`~fixmatch_ray.training.engine.Engine`: config, step, history, state."""
 
     cfg: RunConfig
     state: dict[str, Any]
@@ -79,7 +79,7 @@ def report_cost_loop(config: dict[str, Any]) -> None:
     cfg = RunConfig(dataset="digits", num_labeled=20, total_steps=10**9, seed=0)
     out: dict[str, Any] = {"gap_s": config["gap_s"], "reports": reports}
 
-    def block(sink: RaySink, trainer: FakeTrainer) -> float:
+    def block(sink: RaySink, trainer: FakeEngine) -> float:
         tic = time.perf_counter()
         for _ in range(reports):
             _work(units)
@@ -91,12 +91,12 @@ def report_cost_loop(config: dict[str, Any]) -> None:
         _work(units)
     work_s = time.perf_counter() - tic
     out["work_s"] = work_s
-    plain = FakeTrainer(cfg.replace(checkpoint_every=10**9), {})
+    plain = FakeEngine(cfg.replace(checkpoint_every=10**9), {})
     out["no_checkpoint_s"] = (block(RaySink(0, run_dir), plain) - work_s) / reports
     for name, mb in config["sizes"].items():
         state = synthetic_state(mb)
         for mode in ("sync", "async"):
-            trainer = FakeTrainer(cfg.replace(checkpoint_every=1), state, step=plain.step + 1000)
+            trainer = FakeEngine(cfg.replace(checkpoint_every=1), state, step=plain.step + 1000)
             sink = RaySink(0, run_dir, upload=mode)
             stall = (block(sink, trainer) - work_s) / reports
             tic = time.perf_counter()
@@ -111,11 +111,12 @@ def report_cost_loop(config: dict[str, Any]) -> None:
 def measure_reports(storage: str, sizes: dict[str, float], reports: int = 4, gap_s: float = 2.0) -> dict[str, Any]:
     """Run :func:`report_cost_loop` as a 1-worker Train run stored under ``storage``."""
     from ..config import Resources
-    from ..launch.worker import build_trainer
+    from ..launch.worker import run_loop_config, torch_trainer
+    from ..storage import join
 
-    trainer = build_trainer(RunConfig(dataset="digits", num_labeled=20, seed=0), Resources(workers=1), storage,
-                            "report-cost", max_failures=0, loop=report_cost_loop,
-                            loop_config={"sizes": sizes, "reports": reports, "gap_s": gap_s})
+    cfg = RunConfig(dataset="digits", num_labeled=20, seed=0)
+    config = {**run_loop_config(cfg, join(storage, "report-cost")), "sizes": sizes, "reports": reports, "gap_s": gap_s}
+    trainer = torch_trainer(report_cost_loop, config, Resources(workers=1), storage, "report-cost", max_failures=0)
     trainer.fit()
     return json.loads(Path(storage, "report-cost", "figures.json").read_text())
 
