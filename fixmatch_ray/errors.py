@@ -24,3 +24,8 @@ class CheckpointError(UserError, RuntimeError):
 
 class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or infinite; the message names the step."""
+
+
+class DataFileError(DataError, ConfigError):
+    """Files of the user's own dataset that cannot be used as they are (an empty class folder, an
+    unreadable image...): bad input, as a bad config value is (exit 2)."""

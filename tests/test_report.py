@@ -287,3 +287,18 @@ def test_rows_trained_under_autocast_are_marked_beside_the_paper_column(tmp_path
     assert "| cifar10@250 | 1 | 6.00 | 5.07 ± 0.65 | " in md  # fp32, as the paper: no mark
     rows = {r["setting"]: r for r in csv.DictReader((exp / "results.csv").open())}
     assert rows["cifar10@40"]["amp"] == "bf16" and rows["cifar10@250"]["amp"] == "off"
+
+
+def test_load_fills_an_axis_left_at_its_default(tmp_path):
+    """An axis one block sets and another leaves at its default: results.load has every trial's
+    resolved value in that column (the run record's), never NaN, so filtering on it works."""
+    from fixmatch_ray import results
+
+    exp = tmp_path / "exp"
+    fake_trial(exp, "cifar10@40", {"dataset": "cifar10", "num_labeled": 40}, 1, [50.0], total=8)
+    fake_trial(exp, "cifar10@40 policy=ctaugment", {"dataset": "cifar10", "num_labeled": 40, "policy": "ctaugment"},
+               1, [60.0], total=8, policy="ctaugment")
+    df = results.load(str(exp))
+    assert df.policy.notna().all()
+    assert df[df.policy == "randaugment"].setting.tolist() == ["cifar10@40"]
+    assert df[df.policy == "ctaugment"].setting.tolist() == ["cifar10@40 policy=ctaugment"]

@@ -38,7 +38,8 @@ def test_train_logs_to_mlflow_and_wandb(tmp_path, file_store, capsys):
     assert run["history"]["test_acc"] == pairs_approx(accs)  # by training step, under the record's name
     assert [s for s, _ in run["history"]["train_loss"]] == [4, 8]
     assert set(run["history"]) == {k for k, v in record["history"][0].items() if isinstance(v, float)} - {
-        "wall_time"} | {"last_acc", "evals"}  # one name per number; the summary's own two beside them
+        "wall_time"} | {"last_acc", "evals"} | {f"test_class_acc/{c}" for c in range(10)}  # one name per
+    # number (per class: one each); the summary's own two beside them
     for key in ("median20_acc", "best_acc", "last_acc", "evals"):  # the summary: the value at the last step
         assert run["history"][key][-1] == (8, pytest.approx(record["summary"][key]))
     assert run["history"]["evals"] == [(8, 2.0)]  # logged once

@@ -52,9 +52,12 @@ def test_tensorboard_scalars(tmp_path):
     history = json.loads((out / "metrics.json").read_text())["history"]
     # one name per number: every number of the record under its record name, nothing else
     numbers = {k for k, v in history[0].items() if isinstance(v, float)} - {"wall_time"}
-    assert tags == numbers and {"train_loss", "train_loss_x", "train_loss_u", "train_mask", "lr", "test_acc",
-                                "test_loss", "raw_test_acc", "median20_acc", "best_acc", "images_per_s"} == tags
-    for key in tags:
+    per_class = {f"test_class_acc/{c}" for c in range(10)}  # every evaluation's, as one scalar per class
+    assert tags == numbers | per_class and {
+        "train_loss", "train_loss_x", "train_loss_u", "train_mask", "lr", "test_acc", "test_loss", "raw_test_acc",
+        "median20_acc", "best_acc", "images_per_s", "test_balanced_acc", "test_macro_f1", "test_top5_acc"} == numbers
+    assert [e.value for e in acc.Scalars("test_class_acc/3")][-1] == pytest.approx(history[-1]["test_class_acc"][3])
+    for key in numbers:
         assert [(e.step, e.value) for e in acc.Scalars(key)] == [
             (h["step"], pytest.approx(h[key], rel=1e-6)) for h in history], key
 

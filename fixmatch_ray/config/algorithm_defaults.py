@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..data.datasets import DATASETS
+from .datakeys import ALL_LABELS
 from .strict import require
 
 DEFAULT_NUM_LABELED = 4000
@@ -19,7 +20,10 @@ def fill_algorithm_defaults(c: Any, cls: Any) -> None:
         if c.num_labeled is None:
             object.__setattr__(c, "num_labeled", DEFAULT_NUM_LABELED)
         return
-    require(c.num_labeled in (None, spec.num_train),
-            f"num_labeled: algorithm {c.algorithm} trains on every training label, {spec.num_train} on "
-            f"{c.dataset}; got {c.num_labeled} (leave num_labeled unset)")
-    object.__setattr__(c, "num_labeled", spec.num_train)
+    # a count where the dataset's size is known before its files are read and nothing is held out
+    known = spec.from_files is None and c.val_size is None
+    require(c.num_labeled in (None, ALL_LABELS) or (known and c.num_labeled == spec.num_train),
+            f"num_labeled: algorithm {c.algorithm} trains on every training label"
+            + (f", {spec.num_train} on {c.dataset}" if known else "")
+            + f"; got {c.num_labeled} (leave num_labeled unset, or {ALL_LABELS!r})")
+    object.__setattr__(c, "num_labeled", spec.num_train if known else ALL_LABELS)

@@ -49,7 +49,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
         elif action in ("store_true", "store_false"):
             kw["action"] = action
         else:
-            kw["type"] = _scalar(hints[f.name])
+            kw["type"] = meta.get("type") or _scalar(hints[f.name])
             if prefix:
                 kw["metavar"] = f.name.upper()
             for key in ("choices", "nargs", "const"):

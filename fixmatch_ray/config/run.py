@@ -25,6 +25,7 @@ from ..data.datasets import DATASETS
 from ..errors import ConfigError
 from .algorithm_defaults import fill_algorithm_defaults
 from .cli import opt
+from .datakeys import check_data_keys, labels_arg
 from .strict import check_types, from_mapping, keys_of, load_yaml, require
 
 ARCHS = ("wideresnet", "resnext")
@@ -104,8 +105,11 @@ class RunConfig:
     dataset: str = opt("cifar10", "dataset (default cifar10)", choices=dataset_names)
     data_dir: str = opt("data", "where datasets live / are downloaded (default ./data)")
     download: bool = opt(True, "never download datasets", flag="--no-download", action="store_false")
-    num_labeled: int | None = opt(None, "labeled images (default 4000; fullysupervised: all): spread by the class "
-                                  "distribution, the official split rule (class-balanced on CIFAR); STL-10 a fold of 1000")
+    num_labeled: int | str | None = opt(None, "labeled images (default 4000; all: every one, the default of "
+                                        "fullysupervised): spread by the class distribution, the official split "
+                                        "rule (class-balanced on CIFAR); STL-10 a fold of 1000", type=labels_arg)
+    image_size: int | None = opt(None, "dataset folder: resize images to this side (default: their own)")
+    val_size: int | None = opt(None, "labeled training images held out for validation (default none)")
     expand_labels: bool = opt(False, "repeat labeled images to fill an epoch", action="store_true")
     arch: str = opt("wideresnet", "network (default wideresnet)", choices=ARCHS)
     depth: int | None = opt(None, "network depth (default: the reference's for the dataset)")
@@ -252,9 +256,8 @@ class RunConfig:
         """The views the algorithm's step needs of each image (:class:`~fixmatch_ray.algorithms.Views`)."""
         return algorithm_class(self.algorithm).views(self.options)
 
-    @property
-    def num_classes(self) -> int:
-        return DATASETS[self.dataset].num_classes
+    dataset_spec = property(lambda self: DATASETS[self.dataset].of_files(self.data_dir, self.image_size))
+    num_classes = property(lambda self: self.dataset_spec.num_classes)  # a folder dataset's: from its files
 
     @property
     def unlabeled_batch_size(self) -> int:
@@ -304,8 +307,7 @@ def _check_values(c: RunConfig) -> None:
     require(c.split_seed is None or c.split_seed >= 0, f"split_seed: must be >= 0, got {c.split_seed}")
     _check_ablation_values(c)
     spec = DATASETS[c.dataset]
-    problem = spec.check_num_labeled(c.num_labeled)
-    require(problem is None, f"num_labeled: {problem}")
+    check_data_keys(c, spec)
     problem = None if c.seed is None else spec.check_seed(c.seed)
     require(problem is None, f"seed: {problem}")
     scales = c.scales or spec.arch_defaults.get(c.arch, {}).get("scales", 3)

@@ -88,13 +88,15 @@ def check_storage(storage: str, dry_run: bool = False) -> None:
 def check_data(spec: "SweepSpec", dry_run: bool = False) -> list[str]:
     """Each dataset the trials read, loaded once (downloaded first where allowed): a missing dataset
     is one line here instead of failing every trial. A dry run downloads nothing: one note per
-    dataset the sweep would download."""
-    from ..data.datasets import load_dataset
+    dataset the sweep would download. A folder dataset is decoded into its cache once here, at the
+    trials' ``image_size`` (a dry run only lists its files: it writes nothing)."""
+    from ..data.datasets import check_dataset
 
     notes = []
-    for name, root, download in sorted({(t.run.dataset, t.run.data_dir, t.run.download) for t in spec.trials}):
+    runs = {(t.run.dataset, t.run.data_dir, t.run.download, t.run.image_size) for t in spec.trials}
+    for name, root, download, image_size in sorted(runs, key=repr):
         try:
-            load_dataset(name, root, "train", download=download and not dry_run)
+            check_dataset(name, root, download and not dry_run, image_size, decode=not dry_run)
         except DataError as e:
             if not (dry_run and download):
                 raise ConfigError(str(e)) from None

@@ -31,9 +31,11 @@ def trials_frame(trials: list[TrialResult]) -> pd.DataFrame:
 
 def history_frame(trials: list[TrialResult]) -> pd.DataFrame:
     """One row per trial × evaluation, with the setting's axes, the run's algorithm and every one of
-    its options (resolved values, from the run record), and the seed as columns."""
-    rows = [{"setting": t.label, **t.setting, **algorithm_options(t), "seed": t.seed, "status": t.status, **h}
-            for t in trials for h in t.history]
+    its options (resolved values, from the run record), and the seed as columns. An axis one
+    setting leaves at its default has that trial's resolved value, never NaN."""
+    axes = list(dict.fromkeys(k for t in trials for k in t.setting))  # every trial's value of every axis
+    rows = [{"setting": t.label, **{k: _value(t, k) for k in axes}, **algorithm_options(t), "seed": t.seed,
+             "status": t.status, **h} for t in trials for h in t.history]
     return pd.DataFrame(rows)
 
 

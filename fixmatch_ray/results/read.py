@@ -27,6 +27,7 @@ class TrialResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)  # median20_acc, best_acc, last_acc, evals
+    dataset: dict[str, Any] = field(default_factory=dict)  # classes, image size, normalisation
 
     @property
     def final(self) -> dict[str, Any]:
@@ -52,5 +53,5 @@ def read_trials(experiment: str) -> list[TrialResult]:
         trial, cfg = rec["trial"], rec["config"]
         state = "finished" if rec["finished"] else ("failed" if status.get(run) == "failed" else "running")
         out.append(TrialResult(trial["name"], trial["label"], trial["seed"], trial["setting"], state,
-                               cfg["total_steps"], rec["history"], cfg, rec["summary"]))
+                               cfg["total_steps"], rec["history"], cfg, rec["summary"], rec.get("dataset") or {}))
     return sorted(out, key=lambda t: (t.label, t.seed))

@@ -7,9 +7,11 @@ accuracy over the last 20 evaluations), of the best and of the last accuracy, as
 error (100 − acc); beside settings the paper ran, its Table 2 error and our distance from it in
 units of the paper's std; where the settings differ in some axes, the same by that axis (the
 ablation view, ``ablation.png``); the training metrics of the trials' algorithm at the last
-evaluation, under their record names, and a curve of each (``<name>_vs_step.png``); where two or more
-methods ran, the paper's Table 2 layout (methods x cells: table2.{md,csv,tex,png}). Writes
-results.{md,csv,json,tex} and plots atomically into the
+evaluation, under their record names, and a curve of each (``<name>_vs_step.png``); where the
+records have them, the test accuracy at the best validation evaluation and the last evaluation's
+balanced accuracy, macro-F1 and top-5, and its confusion matrix (``confusion_<setting>.png``);
+where two or more methods ran, the paper's Table 2 layout (methods x cells: table2.{md,csv,tex,png}).
+Writes results.{md,csv,json,tex} and plots atomically into the
 experiment, and a TensorBoard HParams summary per trial. Read-only otherwise: no lease needed.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..storage import Store
 from ..storage import split_last
 from ..storage.layout import ABLATION_PLOT, results_file
 from .aggregate import METRICS, ablation, aggregate, pooled, train_metrics_table
+from .figures import confusion_by_setting, confusion_file, figures_markdown, figures_table, plot_confusion
 from .hparams import write_hparams
 from .plots import plot_ablation, plot_curves
 from .read import read_trials
@@ -41,6 +44,8 @@ def report_experiment(experiment: str, include_unfinished: bool = False, plots: 
     train = train_metrics_table(trials, include_unfinished)
     md = markdown(rows, sets) + (f"\n{ablation_markdown(view)}" if view else "") + (
         f"\n{train_metrics_markdown(train)}" if train else "")
+    figures = figures_table(trials, include_unfinished)
+    md += f"\n{figures_markdown(figures)}" if figures else ""
     table2 = render_table2(trials, rows, split_last(str(experiment))[1]) if trials else None
     if table2 and not plots:
         table2.pop("table2.png")
@@ -49,7 +54,7 @@ def report_experiment(experiment: str, include_unfinished: bool = False, plots: 
     if not quiet:
         print(md)
     doc = {"experiment": str(experiment), "std_ddof": 1, "metric": "median of the last 20 EMA evaluations",
-           "settings": rows, "pooled": sets, "ablation": view, "train_metrics": train,
+           "settings": rows, "pooled": sets, "ablation": view, "train_metrics": train, "figures": figures,
            "trials": [{"name": t.name, "setting": t.label, "seed": t.seed, "status": t.status,
                        "step": t.final.get("step", 0), **{m: t.final.get(m) for m in METRICS}} for t in trials]}
     outputs = {results_file("md"): md, results_file("csv"): to_csv(rows, sets),
@@ -61,6 +66,8 @@ def report_experiment(experiment: str, include_unfinished: bool = False, plots: 
     if plots and trials:
         for name, png in plot_curves(trials).items():
             store.write_bytes(name, png)
+        for label, (matrix, classes) in confusion_by_setting(trials, include_unfinished).items():
+            store.write_bytes(confusion_file(label), plot_confusion(matrix, classes, f"{label}: last evaluation"))
         if view:
             title = f"{split_last(str(experiment))[1]}: error vs {view['axis']}"
             store.write_bytes(ABLATION_PLOT, plot_ablation(view, title))

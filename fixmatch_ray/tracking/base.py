@@ -63,13 +63,25 @@ BOOKKEEPING = ("step", "epoch", "wall_time", "samples_per_step", "world_size")
 def record_scalars(record: Mapping[str, Any]) -> dict[str, float]:
     """The numbers of one eval-epoch record under their record names, the one name each number has
     everywhere (record, TensorBoard, MLflow, W&B, results): ``test_acc``, ``lr``, an algorithm's
-    ``train_<metric>``... (:data:`BOOKKEEPING` keys left out)."""
-    return {k: v for k, v in record.items()
-            if k not in BOOKKEEPING and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    ``train_<metric>``... (:data:`BOOKKEEPING` keys left out); a list of numbers (the last
+    evaluation's per-class accuracy) as one number per class, ``test_class_acc/<class id>``."""
+    out = {}
+    for k, v in record.items():
+        if k in BOOKKEEPING:
+            continue
+        if _number(v):
+            out[k] = v
+        elif isinstance(v, list) and v and all(_number(x) for x in v):  # per class: test_class_acc/<i>
+            out.update({f"{k}/{i}": x for i, x in enumerate(v)})
+    return out
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 # The run's final numbers (training.engine.summarize): the summary every tracker records at the end.
-SUMMARY_KEYS = ("median20_acc", "best_acc", "last_acc", "evals")
+SUMMARY_KEYS = ("median20_acc", "best_acc", "last_acc", "evals", "test_at_best_val_acc", "best_val_acc")
 
 
 def summary_of(result: Mapping[str, Any]) -> dict[str, float]:

@@ -20,6 +20,7 @@ from ..config import RunConfig
 from ..config.run import ADAM_BETAS, LINEAR_LR_END
 from ..errors import NonFiniteLossError
 from ..models import build_model
+from .evaluation import evaluate_model, record_figures, strip_last_only
 from .optim import ModelEMA, build_optimizer, lr_at, set_lr
 from .precision import amp_dtype, precision_name, set_precision  # noqa: F401  (amp_dtype: the engine's API)
 
@@ -152,25 +153,13 @@ class Engine:
         self.policy.learn(probe, self.collective.all_gather(probs), self.collective.all_gather(y_lb))
 
     # -- evaluation --------------------------------------------------------------------------
-    @torch.no_grad()
-    def evaluate(self, test: Any, use_ema: bool = True) -> dict[str, float]:
-        """Mean cross-entropy and top-1 accuracy (%) of the EMA (or raw) model on ``test`` (an
-        :class:`~fixmatch_ray.data.batched.EvalImages`): each rank evaluates its share, the sums
-        are all-reduced (one host read per evaluation)."""
+    def evaluate(self, test: Any, use_ema: bool = True) -> dict[str, Any]:
+        """Loss, accuracy (%) and the other figures of :mod:`.evaluation` of the EMA (or raw)
+        model on ``test`` (an :class:`~fixmatch_ray.data.batched.EvalImages`): each rank evaluates
+        its share, the counts are all-reduced (one host read per evaluation)."""
         model = self.ema.module if (use_ema and self.ema is not None) else self.net
-        model.eval()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        rank, world = self.collective.rank, self.collective.world_size
-        for xb, yb in test.batches(self.cfg.eval_batch_size, rank, world):
-            with self.autocast():
-                logits = model(xb.contiguous(memory_format=torch.channels_last)).float()
-            loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum")
-            correct += (logits.argmax(1) == yb).sum()
-        # float64 carries the float32 loss sum and the count exactly
-        loss, hits = self.collective.all_reduce(torch.stack([loss_sum.double(), correct.double()]), "sum").tolist()
-        n = len(test)
-        return {"loss": loss / n, "acc": 100.0 * hits / n}
+        return evaluate_model(model, test, self.cfg.num_classes, self.cfg.eval_batch_size, self.collective,
+                              self.autocast)
 
     # -- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -230,16 +219,19 @@ def _to(x: torch.Tensor | list[torch.Tensor], device: torch.device) -> Any:
 
 
 def summarize(history: list[dict[str, Any]]) -> dict[str, float]:
-    """Per-run numbers: the paper's median of the last 20 evals, best and last accuracy."""
+    """Per-run numbers: the paper's median of the last 20 evals, best and last accuracy. With a
+    validation split nothing is chosen on the test set: ``best_acc`` is then the test accuracy at
+    the (first) best validation evaluation, also ``test_at_best_val_acc``, beside ``best_val_acc``."""
     accs = [h["test_acc"] for h in history]
     if not accs:
         return {}
-    return {
-        "median20_acc": statistics.median(accs[-MEDIAN_OF_LAST:]),
-        "best_acc": max(accs),
-        "last_acc": accs[-1],
-        "evals": len(accs),
-    }
+    out = {"median20_acc": statistics.median(accs[-MEDIAN_OF_LAST:]), "best_acc": max(accs),
+           "last_acc": accs[-1], "evals": len(accs)}
+    vals = [h.get("val_acc") for h in history]
+    if all(v is not None for v in vals):
+        best = max(range(len(vals)), key=lambda i: (vals[i], -i))
+        out.update(best_acc=accs[best], test_at_best_val_acc=accs[best], best_val_acc=vals[best])
+    return out
 
 
 def fit(
@@ -249,12 +241,14 @@ def fit(
     on_epoch: Callable[[dict[str, Any]], None] = lambda record: None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
     check_every: int = 50,
+    val: Any = None,
 ) -> list[dict[str, Any]]:
     """Train until ``total_steps``, evaluating every ``eval_step`` steps (and at the end).
 
     After each evaluation ``on_epoch(record)`` receives the epoch's record (also appended to
     ``trainer.history``). ``progress(steps_done, running_means)`` is called every
-    ``check_every`` steps, where the loss is also checked for NaN/inf. Under DDP the trainer's
+    ``check_every`` steps, where the loss is also checked for NaN/inf. With ``val`` (a
+    validation set) every evaluation records its figures too (``val_acc``...). Under DDP the trainer's
     collective combines the ranks' epoch sums and NaN flags, so every rank reports and stops alike.
     """
     cfg = trainer.cfg
@@ -264,10 +258,13 @@ def fit(
         tic = time.perf_counter()
         names, sums, local_images = _train_epoch(trainer, batches, end, progress, check_every)
         record = _epoch_record(trainer, names, sums, local_images, end - start, time.perf_counter() - tic)
-        ev = trainer.evaluate(test, use_ema=True)
-        record.update(test_acc=ev["acc"], test_loss=ev["loss"])
+        record.update(record_figures("test", trainer.evaluate(test, use_ema=True)))
         if trainer.ema is not None:
             record["raw_test_acc"] = trainer.evaluate(test, use_ema=False)["acc"]
+        if val is not None:  # model selection reads these, never the test figures
+            record.update(record_figures("val", trainer.evaluate(val, use_ema=True)))
+        if trainer.history:
+            strip_last_only(trainer.history[-1])
         record["wall_time"] = time.time()  # when this evaluation ended (Unix seconds)
         trainer.history.append(record)
         summary = summarize(trainer.history)

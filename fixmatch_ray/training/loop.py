@@ -16,11 +16,14 @@ from torch import nn
 
 from ..algorithms import LOCAL, Collective
 from ..config import RunConfig
+from ..config.datakeys import ALL_LABELS
 from ..data.batched import BatchAugmenter, DeviceBatches, EvalImages
-from ..data.datasets import DatasetSpec, ImageData, get_spec, load_dataset
+from ..data.datasets import DATASETS, DatasetSpec, ImageData
+from ..data.datasets.layout import read_layout
 from ..data.policies import Policy, build_policy
 from ..data.sampling import StepBatchSampler, train_loader
 from ..data.splits import expand_labeled
+from ..data.validation import hold_out
 from ..errors import ConfigError
 from ..storage.layout import CONFIG_FILE
 from ..tracking import Tracker, tensorboard
@@ -34,21 +37,57 @@ class RunData:
     train: ImageData  # the unlabeled set; the labeled pool is its first part (the train set)
     labeled_idx: np.ndarray  # after --expand-labels
     test: ImageData
+    val: ImageData | None = None  # the validation set (val_size, or a folder dataset's val/)
 
 
 def load_run_data(cfg: RunConfig) -> RunData:
-    """Datasets and the labeled split of ``cfg`` (the same on every process)."""
-    spec = get_spec(cfg.dataset)
-    train = load_dataset(cfg.dataset, cfg.data_dir, "train", download=cfg.download)
-    test = load_dataset(cfg.dataset, cfg.data_dir, "test", download=cfg.download)
+    """Datasets, the validation hold-out and the labeled split of ``cfg`` (the same on every process)."""
+    registered = DATASETS[cfg.dataset]
+    if registered.from_files is not None:  # an impossible split is refused before any image is decoded
+        layout = read_layout(cfg.data_dir)
+        _splits(cfg, registered, np.array([c for _, c in layout.files["train"]]), bool(layout.files["val"]),
+                layout.classes)
+    spec = cfg.dataset_spec
+    train = spec.load(cfg.data_dir, "train", cfg.download)
+    test = spec.load(cfg.data_dir, "test", cfg.download)
+    pool = train if spec.unlabeled_split is None else spec.load(cfg.data_dir, spec.unlabeled_split, cfg.download)
+    has_val = bool(spec.facts.get("counts", {}).get("val"))  # a folder dataset's val/ (val.csv)
+    val_idx, keep, labeled = _splits(cfg, spec, train.targets, has_val, spec.classes)
+    if has_val:
+        val = spec.load(cfg.data_dir, "val", cfg.download)
+    elif val_idx is not None:
+        val = ImageData(train.images[val_idx], train.targets[val_idx])
+        kept = ImageData(train.images[keep], train.targets[keep])
+        rest = slice(len(train), len(pool))  # the unlabeled-only images after the train set
+        pool = kept if len(pool) == len(train) else ImageData(np.concatenate([kept.images, pool.images[rest]]),
+                                                              np.concatenate([kept.targets, pool.targets[rest]]))
+    else:
+        val = None
+    labeled = expand_labeled(labeled, cfg.batch_size, cfg.eval_step, cfg.expand_labels)
+    return RunData(spec, pool, labeled, test, val)
+
+
+def _splits(cfg: RunConfig, spec: DatasetSpec, targets: np.ndarray, has_val: bool, classes: Any
+            ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """(validation indices, the training indices left, labeled indices into those): ``val_size``
+    held out first (:func:`~fixmatch_ray.data.validation.hold_out`; none where the dataset has its
+    own val split), then the labeled split of the rest."""
+    val_idx = keep = None
+    if cfg.val_size is not None:
+        if has_val:
+            raise ConfigError(f"val_size: the dataset under {cfg.data_dir} has its own validation set (val/, "
+                              "val.csv); remove val_size, or that part")
+        if spec.num_seeds is not None:
+            raise ConfigError(f"val_size: {spec.name} draws its labeled set from fixed folds; a validation "
+                              "hold-out would change them")
+        val_idx, keep = hold_out(targets, cfg.val_size, cfg.labeled_split_seed, classes)
+        targets = targets[keep]
+    num_labeled = len(targets) if cfg.num_labeled == ALL_LABELS else cfg.num_labeled
     try:
-        labeled = spec.split(cfg.data_dir, train.targets, cfg.num_labeled, cfg.labeled_split_seed)
+        labeled = spec.split(cfg.data_dir, targets, num_labeled, cfg.labeled_split_seed)
     except ValueError as e:
         raise ConfigError(f"num_labeled: {e}") from None
-    labeled = expand_labeled(labeled, cfg.batch_size, cfg.eval_step, cfg.expand_labels)
-    pool = train if spec.unlabeled_split is None else load_dataset(cfg.dataset, cfg.data_dir, spec.unlabeled_split,
-                                                                   download=cfg.download)
-    return RunData(spec, pool, labeled, test)
+    return val_idx, keep, labeled
 
 
 def labeled_distribution(data: RunData, num_classes: int) -> tuple[float, ...]:
@@ -130,7 +169,8 @@ def run_training(cfg: RunConfig, device: torch.device, sinks: Sequence[Sink], ra
                 s.progress(step, means)
 
         test = EvalImages(data.test, data.spec, device)  # resident on the device as uint8
-        fit(trainer, batches, test, on_epoch, on_progress, check_every=min(50, cfg.eval_step))
+        val = None if data.val is None else EvalImages(data.val, data.spec, device)
+        fit(trainer, batches, test, on_epoch, on_progress, check_every=min(50, cfg.eval_step), val=val)
     finally:
         for s in sinks:
             s.close()

@@ -2,8 +2,8 @@
 
 One JSON document (``metrics.json`` in the run's directory, a local path or a URI): the resolved
 config (with every option of its algorithm), the precision its math ran in (and on which device),
-every evaluation's row (step, accuracies, the algorithm's metrics as ``train_<name>``, lr,
-images/s, wall time),
+the dataset (classes, size, normalisation), every evaluation's row (step, accuracies, the
+algorithm's metrics as ``train_<name>``, lr, images/s, wall time),
 the summary (median of the last 20 evaluations...) and whether the run finished. Results are read
 from here, never from logs or Tune's files.
 
@@ -35,8 +35,18 @@ def record_doc(config: dict[str, Any], history: list[dict[str, Any]],
     and matmuls) on cuda (NVIDIA H100 80GB HBM3)``, ``bf16 autocast on ...``, ``fp32 (CPU)``; a
     run resumed elsewhere adds what the steps before ran in)."""
     step = history[-1]["step"] if history else 0
-    return {"config": config, "trial": trial, "precision": precision, "summary": summarize(history), "step": step,
-            "finished": run_finished(step, config["total_steps"]), "history": history}
+    return {"config": config, "trial": trial, "precision": precision, "dataset": describe_dataset(config),
+            "summary": summarize(history), "step": step, "finished": run_finished(step, config["total_steps"]),
+            "history": history}
+
+
+def describe_dataset(config: dict[str, Any]) -> dict[str, Any]:
+    """The run's dataset as the record keeps it: classes (names where it has them), image size,
+    the normalisation the network was trained with (a folder dataset's, computed from its
+    training images), and a folder dataset's cache entry and image counts."""
+    from ..data.datasets import run_spec
+
+    return run_spec(config["dataset"], config["data_dir"], config.get("image_size")).describe()
 
 
 def write_record(run_dir: str, config: dict[str, Any], history: list[dict[str, Any]],

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..splits import check_distribution_labels, official_split
 
-SPLITS = ("train", "test", "unlabeled")
+SPLITS = ("train", "test", "unlabeled", "val")
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,27 @@ class DatasetSpec:
     check_labels: Callable[[int], str | None] | None = None
     # seeds run 0..num_seeds-1 where the seed picks one of a fixed set (STL-10: its 10 folds)
     num_seeds: int | None = None
+    # the class names, class i first (None: the classes are numbered)
+    classes: tuple[str, ...] | None = None
+    # a dataset whose classes, size and statistics come from its files (``folder``): (data root,
+    # image_size or None) -> the spec of the files there; None for a dataset fixed in advance
+    from_files: Callable[[str, int | None], "DatasetSpec"] | None = None
+    # what the run record keeps of the dataset beyond the above (folder: its cache entry, counts)
+    facts: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.split is None:
             object.__setattr__(self, "split", official_split)
+
+    def of_files(self, root: str, image_size: int | None) -> "DatasetSpec":
+        """The spec a run of this dataset under ``root`` uses (itself unless made from its files)."""
+        return self if self.from_files is None else self.from_files(root, image_size)
+
+    def describe(self) -> dict[str, object]:
+        """What the run record says of the dataset: classes, size, normalisation, and its facts."""
+        return {"name": self.name, "num_classes": self.num_classes, "classes": list(self.classes or
+                range(self.num_classes)), "image_size": self.image_size, "mean": list(self.mean),
+                "std": list(self.std), **self.facts}
 
     def check_seed(self, seed: int) -> str | None:
         """Why ``seed`` cannot be used with this dataset, or None."""
