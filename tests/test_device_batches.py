@@ -152,7 +152,10 @@ def test_eval_images_normalise_like_the_host_and_split_over_ranks():
         trainer = Engine(CFG, torch.device("cpu"), num_unlabeled=100, collective=Capture(rank, 2))
         trainer.evaluate(test)
         shares.append(trainer.collective.sums)
-    loss, hits = (shares[0] + shares[1]).tolist()
+    total = (shares[0] + shares[1]).tolist()  # loss sum, top-5 hits, the confusion matrix by rows
+    loss, c = total[0], one["confusion"]
+    assert [int(v) for v in total[2:]] == [v for row in c for v in row] and sum(map(sum, c)) == len(test)
+    hits = sum(c[j][j] for j in range(len(c)))
     assert 100.0 * hits / len(test) == one["acc"]
     assert abs(loss / len(test) - one["loss"]) < 1e-5
 

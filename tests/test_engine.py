@@ -179,9 +179,10 @@ def test_finished_is_judged_in_one_place():
     import fixmatch_ray
 
     rows = [{"step": s, "test_acc": 50.0} for s in (10, 20)]
-    assert record_doc({"total_steps": 20}, rows)["finished"]
-    assert not record_doc({"total_steps": 21}, rows)["finished"]
-    assert not record_doc({"total_steps": 20}, rows[:1])["finished"]
+    config = lambda steps: {**CFG.to_dict(), "total_steps": steps}  # noqa: E731
+    assert record_doc(config(20), rows)["finished"]
+    assert not record_doc(config(21), rows)["finished"]
+    assert not record_doc(config(20), rows[:1])["finished"]
     compares = []
     for path in sorted(Path(fixmatch_ray.__file__).parent.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
