@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # configuration box and hints, Ray's token-authentication warning).
 RAY_NOISE = ("TrainController", "RayTrainWorker", "PreemptionWatcher", "(raylet)", "Configuration for experiment",
              "View detailed results", "tensorboard --logdir", "Token authentication", "Requesting resources")
-OURS = ("[sweep] ", "[plan] ", "  digits@20", "starting smoke:", "|", "mean ± sample std")  # plan, live table, final table
+OURS = ("[sweep] ", "[plan] ", "  digits@20", "starting smoke:", "|", "### ", "mean ± sample std")  # plan, live, tables
 
 
 @pytest.fixture

@@ -134,8 +134,9 @@ def _step_ops(key: str, precision: str, policy: str, batch: int) -> tuple[list[t
     n_ulb = batch * cfg.mu
     with fake_tensors():
         image = lambda n: torch.empty(n, 3, size, size)  # noqa: E731
-        step = {"x_lb": image(batch), "y_lb": torch.zeros(batch, dtype=torch.long), "x_ulb_w": image(n_ulb),
-                "x_ulb_s": image(n_ulb), "idx_ulb": torch.zeros(n_ulb, dtype=torch.long)}
+        views = cfg.views  # the algorithm's: one tensor per view
+        step = {"x_lb": [image(batch) for _ in views.labeled], "y_lb": torch.zeros(batch, dtype=torch.long),
+                "x_ulb": [image(n_ulb) for _ in views.unlabeled], "idx_ulb": torch.zeros(n_ulb, dtype=torch.long)}
         if pol.learns:
             step.update(x_probe=image(batch), probe=(torch.zeros(batch, 2, dtype=torch.long),
                                                      torch.zeros(batch, 2, 2, dtype=torch.float64)))
