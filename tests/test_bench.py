@@ -15,6 +15,7 @@ def test_bench_aug_prints_and_writes_both_paths(tmp_path, capsys, monkeypatch):
     res = json.loads(out.read_text())["aug"]
     assert res["images_per_step"] == 960 and res["torch_threads"] == 1
     assert res["pil_cpu_s_per_step"] > 0 and res["batched_cpu_s_per_step"] > 0
-    assert abs(res["ratio"] - res["pil_cpu_s_per_step"] / res["batched_cpu_s_per_step"]) < 1e-9
-    assert "ratio:" in capsys.readouterr().out
+    assert res["ratio"] > 0
+    # the printed figure is the one written to the JSON file
+    assert f"ratio:           {res['ratio']:.1f}x less CPU time" in capsys.readouterr().out
     assert torch.get_num_threads() == threads  # measured on one thread, the caller's count restored
