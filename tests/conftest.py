@@ -62,6 +62,22 @@ def cifar10_root(tmp_path_factory) -> Path:
     return write_cifar(tmp_path_factory.mktemp("cifar10"), "cifar10", train_per_class=20, test_per_class=5)
 
 
+# set in this process by an in-process sweep's quiet_output(); a later subprocess would inherit
+# them (a --verbose sweep would then still log Ray Train at WARNING)
+QUIET_ENV = ("FIXMATCH_RAY_TRAIN_LOG_LEVEL", "RAY_DEDUP_LOGS_SKIP_REGEX", "RAY_AIR_NEW_OUTPUT")
+
+
+@pytest.fixture(autouse=True)
+def _quiet_env_per_test():
+    before = {k: os.environ.get(k) for k in QUIET_ENV}
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(autouse=True)
 def _no_network_downloads(monkeypatch):
     # Tests never reach the internet: a download attempt must fail fast, not hang.

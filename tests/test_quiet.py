@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # configuration box and hints, Ray's token-authentication warning).
 RAY_NOISE = ("TrainController", "RayTrainWorker", "PreemptionWatcher", "(raylet)", "Configuration for experiment",
              "View detailed results", "tensorboard --logdir", "Token authentication", "Requesting resources")
-OURS = ("[sweep] ", "[plan] ", "  digits@20", "starting smoke:", "|", "### ", "mean ± sample std")  # plan, live, tables
+OURS = ("[sweep] ", "[plan] ", "  digits@20", "starting smoke:", "|", "### ", "mean ± sample std",
+        "With a validation split")  # plan, live, tables and their notes
 
 
 @pytest.fixture

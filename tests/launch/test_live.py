@@ -187,5 +187,5 @@ def test_live_view_piped_is_paced_plain_lines(sweep_env, tmp_path):
     assert summaries[0].startswith("[sweep] 0/24 steps (0%) | 0 finished, ")
     assert summaries[-1].startswith("[sweep] 24/24 steps (100%) | 2 finished, 0 running, 0 pending")
     plan = [line for line in lines if line.startswith(("starting smoke", "[plan] "))]
-    table = [line for line in lines if line.startswith(("|", "### ")) or "mean ± sample std" in line]
+    table = [line for line in lines if line.startswith(("|", "### ", "With a validation split")) or "mean ± sample std" in line]
     assert len(lines) == len(plan) + len(evals) + 2 + len(summaries) + len(table), lines
