@@ -138,16 +138,21 @@ def _without_sigterm_tracebacks(lines: list[str]) -> list[str]:
     i = 0
     while i < len(lines):
         if lines[i].startswith("Exception ignored in"):
-            end = i + 1
-            while end < len(lines) and (lines[end].startswith(("Traceback", " ")) or not lines[end].strip()):
-                end += 1
-            end = min(end + 1, len(lines))  # and the exception's own line (SystemExit: 1)
+            end = min(_traceback_end(lines, i + 1) + 1, len(lines))  # and the exception's line (SystemExit: 1)
             if any(line.rstrip().endswith(", in sigterm_handler") for line in lines[i:end]):
                 i = end
                 continue
         out.append(lines[i])
         i += 1
     return out
+
+
+def _traceback_end(lines: list[str], i: int) -> int:
+    """The index of the first line from ``i`` on that is not part of a traceback's body (its
+    "Traceback" line, indented frame lines, blank lines): the exception's own line, if any."""
+    while i < len(lines) and (lines[i].startswith(("Traceback", " ")) or not lines[i].strip()):
+        i += 1
+    return i
 
 
 def _without_shutdown_warnings(lines: list[str]) -> list[str]:
@@ -161,9 +166,7 @@ def _without_shutdown_warnings(lines: list[str]) -> list[str]:
             out.append(lines[i])
             i += 1
             continue
-        i += 1
-        while i < len(lines) and (lines[i].startswith(("Traceback", " ")) or not lines[i].strip()):
-            i += 1
+        i = _traceback_end(lines, i + 1)
         if i < len(lines) and lines[i].startswith("ray.exceptions."):
             i += 1
             while i < len(lines) and lines[i].startswith(("\t", "The actor is dead because")):
